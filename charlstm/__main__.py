@@ -1,0 +1,5 @@
+"""`python -m charlstm` works like the `charlstm` command."""
+
+from .cli import main
+
+main()

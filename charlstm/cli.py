@@ -1,0 +1,232 @@
+"""The `charlstm` command: thin click commands that parse options and call the library.
+
+Every error a user can cause is a CharlstmError (or a click usage error) and ends as one line on
+stderr with a non-zero exit; `--debug` shows the traceback instead.
+"""
+
+import json
+import math
+import sys
+import traceback
+from pathlib import Path
+
+import click
+import numpy as np
+import yaml
+
+from . import __version__, model
+from .checkpoint import read_meta
+from .config import config_from_dict, config_to_dict, load_config, parse_override
+from .data import read_text
+from .errors import CharlstmError
+from .sample import check_options, generate
+from .train import Run, bpc, evaluate, load_model
+
+
+class _Group(click.Group):
+    """Turns user errors into one clear line, and any other failure into one line plus a hint."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except CharlstmError as e:
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            raise click.ClickException(str(e)) from None
+        except OSError as e:
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            where = f" '{e.filename}'" if e.filename else ""
+            raise click.ClickException(f"{e.strerror or e}{where}") from None
+        except (click.ClickException, click.exceptions.Exit, click.Abort, KeyboardInterrupt):
+            raise
+        except Exception as e:               # a bug: still one line, with the way to see more
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            raise click.ClickException(
+                f"internal error: {type(e).__name__}: {e} (rerun with --debug for the traceback "
+                "and please report it)") from None
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="charlstm")
+@click.option("--debug", is_flag=True, help="Show full tracebacks instead of one-line errors.")
+@click.pass_context
+def cli(ctx, debug):
+    """Train character-level LSTM language models in NumPy, and sample from them.
+
+    \b
+      charlstm train                               # offline demo: Python source
+      charlstm train configs/shakespeare.yaml      # your own config
+      charlstm sample runs/shakespeare/best.npz --prime "ROMEO:"
+    """
+    ctx.obj = {"debug": debug}
+    # Generated text may hold any character: never fail on a console that is not UTF-8.
+    if hasattr(sys.stdout, "reconfigure"):
+        try:
+            sys.stdout.reconfigure(errors="replace")
+        except (ValueError, OSError):
+            pass
+
+
+@cli.command()
+@click.argument("config", required=False, type=click.Path(dir_okay=False))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a config key, e.g. --set optim.lr=0.001 (repeatable).")
+@click.option("--data", type=click.Path(), help="Text file to train on (short for "
+              "--set data.path=PATH).")
+@click.option("--out", type=click.Path(file_okay=False), help="Run folder "
+              "[default: runs/<config name>].")
+@click.option("--resume", "resume_dir", type=click.Path(file_okay=False),
+              help="Continue the run in this folder from its last checkpoint.")
+@click.option("--no-progress", is_flag=True, help="No progress bar (for logs and scripts).")
+def train(config, overrides, data, out, resume_dir, no_progress):
+    """Train a model from a YAML CONFIG (defaults and the built-in corpus if omitted).
+
+    \b
+      charlstm train configs/tiny.yaml --set train.max_steps=100
+      charlstm train configs/shakespeare.yaml --set model.dropout=0.2 --out runs/sh-drop
+      charlstm train --data notes.txt              # default model on your own text
+      charlstm train --resume runs/shakespeare     # continue where it stopped
+    """
+    overrides = list(overrides) + ([f"data.path={data}"] if data else [])
+    if resume_dir:
+        if config or out:
+            raise CharlstmError("--resume takes the run's own config and folder; drop CONFIG "
+                                "and --out (use --set to change settings such as train.max_steps)")
+        meta = read_meta(Path(resume_dir) / "last.npz") if (Path(resume_dir) / "last.npz").exists() else None
+        cfg = _with_overrides(meta["config"], overrides, resume_dir) if meta else None
+        run = Run.resume(resume_dir, cfg)
+        click.echo(f"resuming '{resume_dir}' at step {run.step}")
+    else:
+        cfg = load_config(config, overrides)
+        out = out or str(Path("runs") / (Path(config).stem if config else "default"))
+        run = Run.start(cfg, out)
+    run.train(progress=not no_progress)
+    best = Path(run.out) / "best.npz"
+    click.echo(f"done: step {run.step}, best val loss {run.best_val:.4f} nats/char "
+               f"({bpc(run.best_val):.4f} bits/char)")
+    click.echo(f"sample from it with:  charlstm sample {best}")
+
+
+def _with_overrides(saved, overrides, source):
+    """The config stored in a run's checkpoint with --set overrides applied on top."""
+    d = {section: dict(keys) for section, keys in saved.items()}
+    for text in overrides:
+        section, key, value = parse_override(text)
+        d.setdefault(section, {})[key] = value
+    return config_from_dict(d, f"{source} with --set")
+
+
+@cli.command()
+@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.option("--prime", default=None, help="Text to start from (printed first).")
+@click.option("--length", type=int, default=None, help="Characters to generate after the prime.")
+@click.option("--temperature", type=float, default=None,
+              help="Below 1: safer, more repetitive; above 1: more surprising.")
+@click.option("--top-k", type=int, default=None, help="Draw only from the K most likely "
+              "characters (0 = off).")
+@click.option("--top-p", type=float, default=None, help="Draw only from the smallest set of "
+              "characters whose probability reaches P (nucleus sampling; 1 = off).")
+@click.option("--argmax", is_flag=True, help="Always take the most likely character (greedy).")
+@click.option("--seed", type=int, default=None, help="Random seed; the same seed, checkpoint "
+              "and options give the same text.")
+@click.option("--num-samples", type=click.IntRange(min=1), default=1,
+              help="Number of independent samples.")
+@click.option("--skip-unknown", is_flag=True, help="Drop prime characters that are not in the "
+              "model's vocabulary instead of stopping.")
+def sample(checkpoint, prime, length, temperature, top_k, top_p, argmax, seed, num_samples,
+           skip_unknown):
+    """Generate text from a CHECKPOINT, streaming it as it is generated.
+
+    Options not given take the values of the checkpoint's `sample` config section.
+
+    \b
+      charlstm sample runs/shakespeare/best.npz --prime "ROMEO:" --temperature 0.8
+      charlstm sample runs/default/best.npz --top-p 0.9 --length 2000 --seed 1
+    """
+    params, vocab, cfg, _ = load_model(checkpoint)
+    s = cfg.sample
+    prime = s.prime if prime is None else prime
+    length = s.length if length is None else length
+    temperature = s.temperature if temperature is None else temperature
+    top_k = s.top_k if top_k is None else top_k
+    top_p = s.top_p if top_p is None else top_p
+    check_options(temperature, top_k, top_p, length)
+    missing = vocab.missing(prime)
+    if missing:
+        if not skip_unknown:
+            raise CharlstmError(f"--prime has characters not in the model's vocabulary: "
+                                f"{''.join(missing)!r}; remove them or pass --skip-unknown")
+        prime = "".join(ch for ch in prime if ch not in set(missing))
+    rng = np.random.default_rng(seed)
+    for k in range(num_samples):
+        if k:
+            click.echo("\n" + "-" * 40)
+        click.echo(prime, nl=False)
+        for ch in generate(params, vocab, length, rng, prime, temperature, top_k, top_p, argmax):
+            click.echo(ch, nl=False)
+            sys.stdout.flush()
+        click.echo()
+
+
+@cli.command("eval")
+@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.option("--text", "text_file", required=True, type=click.Path(dir_okay=False),
+              help="UTF-8 text file to measure the model on.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def eval_(checkpoint, text_file, as_json):
+    """Measure how well a CHECKPOINT predicts a text: nats and bits per character, perplexity.
+
+    Every character after the first is predicted from all that precede it, from the zero state.
+    Long texts are read as parallel streams of at least 10,000 characters.
+
+    \b
+      charlstm eval runs/shakespeare/best.npz --text data/tinyshakespeare/input.txt --json
+    """
+    params, vocab, cfg, _ = load_model(checkpoint)
+    text = read_text(text_file, cfg.data.errors)
+    missing = vocab.missing(text)
+    if missing:
+        raise CharlstmError(f"'{text_file}' has characters not in the model's vocabulary: "
+                            f"{''.join(missing)[:40]!r}")
+    if len(text) < 2:
+        raise CharlstmError(f"'{text_file}' needs at least 2 characters to predict one")
+    loss, chars, streams = evaluate(params, vocab.encode(text))
+    result = {"loss": loss, "bpc": bpc(loss), "perplexity": math.exp(loss), "chars": chars}
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    click.echo(f"{text_file}: {loss:.4f} nats/char, {bpc(loss):.4f} bits/char, perplexity "
+               f"{math.exp(loss):.3f} over {chars:,} characters"
+               + (f" ({streams} parallel streams)" if streams > 1 else ""))
+
+
+@cli.command()
+@click.argument("checkpoint", type=click.Path(dir_okay=False))
+def info(checkpoint):
+    """Describe a CHECKPOINT: config, parameter count, progress, best val loss, vocabulary.
+
+    \b
+      charlstm info runs/shakespeare/best.npz
+    """
+    meta = read_meta(checkpoint)
+    cfg = config_from_dict(meta["config"], checkpoint)
+    m = cfg.model
+    shapes = model.param_shapes(len(meta["vocab"]), m.embedding_size, m.hidden_size, m.num_layers)
+    n_params = sum(int(np.prod(s)) for s in shapes.values())
+    best = meta.get("best_val_loss")
+    click.echo(f"checkpoint: {checkpoint} (charlstm {meta.get('charlstm_version', '?')})")
+    click.echo(f"model: {m.num_layers} x {m.hidden_size} LSTM, embedding {m.embedding_size}, "
+               f"{n_params:,} parameters")
+    click.echo(f"progress: step {meta['step']}, epoch {meta['epoch']}, "
+               f"{meta.get('train_time', 0) / 60:.1f} training minutes")
+    click.echo("best val loss: " + ("none yet" if best is None else
+                                     f"{best:.4f} nats/char ({bpc(best):.4f} bits/char)"))
+    click.echo(f"vocabulary ({len(meta['vocab'])}): {meta['vocab']!r}")
+    click.echo("config:")
+    click.echo(yaml.safe_dump(config_to_dict(cfg), sort_keys=False).rstrip())
+
+
+def main():
+    cli(prog_name="charlstm")

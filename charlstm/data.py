@@ -1,0 +1,166 @@
+"""Text in, token windows out: reading the corpus, the vocabulary, the split and the batches.
+
+Dimension letters: B batch (parallel streams), T window length, N text length in characters.
+
+    text = read_text(cfg.data.path, cfg.data.errors)          # or builtin_corpus()
+    vocab = Vocab.from_text(text)
+    train, val = split(vocab.encode(text), cfg.data.val_fraction)
+    batches = Batches(train, B, T)                            # x, y = batches.get(i)
+
+The training text is cut into B contiguous streams, one per batch row; window i of an epoch is
+columns [i*T, (i+1)*T) of every stream, so row b of window i+1 continues row b of window i and the
+hidden state can be carried from one window to the next (truncated backpropagation through time).
+"""
+
+import os
+import sysconfig
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DataError
+
+BUILTIN = "the Python standard library's source code"
+
+
+def read_text(path, errors="strict"):
+    """Read a UTF-8 text file, with one clear error for each way it can be unusable."""
+    p = Path(path)
+    if not p.exists():
+        raise DataError(f"data file '{path}' not found; check data.path (or --data)")
+    if p.is_dir():
+        raise DataError(f"data path '{path}' is a directory; point data.path at a text file")
+    try:
+        raw = p.read_bytes()
+    except OSError as e:
+        raise DataError(f"cannot read data file '{path}': {e.strerror}") from None
+    if not raw:
+        raise DataError(f"data file '{path}' is empty; give it some text to learn from")
+    if b"\x00" in raw[:1 << 20]:
+        raise DataError(f"data file '{path}' looks binary (it contains NUL bytes); "
+                        "charlstm trains on UTF-8 text")
+    try:
+        return raw.decode("utf-8", errors="strict" if errors == "strict" else "replace")
+    except UnicodeDecodeError as e:
+        raise DataError(f"data file '{path}' is not valid UTF-8: byte 0x{raw[e.start]:02x} at "
+                        f"offset {e.start}; fix the file or set data.errors=replace") from None
+
+
+def builtin_corpus(max_chars=2_000_000):
+    """The offline demo corpus: this interpreter's own standard library source, ASCII files only.
+
+    Files are read in sorted path order until `max_chars`, so the corpus is the same on every run
+    of the same Python install. Needs no network and no download.
+    """
+    root = Path(sysconfig.get_paths()["stdlib"])
+    parts, total = [], 0
+    for path in sorted(root.glob("*.py")) + sorted(root.glob("*/*.py")):
+        try:
+            text = path.read_bytes().decode("ascii")
+        except (OSError, UnicodeDecodeError):
+            continue                         # skip unreadable and non-ASCII files: a small vocab
+        parts.append(text)
+        total += len(text)
+        if total >= max_chars:
+            break
+    if not parts:
+        raise DataError(f"no Python source found under {root} for the built-in corpus; "
+                        "set data.path to a text file")
+    return "".join(parts)[:max_chars]
+
+
+def load_corpus(data_cfg):
+    """The text a config trains on: data.path, or the built-in corpus when it is null."""
+    if data_cfg.path is None:
+        return builtin_corpus()
+    return read_text(os.path.expanduser(data_cfg.path), data_cfg.errors)
+
+
+def describe_source(data_cfg):
+    return BUILTIN if data_cfg.path is None else f"'{data_cfg.path}'"
+
+
+class Vocab:
+    """The sorted characters (Unicode code points) of a text; index i is the i-th character."""
+
+    def __init__(self, chars):
+        self.chars = "".join(chars)
+        self._points = np.frombuffer(self.chars.encode("utf-32-le"), np.uint32)  # sorted
+        self.dtype = token_dtype(len(self.chars))
+
+    @classmethod
+    def from_text(cls, text):
+        return cls(sorted(set(text)))
+
+    def __len__(self):
+        return len(self.chars)
+
+    def missing(self, text):
+        """The characters of `text` not in the vocabulary, sorted."""
+        return sorted(set(text) - set(self.chars))
+
+    def encode(self, text):
+        """str -> (N,) compact integer tokens. Raises DataError listing unknown characters."""
+        points = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), np.uint32)
+        idx = np.searchsorted(self._points, points)
+        idx = np.minimum(idx, len(self._points) - 1)
+        if not np.array_equal(self._points[idx], points):
+            shown = "".join(self.missing(text))[:40]
+            raise DataError(f"text has characters not in the model's vocabulary: {shown!r}")
+        return idx.astype(self.dtype)
+
+    def decode(self, tokens):
+        return "".join(self.chars[int(t)] for t in np.asarray(tokens).reshape(-1))
+
+
+def token_dtype(V):
+    """The smallest unsigned integer type that holds V token ids."""
+    return np.uint8 if V <= 256 else np.uint16 if V <= 65536 else np.uint32
+
+
+def split(tokens, val_fraction):
+    """Contiguous split: the last `val_fraction` of the text is validation (as nanoGPT does)."""
+    n_val = int(round(len(tokens) * val_fraction))
+    if n_val < 2:
+        raise DataError(f"the validation split would have {n_val} characters (text has "
+                        f"{len(tokens)}); raise data.val_fraction or use more text")
+    return tokens[:-n_val], tokens[-n_val:]
+
+
+class Batches:
+    """The (B, T) windows of one epoch over B contiguous streams of the training tokens."""
+
+    def __init__(self, tokens, batch_size, seq_len):
+        B, T, N = batch_size, seq_len, len(tokens)
+        if N < B * T + 1:
+            raise DataError(
+                f"the training text has {N} characters, but one batch needs batch_size x seq_len"
+                f" + 1 = {B * T + 1}; lower train.batch_size or train.seq_len, lower "
+                "data.val_fraction, or use more text")
+        L = (N - 1) // B                       # stream length; the last N-1-B*L chars are unused
+        self.x = tokens[:B * L].reshape(B, L)              # views, no copy
+        self.y = tokens[1:B * L + 1].reshape(B, L)
+        self.seq_len = T
+        self.num_batches = L // T
+
+    def get(self, i):
+        """Window i of the epoch: inputs x (B, T) and targets y (B, T), int64 for indexing."""
+        cols = slice(i * self.seq_len, (i + 1) * self.seq_len)
+        return self.x[:, cols].astype(np.int64), self.y[:, cols].astype(np.int64)
+
+
+def eval_streams(tokens, min_len=10_000, max_streams=256):
+    """Split a token sequence into S parallel streams for evaluation, every character counted.
+
+    Returns (x, y, tail): x, y are (S, L) inputs and targets; `tail` is (x, y) for the last
+    (N-1) - S*L characters, which continue the last stream. Predicting each of the N-1 characters
+    after the first from all that precede it in its stream; streams are at least `min_len` long.
+    """
+    n = len(tokens) - 1
+    S = int(max(1, min(max_streams, n // min_len)))
+    L = n // S
+    x = tokens[:S * L].reshape(S, L)
+    y = tokens[1:S * L + 1].reshape(S, L)
+    tail = (tokens[S * L:n][None, :], tokens[S * L + 1:n + 1][None, :])
+    return x, y, tail
+

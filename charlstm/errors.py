@@ -1,0 +1,21 @@
+"""Errors a user can cause and fix.
+
+Library code raises these with a message that names the file, key or value at fault and says what
+to do; the CLI prints the message as one line and exits non-zero. Anything else is a bug.
+"""
+
+
+class CharlstmError(Exception):
+    """Base class: a problem with the user's input, shown without a traceback."""
+
+
+class ConfigError(CharlstmError):
+    """A bad config file, key, value or --set override."""
+
+
+class DataError(CharlstmError):
+    """A missing, unreadable or unsuitable text corpus."""
+
+
+class CheckpointError(CharlstmError):
+    """A missing, damaged, foreign or incompatible checkpoint file."""

@@ -1,0 +1,270 @@
+"""The character model: embedding -> L LSTM layers -> dropout -> linear head, forward and backward.
+
+Dimension letters: B batch, T time, V vocabulary, E embedding, H hidden, L layers, G = 4H.
+
+Parameters are one flat `name -> array` dict whose names, shapes and gate order are exactly those of
+    Embedding(V, E) -> LSTM(E, H, L) -> Linear(H, V)
+in PyTorch (`embedding.weight`, `lstm.weight_ih_l{k}`, `lstm.weight_hh_l{k}`, `lstm.bias_ih_l{k}`,
+`lstm.bias_hh_l{k}`, `head.weight`, `head.bias`), so `load_state_dict` takes them as they are. With
+`embedding_size == 0` there is no embedding: the first layer reads one-hot characters (char-rnn).
+All arrays of a dict are views into one flat buffer (see `alloc`), so the optimizer, gradient
+clipping and checkpoints can treat the model as one vector.
+
+Usage:
+    params = init_params(V, model_cfg, rng)
+    loss, cache, state = forward(params, x, y, state, dropout, rng)   # x, y: (B, T) tokens
+    grads = backward(params, cache)                                    # same names and shapes
+"""
+
+import numpy as np
+
+from .lstm import cell_forward, lstm_backward, lstm_forward
+
+
+def param_shapes(V, E, H, L):
+    """Ordered name -> shape, in the order of PyTorch's state_dict."""
+    shapes = {}
+    if E > 0:
+        shapes["embedding.weight"] = (V, E)
+    for k in range(L):
+        d_in = (E if E > 0 else V) if k == 0 else H
+        shapes[f"lstm.weight_ih_l{k}"] = (4 * H, d_in)
+        shapes[f"lstm.weight_hh_l{k}"] = (4 * H, H)
+        shapes[f"lstm.bias_ih_l{k}"] = (4 * H,)
+        shapes[f"lstm.bias_hh_l{k}"] = (4 * H,)
+    shapes["head.weight"] = (V, H)
+    shapes["head.bias"] = (V,)
+    return shapes
+
+
+def alloc(shapes, dtype=np.float32):
+    """A zeroed flat buffer and a dict of C-contiguous views into it, one per name."""
+    flat = np.zeros(sum(int(np.prod(s)) for s in shapes.values()), dtype)
+    return flat, views(flat, shapes)
+
+
+def views(flat, shapes):
+    """name -> view of `flat`, laid out one after another in the order of `shapes`."""
+    out, offset = {}, 0
+    for name, shape in shapes.items():
+        size = int(np.prod(shape))
+        out[name] = flat[offset:offset + size].reshape(shape)
+        offset += size
+    return out
+
+
+def shapes_of(params):
+    return {name: p.shape for name, p in params.items()}
+
+
+def dims(params):
+    """(V, E, H, L) read back from the parameter shapes."""
+    V, H = params["head.weight"].shape
+    E = params["embedding.weight"].shape[1] if "embedding.weight" in params else 0
+    L = sum(1 for name in params if name.startswith("lstm.weight_hh_l"))
+    return V, E, H, L
+
+
+def init_params(V, model_cfg, rng, dtype=np.float32):
+    """PyTorch's initialization: LSTM and head uniform in +-1/sqrt(fan), embedding N(0, 1).
+
+    The forget gate's total bias (b_ih + b_hh) is set to `forget_bias`, which helps gradients flow
+    through the cell early in training. Returns (flat, params).
+    """
+    E, H, L = model_cfg.embedding_size, model_cfg.hidden_size, model_cfg.num_layers
+    flat, params = alloc(param_shapes(V, E, H, L), dtype)
+    for name, p in params.items():
+        if name == "embedding.weight":
+            p[...] = rng.standard_normal(p.shape)
+        else:                                 # LSTM and Linear(H, V) both use fan H
+            bound = 1.0 / np.sqrt(H)
+            p[...] = rng.uniform(-bound, bound, p.shape)
+    for k in range(L):
+        params[f"lstm.bias_ih_l{k}"][H:2 * H] = model_cfg.forget_bias
+        params[f"lstm.bias_hh_l{k}"][H:2 * H] = 0.0
+    return flat, params
+
+
+def init_state(L, B, H, dtype=np.float32):
+    """Zero hidden and cell state: (h, c), each (L, B, H)."""
+    return np.zeros((L, B, H), dtype), np.zeros((L, B, H), dtype)
+
+
+def _input_table(params):
+    """Layer 0's input projection for every character, biases included: (V, 4H).
+
+    The first layer's input is a character, so x_t @ W_ih.T is a row of this table: the projection
+    of a whole window is a row gather instead of a matrix product over B*T rows.
+    """
+    w = params["lstm.weight_ih_l0"]
+    b = params["lstm.bias_ih_l0"] + params["lstm.bias_hh_l0"]
+    if "embedding.weight" in params:
+        return params["embedding.weight"] @ w.T + b          # (V, E) @ (E, 4H)
+    return w.T + b                                           # one-hot input: the table is W_ih.T
+
+
+def _dropout_mask(shape, p, rng, dtype):
+    """Inverted dropout: keep with probability 1-p and scale by 1/(1-p), so eval needs no change."""
+    mask = (rng.random(shape, dtype=np.float32) >= p).astype(dtype)
+    mask *= 1.0 / (1.0 - p)
+    return mask
+
+
+def forward(params, x, y, state, dropout=0.0, rng=None, keep_cache=True):
+    """Forward a (B, T) window of tokens; y (B, T) are the targets (the next characters).
+
+    state: (h, c), each (L, B, H), carried in from the previous window (not modified).
+    dropout > 0 needs `rng` and applies between layers and before the head.
+    Returns (loss, cache, new_state): loss is the mean cross-entropy in nats; cache is None when
+    keep_cache is False (evaluation).
+    """
+    V, E, H, L = dims(params)
+    B, T = x.shape
+    dt = params["head.weight"].dtype
+    h0, c0 = state
+    xt = np.ascontiguousarray(x.T)                            # (T, B): time-major inside
+    table = _input_table(params)
+    inp = None
+    layers, masks, h_new, c_new = [], [], np.empty_like(h0), np.empty_like(c0)
+    for k in range(L):
+        if k == 0:
+            xproj = np.take(table, xt, axis=0)                # (T, B, 4H) row gather
+        else:
+            xproj = inp.reshape(T * B, H) @ params[f"lstm.weight_ih_l{k}"].T
+            xproj += params[f"lstm.bias_ih_l{k}"]
+            xproj += params[f"lstm.bias_hh_l{k}"]
+            xproj = xproj.reshape(T, B, 4 * H)
+        hs, (h_new[k], c_new[k]), cache = lstm_forward(
+            xproj, params[f"lstm.weight_hh_l{k}"], h0[k], c0[k], keep_cache)
+        mask = None
+        if dropout > 0:
+            mask = _dropout_mask(hs.shape, dropout, rng, dt)
+            hs = hs * mask
+        layers.append((inp, cache))
+        masks.append(mask)
+        inp = hs                                              # (T, B, H)
+    top = inp.reshape(T * B, H)
+    logits = top @ params["head.weight"].T                    # (T*B, V)
+    logits += params["head.bias"]
+    targets = np.ascontiguousarray(y.T).reshape(-1)
+    loss, probs = softmax_cross_entropy(logits, targets)
+    cache = (xt, table, layers, masks, top, probs, targets) if keep_cache else None
+    return loss, cache, (h_new, c_new)
+
+
+def softmax_cross_entropy(logits, targets):
+    """Mean cross-entropy of (N, V) logits against (N,) targets; logits become probabilities in place.
+
+    Computed as logsumexp(z) - z[target] after subtracting the row maximum, so it never overflows.
+    Returns (loss, probs) with probs the same buffer as logits.
+    """
+    N = logits.shape[0]
+    logits -= logits.max(axis=1, keepdims=True)
+    picked = logits[np.arange(N), targets]                    # z[target] - max
+    np.exp(logits, out=logits)
+    total = logits.sum(axis=1, keepdims=True)
+    logits /= total
+    loss = float(np.mean(np.log(total[:, 0], dtype=np.float64) - picked))
+    return loss, logits
+
+
+def backward(params, cache, grads=None):
+    """Gradients of the mean loss for every parameter, as a dict with the same names and shapes.
+
+    grads: optional preallocated dict (from `alloc`) to write into; every entry is overwritten.
+    The cache is consumed: its buffers are reused in place for gradients.
+    Also returns (dh0, dc0), each (L, B, H): the gradient of the initial state.
+    """
+    V, E, H, L = dims(params)
+    xt, table, layers, masks, top, probs, targets = cache
+    T, B = xt.shape
+    if grads is None:
+        _, grads = alloc(shapes_of(params), probs.dtype)
+    # softmax + cross-entropy backward, in place: (probs - onehot(target)) / N
+    dlogits = probs
+    dlogits[np.arange(T * B), targets] -= 1.0
+    dlogits /= T * B
+    np.matmul(dlogits.T, top, out=grads["head.weight"])       # (V, N) @ (N, H)
+    np.sum(dlogits, axis=0, out=grads["head.bias"])
+    dout = (dlogits @ params["head.weight"]).reshape(T, B, H)
+    dh0, dc0 = np.empty((L, B, H), probs.dtype), np.empty((L, B, H), probs.dtype)
+    for k in range(L - 1, -1, -1):
+        inp, cache_k = layers[k]
+        if masks[k] is not None:
+            dout *= masks[k]
+        dxproj, dw_hh, dh0[k], dc0[k] = lstm_backward(dout, cache_k)
+        grads[f"lstm.weight_hh_l{k}"][...] = dw_hh
+        da = dxproj.reshape(T * B, 4 * H)
+        np.sum(da, axis=0, out=grads[f"lstm.bias_ih_l{k}"])
+        grads[f"lstm.bias_hh_l{k}"][...] = grads[f"lstm.bias_ih_l{k}"]
+        if k > 0:
+            np.matmul(da.T, inp.reshape(T * B, H), out=grads[f"lstm.weight_ih_l{k}"])
+            dout = (da @ params[f"lstm.weight_ih_l{k}"]).reshape(T, B, H)
+        else:
+            dtable = _scatter_rows(da, xt.reshape(-1), V)      # (V, 4H)
+            if E > 0:
+                np.matmul(dtable.T, params["embedding.weight"],
+                          out=grads["lstm.weight_ih_l0"])
+                np.matmul(dtable, params["lstm.weight_ih_l0"], out=grads["embedding.weight"])
+            else:
+                grads["lstm.weight_ih_l0"][...] = dtable.T
+    return grads, (dh0, dc0)
+
+
+def _scatter_rows(rows, index, V):
+    """out[v] = sum of rows[n] where index[n] == v, for (N, G) rows: the gather's backward.
+
+    Done as a small one-hot matrix product over the characters present in the batch, which BLAS
+    runs many times faster than np.add.at's unbuffered scatter.
+    """
+    present, inverse = np.unique(index, return_inverse=True)
+    onehot = np.zeros((len(present), len(index)), rows.dtype)
+    onehot[inverse, np.arange(len(index))] = 1.0
+    out = np.zeros((V, rows.shape[1]), rows.dtype)
+    out[present] = onehot @ rows
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# One step at a time, for sampling
+
+
+def prepare_step(params):
+    """Precompute what `step` needs: layer 0's input table and, for the other layers, the input
+    and recurrent weights stacked so each layer is one (B, D+H) @ (D+H, 4H) product per step."""
+    V, E, H, L = dims(params)
+    layers = []
+    for k in range(L):
+        w_hh_t = params[f"lstm.weight_hh_l{k}"].T
+        if k == 0:
+            layers.append((np.ascontiguousarray(w_hh_t), None))
+        else:
+            w = np.concatenate([params[f"lstm.weight_ih_l{k}"].T, w_hh_t], axis=0)  # (2H, 4H)
+            b = params[f"lstm.bias_ih_l{k}"] + params[f"lstm.bias_hh_l{k}"]
+            layers.append((w, b))
+    return {"table": _input_table(params), "layers": layers,
+            "head_t": np.ascontiguousarray(params["head.weight"].T), "head_b": params["head.bias"]}
+
+
+def step(prep, tokens, h, c):
+    """Advance the model one character: tokens (B,) ints; h, c (L, B, H) updated in place.
+
+    Returns logits (B, V) for the next character.
+    """
+    L, B, H = h.shape
+    xh = np.empty((B, 2 * H), h.dtype)
+    tanh_c = np.empty((B, H), h.dtype)
+    c_out = np.empty((B, H), h.dtype)
+    for k, (w, b) in enumerate(prep["layers"]):
+        if k == 0:
+            a = prep["table"][tokens] + h[0] @ w               # (B, 4H)
+        else:
+            xh[:, :H] = h[k - 1]                              # this step's output of the layer below
+            xh[:, H:] = h[k]
+            a = xh @ w
+            a += b
+        cell_forward(a, c[k], c_out, h[k], tanh_c)
+        c[k] = c_out
+    logits = h[L - 1] @ prep["head_t"]
+    logits += prep["head_b"]
+    return logits

@@ -1,0 +1,72 @@
+"""Generation: feed a prime, then draw one character at a time, streaming each as it is drawn.
+
+    for ch in generate(params, vocab, length=500, rng=rng, prime="ROMEO:", temperature=0.8):
+        print(ch, end="", flush=True)
+
+Each character is drawn from the model's next-character distribution, reshaped by (in this order)
+temperature, top-k (keep the k most likely) and top-p (keep the smallest set whose probability
+reaches p, "nucleus" sampling); `argmax` takes the most likely character instead (greedy).
+"""
+
+import numpy as np
+
+from . import model
+from .errors import CharlstmError
+
+
+def check_options(temperature=1.0, top_k=0, top_p=1.0, length=0):
+    """One clear error per out-of-range sampling option (the CLI and the library share it)."""
+    if not temperature > 0:
+        raise CharlstmError(f"--temperature must be > 0, got {temperature} (use --argmax for "
+                            "greedy decoding)")
+    if top_k < 0:
+        raise CharlstmError(f"--top-k must be >= 0 (0 = off), got {top_k}")
+    if not 0 < top_p <= 1:
+        raise CharlstmError(f"--top-p must be in (0, 1], got {top_p}")
+    if length < 0:
+        raise CharlstmError(f"--length must be >= 0, got {length}")
+
+
+def next_distribution(logits, temperature=1.0, top_k=0, top_p=1.0):
+    """(V,) logits -> (V,) float64 probabilities after temperature, top-k and top-p."""
+    z = np.asarray(logits, np.float64) / temperature
+    if 0 < top_k < len(z):
+        kth = np.partition(z, -top_k)[-top_k]
+        z = np.where(z >= kth, z, -np.inf)
+    p = np.exp(z - z.max())
+    p /= p.sum()
+    if top_p < 1.0:
+        order = np.argsort(-p, kind="stable")
+        cum = np.cumsum(p[order])
+        keep = order[:int(np.searchsorted(cum, top_p)) + 1]   # smallest prefix reaching top_p
+        kept = np.zeros_like(p)
+        kept[keep] = p[keep]
+        p = kept / kept.sum()
+    return p
+
+
+def generate(params, vocab, length, rng, prime="", temperature=1.0, top_k=0, top_p=1.0,
+             argmax=False):
+    """Yield `length` generated characters, one at a time, after feeding `prime` (not yielded).
+
+    With an empty prime the model starts from a newline (if the vocabulary has one), as if at the
+    start of a line; otherwise from its first character.
+    """
+    check_options(temperature, top_k, top_p, length)
+    V, E, H, L = model.dims(params)
+    prep = model.prepare_step(params)
+    h, c = model.init_state(L, 1, H, params["head.weight"].dtype)
+    start = prime or ("\n" if "\n" in vocab.chars else vocab.chars[0])
+    tokens = vocab.encode(start)
+    for tok in tokens[:-1]:                  # the prime's state; only the last logits matter
+        model.step(prep, np.array([tok]), h, c)
+    tok = int(tokens[-1])
+    for _ in range(length):
+        logits = model.step(prep, np.array([tok]), h, c)[0]
+        if argmax:
+            tok = int(np.argmax(logits))
+        else:
+            p = next_distribution(logits, temperature, top_k, top_p)
+            cdf = np.cumsum(p)
+            tok = min(int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right")), V - 1)
+        yield vocab.chars[tok]

@@ -1,0 +1,284 @@
+"""The training loop: batches -> forward -> backward -> clip -> AdamW, with evaluation, metrics and
+checkpoints that let a run continue exactly where it stopped.
+
+    run = Run.start(cfg, out_dir)          # or Run.resume(run_dir, overrides)
+    run.train(progress=True)
+
+A checkpoint holds everything the loop's future depends on: weights, optimizer moments and step,
+the data position (epoch and window) and the hidden state carried into the next window, the random
+generator's state (dropout masks) and the best validation loss. So a run resumed from step k makes
+the same updates, and logs the same losses, as the uninterrupted run from step k on.
+"""
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from . import __version__, checkpoint, model, optim
+from .blas import set_threads
+from .config import config_from_dict, config_to_dict, save_config
+from .data import Batches, Vocab, describe_source, eval_streams, load_corpus, split
+from .errors import CharlstmError, CheckpointError
+
+ARCH_KEYS = ("model.num_layers", "model.hidden_size", "model.embedding_size")
+
+
+def evaluate(params, tokens, window=128, min_stream=10_000):
+    """Mean cross-entropy (nats/char) of predicting every token after the first from those before.
+
+    Forward only, no caches. The tokens are read as S parallel streams of at least `min_stream`
+    characters from the zero state (see data.eval_streams). Returns (loss, chars predicted, S).
+    """
+    V, E, H, L = model.dims(params)
+    x, y, (tail_x, tail_y) = eval_streams(tokens, min_stream)
+    S, n = x.shape
+    state = model.init_state(L, S, H, params["head.weight"].dtype)
+    total = 0.0
+    for lo in range(0, n, window):
+        xs, ys = x[:, lo:lo + window].astype(np.int64), y[:, lo:lo + window].astype(np.int64)
+        loss, _, state = model.forward(params, xs, ys, state, keep_cache=False)
+        total += loss * xs.size
+    if tail_x.size:                        # the last stream's remainder, from its carried state
+        last = (state[0][:, -1:], state[1][:, -1:])
+        loss, _, _ = model.forward(params, tail_x.astype(np.int64), tail_y.astype(np.int64),
+                                   last, keep_cache=False)
+        total += loss * tail_x.size
+    count = x.size + tail_x.size
+    return total / count, count, S
+
+
+def bpc(nats):
+    """Bits per character from nats per character."""
+    return nats / math.log(2)
+
+
+class Run:
+    """One training run: its folder, data, parameters, optimizer and position."""
+
+    def __init__(self, cfg, out_dir, vocab, text):
+        self.cfg, self.out = cfg, Path(out_dir)
+        self.vocab = vocab
+        tokens = vocab.encode(text)
+        self.train_tokens, self.val_tokens = split(tokens, cfg.data.val_fraction)
+        self.batches = Batches(self.train_tokens, cfg.train.batch_size, cfg.train.seq_len)
+        cfg.model.vocab_size = len(vocab)
+        self.flat, self.params = model.init_params(len(vocab), cfg.model,
+                                                   np.random.default_rng(cfg.train.seed))
+        self.gflat, self.grads = model.alloc(model.shapes_of(self.params))
+        self.opt = optim.adamw_init(self.flat, optim.decay_mask_for(self.params, self.flat))
+        # Dropout draws from its own generator, seeded apart from initialization.
+        self.rng = np.random.default_rng([cfg.train.seed, 1])
+        self.step, self.epoch, self.window = 0, 0, 0
+        self.state = self.zero_state()
+        self.best_val = math.inf
+        self.train_time = 0.0
+
+    # --- construction ---------------------------------------------------------------------
+
+    @classmethod
+    def start(cls, cfg, out_dir):
+        """A new run in out_dir (which must not already hold a run's checkpoint)."""
+        if (Path(out_dir) / "last.npz").exists():
+            raise CharlstmError(f"'{out_dir}' already holds a run; continue it with "
+                                f"--resume {out_dir}, or choose another folder with --out")
+        text = load_corpus(cfg.data)
+        return cls(cfg, out_dir, Vocab.from_text(text), text)
+
+    @classmethod
+    def resume(cls, run_dir, overrides_cfg=None, overridden=()):
+        """Continue the run in run_dir from its last.npz.
+
+        overrides_cfg: the run's own config with the user's --set overrides applied; `overridden`
+        names the keys they touched. Keys that change the architecture are refused.
+        """
+        path = Path(run_dir) / "last.npz"
+        if not Path(run_dir).is_dir():
+            raise CharlstmError(f"run folder '{run_dir}' not found")
+        if not path.exists():
+            raise CharlstmError(f"'{run_dir}' has no checkpoint (last.npz) to resume from; "
+                                "start it again without --resume")
+        arrays, meta = checkpoint.load_checkpoint(path)
+        saved = config_from_dict(meta["config"], str(path))
+        cfg = overrides_cfg or saved
+        changed = [k for k in ARCH_KEYS if _get(cfg, k) != _get(saved, k)]
+        if changed:
+            diffs = ", ".join(f"{k}: {_get(saved, k)} -> {_get(cfg, k)}" for k in changed)
+            raise CharlstmError(f"cannot resume '{run_dir}' with a different architecture "
+                                f"({diffs}); start a new run with --out instead")
+        text = load_corpus(cfg.data)
+        vocab = Vocab(meta["vocab"])
+        if vocab.missing(text) or len(vocab) != len(set(text)):
+            raise CharlstmError(f"the data {describe_source(cfg.data)} is not the text run "
+                                f"'{run_dir}' was trained on (its characters differ)")
+        run = cls(cfg, run_dir, vocab, text)
+        run.load_arrays(arrays, meta)
+        return run
+
+    def load_arrays(self, arrays, meta):
+        for name, p in self.params.items():
+            p[...] = arrays[name]
+        for key in ("m", "v"):
+            for name, view in model.views(self.opt[key], model.shapes_of(self.params)).items():
+                view[...] = arrays[f"optim.{key}.{name}"]
+        self.opt["t"] = meta["optim_t"]
+        self.state = (arrays["state.h"].copy(), arrays["state.c"].copy())
+        self.step, self.epoch, self.window = meta["step"], meta["epoch"], meta["window"]
+        self.rng.bit_generator.state = meta["rng"]
+        self.best_val = meta["best_val_loss"] if meta["best_val_loss"] is not None else math.inf
+        self.train_time = meta["train_time"]
+
+    # --- the loop -------------------------------------------------------------------------
+
+    def zero_state(self):
+        m = self.cfg.model
+        return model.init_state(m.num_layers, self.cfg.train.batch_size, m.hidden_size)
+
+    def total_steps(self):
+        """Step at which training ends (max_steps or max_epochs, the earlier); None if time only."""
+        t = self.cfg.train
+        limits = [t.max_steps] if t.max_steps else []
+        if t.max_epochs:
+            limits.append(math.ceil(t.max_epochs * self.batches.num_batches))
+        return min(limits) if limits else None
+
+    def train(self, progress=True, echo=tqdm.write):
+        cfg, t = self.cfg, self.cfg.train
+        if t.threads:
+            set_threads(t.threads)
+        total = self.total_steps()
+        if total is not None and self.step >= total:
+            raise CharlstmError(f"run '{self.out}' already finished at step {self.step}; to train "
+                                f"longer, resume with --set train.max_steps=N (N > {self.step})")
+        self.out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, self.out / "config.yaml")
+        self.truncate_metrics()
+        echo(f"training on {describe_source(cfg.data)}: {len(self.train_tokens):,} train / "
+             f"{len(self.val_tokens):,} val characters, vocabulary {len(self.vocab)}, "
+             f"{self.flat.size:,} parameters")
+        chars = t.batch_size * t.seq_len
+        bar = tqdm(total=total, initial=self.step, disable=not progress, unit="step",
+                   dynamic_ncols=True)
+        smooth = None
+        try:
+            while total is None or self.step < total:
+                if t.max_minutes and self.train_time >= 60 * t.max_minutes:
+                    echo(f"time budget of {t.max_minutes} minutes reached at step {self.step}")
+                    break
+                tic = time.perf_counter()
+                loss, lr, norm = self.train_step()
+                dt = time.perf_counter() - tic
+                self.train_time += dt
+                smooth = loss if smooth is None else 0.95 * smooth + 0.05 * loss
+                bar.update(1)
+                bar.set_postfix(loss=f"{smooth:.3f}", lr=f"{lr:.2e}", cps=f"{chars / dt:,.0f}",
+                                refresh=False)
+                if self.step % t.log_every == 0:
+                    self.log(step=self.step, epoch=round(self.epoch_progress(), 4),
+                             train_loss=loss, lr=lr, grad_norm=norm, chars_per_sec=chars / dt,
+                             train_time=round(self.train_time, 3))
+                if self.step % t.eval_every == 0:
+                    self.evaluate_and_save(echo)
+        finally:
+            bar.close()
+        if self.step % t.eval_every != 0:
+            self.evaluate_and_save(echo)
+        return self
+
+    def train_step(self):
+        """One window: forward, backward, clip, AdamW; advances the data position."""
+        cfg = self.cfg
+        if self.window >= self.batches.num_batches:            # epoch boundary: reset the state
+            self.epoch, self.window = self.epoch + 1, 0
+            self.state = self.zero_state()
+        x, y = self.batches.get(self.window)
+        loss, cache, self.state = model.forward(self.params, x, y, self.state,
+                                                cfg.model.dropout, self.rng)
+        model.backward(self.params, cache, self.grads)
+        norm = optim.clip_grad_norm(self.gflat, cfg.optim.grad_clip)
+        lr = optim.lr_at(self.step, cfg.optim, self.total_steps() or 0)
+        optim.adamw_step(self.flat, self.gflat, self.opt, lr, cfg.optim)
+        self.step += 1
+        self.window += 1
+        return loss, lr, norm
+
+    def epoch_progress(self):
+        return self.epoch + self.window / self.batches.num_batches
+
+    def evaluate_and_save(self, echo):
+        val, _, _ = evaluate(self.params, self.val_tokens)
+        improved = val < self.best_val
+        self.best_val = min(self.best_val, val)
+        self.log(step=self.step, epoch=round(self.epoch_progress(), 4), val_loss=val,
+                 val_bpc=bpc(val), train_time=round(self.train_time, 3))
+        echo(f"step {self.step}: val loss {val:.4f} nats/char, {bpc(val):.4f} bits/char"
+             + (" (best)" if improved else ""))
+        if improved:
+            self.save(self.out / "best.npz")
+        self.save(self.out / "last.npz")
+        if self.cfg.train.sample_length > 0:
+            from .sample import generate
+            text = "".join(generate(self.params, self.vocab, length=self.cfg.train.sample_length,
+                                    rng=np.random.default_rng(self.step), temperature=0.8))
+            echo("--- sample ---\n" + text + "\n--------------")
+
+    # --- files ----------------------------------------------------------------------------
+
+    def save(self, path):
+        arrays = dict(self.params)
+        for key in ("m", "v"):
+            for name, view in model.views(self.opt[key], model.shapes_of(self.params)).items():
+                arrays[f"optim.{key}.{name}"] = view
+        arrays["state.h"], arrays["state.c"] = self.state
+        meta = {"charlstm_version": __version__, "config": config_to_dict(self.cfg),
+                "vocab": self.vocab.chars, "step": self.step, "epoch": self.epoch,
+                "window": self.window, "optim_t": self.opt["t"],
+                "rng": self.rng.bit_generator.state, "train_time": self.train_time,
+                "best_val_loss": None if math.isinf(self.best_val) else self.best_val}
+        checkpoint.save_checkpoint(path, arrays, meta)
+
+    def log(self, **record):
+        with open(self.out / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def truncate_metrics(self):
+        """Drop logged lines past the checkpoint's step (a killed run logged them, then lost them),
+        so a resumed run's metrics read as if it had never stopped."""
+        path = self.out / "metrics.jsonl"
+        if not path.exists():
+            return
+        kept = []
+        for line in path.read_text().splitlines():
+            try:
+                if json.loads(line).get("step", 0) <= self.step:
+                    kept.append(line)
+            except (json.JSONDecodeError, AttributeError):
+                continue                                       # a line cut short by a kill
+        tmp = path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        os.replace(tmp, path)
+
+
+def _get(cfg, dotted):
+    section, key = dotted.split(".")
+    return getattr(getattr(cfg, section), key)
+
+
+def load_model(path):
+    """Everything sampling and evaluation need, from a checkpoint alone: (params, vocab, cfg, meta)."""
+    arrays, meta = checkpoint.load_checkpoint(path)
+    cfg = config_from_dict(meta["config"], str(path))
+    V = len(meta["vocab"])
+    shapes = model.param_shapes(V, cfg.model.embedding_size, cfg.model.hidden_size,
+                                cfg.model.num_layers)
+    _, params = model.alloc(shapes)
+    for name, shape in shapes.items():
+        if name not in arrays or arrays[name].shape != shape:
+            raise CheckpointError(f"'{path}' does not match its own config: parameter '{name}' "
+                                  "is missing or has the wrong shape")
+        params[name][...] = arrays[name]
+    return params, Vocab(meta["vocab"]), cfg, meta
