@@ -1,0 +1,63 @@
+"""AdamW, clipping and schedules against formulas written out here."""
+
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from charlstm import optim
+
+
+def cfg(**kw):
+    base = dict(lr=1e-2, weight_decay=0.0, beta1=0.9, beta2=0.999, eps=1e-8, schedule="constant",
+                warmup_steps=0, min_lr=0.0, decay_every=10, decay_rate=0.5)
+    base.update(kw)
+    return SimpleNamespace(**base)
+
+
+def test_adamw_matches_reference_formula():
+    rng = np.random.default_rng(0)
+    p = rng.standard_normal(6)
+    mask = np.array([1, 1, 1, 0, 0, 1], float)
+    c = cfg(weight_decay=0.1)
+    state = optim.adamw_init(p, mask)
+    ref, m, v = p.copy(), np.zeros(6), np.zeros(6)
+    for t in range(1, 6):
+        g = rng.standard_normal(6)
+        optim.adamw_step(p, g.copy(), state, c.lr, c)
+        ref = ref - c.lr * c.weight_decay * mask * ref
+        m = c.beta1 * m + (1 - c.beta1) * g
+        v = c.beta2 * v + (1 - c.beta2) * g * g
+        mhat, vhat = m / (1 - c.beta1 ** t), v / (1 - c.beta2 ** t)
+        ref = ref - c.lr * mhat / (np.sqrt(vhat) + c.eps)
+        np.testing.assert_allclose(p, ref, rtol=1e-12)
+
+
+def test_decay_mask_skips_biases():
+    params = {"w": np.zeros((2, 3)), "b": np.zeros(3)}
+    mask = optim.decay_mask_for(params, np.zeros(9))
+    np.testing.assert_array_equal(mask, [1] * 6 + [0] * 3)
+
+
+def test_clip_grad_norm():
+    g = np.array([3.0, 4.0])
+    assert optim.clip_grad_norm(g, 1.0) == pytest.approx(5.0)
+    assert np.linalg.norm(g) == pytest.approx(1.0, rel=1e-5)
+    g = np.array([3.0, 4.0])
+    optim.clip_grad_norm(g, 0)                       # 0 = off
+    np.testing.assert_array_equal(g, [3.0, 4.0])
+    assert math.isnan(optim.clip_grad_norm(np.array([np.nan, 1.0]), 1.0))
+
+
+def test_schedules():
+    assert optim.lr_at(5, cfg(), 100) == 1e-2
+    c = cfg(schedule="cosine", warmup_steps=10, min_lr=1e-3)
+    assert optim.lr_at(0, c, 110) == pytest.approx(1e-3)          # warmup: (0+1)/10 of lr
+    assert optim.lr_at(9, c, 110) == pytest.approx(1e-2)
+    assert optim.lr_at(10, c, 110) == pytest.approx(1e-2)
+    assert optim.lr_at(60, c, 110) == pytest.approx((1e-2 + 1e-3) / 2)
+    assert optim.lr_at(110, c, 110) == pytest.approx(1e-3)
+    s = cfg(schedule="step")
+    assert optim.lr_at(9, s, 0) == 1e-2 and optim.lr_at(10, s, 0) == 5e-3
+    assert optim.lr_at(25, s, 0) == 2.5e-3
