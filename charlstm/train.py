@@ -117,6 +117,10 @@ class Run:
                                 f"'{run_dir}' was trained on (its characters differ)")
         run = cls(cfg, run_dir, vocab, text)
         run.load_arrays(arrays, meta)
+        total = run.total_steps()
+        if total is not None and run.step >= total:
+            raise CharlstmError(f"run '{run_dir}' already finished at step {run.step}; to train "
+                                f"longer, resume with --set train.max_steps=N (N > {run.step})")
         return run
 
     def load_arrays(self, arrays, meta):
@@ -151,9 +155,6 @@ class Run:
         if t.threads:
             set_threads(t.threads)
         total = self.total_steps()
-        if total is not None and self.step >= total:
-            raise CharlstmError(f"run '{self.out}' already finished at step {self.step}; to train "
-                                f"longer, resume with --set train.max_steps=N (N > {self.step})")
         self.out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, self.out / "config.yaml")
         self.truncate_metrics()

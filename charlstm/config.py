@@ -1,0 +1,408 @@
+"""The typed run configuration: defaults in code, a YAML file on top, then `--set` overrides.
+
+    cfg = load_config("run.yaml", ["optim.lr=1e-3", "train.max_steps=500"])
+    save_config(cfg, run_dir / "config.yaml")        # load_config reads it back to an equal Config
+    cfg = config_from_dict(ckpt_config, "ckpt.npz")   # rebuilt from a checkpoint, old ones too
+
+This is the only module that reads YAML. Keys are spelled `section.key` exactly like the dataclass
+fields (`KEYS` lists them). Every user mistake raises ConfigError with one line naming the file or
+--set string, the key and the value, and saying what is expected.
+"""
+
+import dataclasses
+import difflib
+import math
+import numbers
+import os
+import reprlib
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import yaml
+
+from charlstm.errors import ConfigError
+
+
+@dataclass
+class DataConfig:
+    path: str | None = None  # text file; None = the built-in corpus (Python stdlib source)
+    val_fraction: float = 0.1  # the last fraction of the text is validation
+    errors: str = "strict"  # UTF-8 decoding: "strict" (error naming the byte offset) or "replace"
+
+
+@dataclass
+class ModelConfig:
+    num_layers: int = 2
+    hidden_size: int = 128
+    embedding_size: int = 64  # 0 = one-hot input
+    dropout: float = 0.0
+    forget_bias: float = 1.0
+    vocab_size: int | None = None  # derived from the corpus at run time and recorded
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 2e-3
+    weight_decay: float = 0.0  # AdamW, decoupled
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+    grad_clip: float = 5.0  # global norm; 0 = off
+    schedule: str = "constant"  # constant | cosine | step
+    warmup_steps: int = 0  # linear warmup (cosine and constant)
+    min_lr: float = 0.0  # cosine floor
+    decay_every: int = 1000  # step schedule: lr *= decay_rate every decay_every steps
+    decay_rate: float = 0.97
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 50
+    seq_len: int = 50
+    max_steps: int | None = 2000  # training stops at the first of the three limits that is set
+    max_epochs: float | None = None
+    max_minutes: float | None = None  # wall-time budget
+    eval_every: int = 200
+    log_every: int = 10
+    seed: int = 1337
+    threads: int = 0  # 0 = leave the BLAS library's default
+    sample_length: int = 200  # chars sampled at each evaluation; 0 = none
+
+
+@dataclass
+class SampleConfig:  # defaults for `charlstm sample`
+    prime: str = ""
+    length: int = 500
+    temperature: float = 1.0
+    top_k: int = 0  # 0 = off
+    top_p: float = 1.0
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+
+
+SECTIONS: dict[str, type] = {f.name: f.default_factory for f in dataclasses.fields(Config)}
+
+
+def _field_types() -> dict[str, tuple[type, bool]]:
+    """Dotted key -> (int | float | str, whether null is allowed), read off the annotations."""
+    out = {}
+    for section, cls in SECTIONS.items():
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            args = typing.get_args(hints[f.name]) or (hints[f.name],)
+            base = next(a for a in args if a is not type(None))
+            out[f"{section}.{f.name}"] = (base, type(None) in args)
+    return out
+
+
+_TYPES = _field_types()
+KEYS: list[str] = list(_TYPES)
+_OPTIONAL = [k for k, (_, optional) in _TYPES.items() if optional]
+
+_ge0 = ("be >= 0", lambda v: v >= 0)
+_ge1 = ("be >= 1", lambda v: v >= 1)
+_gt0 = ("be > 0", lambda v: v > 0)
+_unit_half = ("be in [0, 1)", lambda v: 0 <= v < 1)
+_half_unit = ("be in (0, 1]", lambda v: 0 < v <= 1)
+
+
+def _one_of(*choices: str) -> tuple[str, Any]:
+    return "be one of " + ", ".join(choices), lambda v: v in choices
+
+
+# (what the value must be, test) for each key with a constraint beyond its type. Null values of
+# optional keys skip this table.
+_RULES: dict[str, tuple[str, Any]] = {
+    "data.path": ("be a file path or null", lambda v: v.strip() != ""),
+    "data.val_fraction": ("be in (0, 1)", lambda v: 0 < v < 1),
+    "data.errors": _one_of("strict", "replace"),
+    "model.num_layers": _ge1, "model.hidden_size": _ge1, "model.embedding_size": _ge0,
+    "model.dropout": _unit_half, "model.vocab_size": _ge1,
+    "optim.lr": _gt0, "optim.weight_decay": _ge0, "optim.beta1": _unit_half,
+    "optim.beta2": _unit_half, "optim.eps": _gt0, "optim.grad_clip": _ge0,
+    "optim.schedule": _one_of("constant", "cosine", "step"), "optim.warmup_steps": _ge0,
+    "optim.min_lr": _ge0, "optim.decay_every": _ge1, "optim.decay_rate": _half_unit,
+    "train.batch_size": _ge1, "train.seq_len": _ge1, "train.max_steps": _ge1,
+    "train.max_epochs": _gt0, "train.max_minutes": _gt0, "train.eval_every": _ge1,
+    "train.log_every": _ge1, "train.seed": _ge0, "train.threads": _ge0,
+    "train.sample_length": _ge0,
+    "sample.length": _ge0, "sample.temperature": _gt0, "sample.top_k": _ge0,
+    "sample.top_p": _half_unit,
+}
+assert set(_RULES) <= set(_TYPES)
+
+_WANT = {int: "an integer", float: "a number", str: "a string"}
+_STOPS = ("train.max_steps", "train.max_epochs", "train.max_minutes")
+_NULLS = ("null", "Null", "NULL", "~")  # YAML's spellings of null, honoured by --set data.path=null
+
+
+def _fail(where: str | None, msg: str):
+    raise ConfigError(f"{where}: {msg}" if where else msg)
+
+
+_repr = reprlib.Repr()
+_repr.maxlevel, _repr.maxstring, _repr.maxother, _repr.maxlong = 2, 60, 60, 60
+
+
+def _show(v: object) -> str:
+    """A short one-line repr: a bad value can be a whole YAML document, even an alias bomb."""
+    try:
+        r = _repr.repr(v)
+    except ValueError:  # an int past Python's 4300-digit str() limit
+        r = f"<{type(v).__name__}>"
+    return r if len(r) <= 60 else r[:57] + "..."
+
+
+def _names(section: str) -> list[str]:
+    return [f.name for f in dataclasses.fields(SECTIONS[section])]
+
+
+def _hint(name: str, sections: bool = False) -> str:
+    """'; did you mean ...?' for a misspelled key (dotted or bare) or, with `sections`, section."""
+    section, _, key = name.rpartition(".")
+    close = difflib.get_close_matches
+    bare = close(key, [k.partition(".")[2] for k in KEYS], n=2)
+    tiers = [  # the first tier with a match wins: the right key in the wrong (or no) section first
+        [k for k in KEYS if k.endswith("." + key)],
+        [f"{section}.{m}" for m in close(key, _names(section), n=2)] if section in SECTIONS else [],
+        close(name, KEYS, n=2),
+        close(name, list(SECTIONS), n=1) if sections and not section else [],
+        [k for m in bare for k in KEYS if k.endswith("." + m)] if not section else [],
+    ]
+    for tier in tiers:
+        found = [f for f in tier if f != name]
+        if found:
+            return "; did you mean " + " or ".join(repr(f) for f in found) + "?"
+    if section in SECTIONS:
+        return f"; valid keys in {section}: {', '.join(_names(section))}"
+    return f"; keys are SECTION.KEY with SECTION one of {', '.join(SECTIONS)}"
+
+
+def _number(v: object, integer: bool) -> int | float | None:
+    """v as an int (3.0 and '1e4' count) or a float (inf and nan too); None if it is neither."""
+    if isinstance(v, bool) or not isinstance(v, (str, numbers.Real)):
+        return None
+    if integer and isinstance(v, (str, numbers.Integral)):
+        try:
+            return int(v)
+        except ValueError:
+            pass
+    try:
+        f = float(v)  # PyYAML reads `lr: 1e-3` and `max_steps: 1e4` as strings
+    except ValueError:
+        return None
+    except OverflowError:  # an int with hundreds of digits
+        f = math.inf
+    if not integer:
+        return f
+    return int(f) if math.isfinite(f) and f.is_integer() else None
+
+
+def _coerce(key: str, value: object, where: str | None) -> object:
+    """The checked value of `key`, as a plain int, float, str or None."""
+    base, optional = _TYPES[key]
+    if value is None:
+        if optional:
+            return None
+        _fail(where, f"{key}: expected {_WANT[base]}, got null "
+              f"(only {', '.join(_OPTIONAL)} may be null)")
+    if base is str:
+        v = str(value) if isinstance(value, (str, os.PathLike)) else None  # Path for data.path
+    else:
+        v = _number(value, integer=base is int)
+    if v is None:
+        quote = "; put it in quotes" if base is str and isinstance(value, (int, float)) else ""
+        got = f"{_show(value)} ({type(value).__name__})"
+        _fail(where, f"{key}: expected {_WANT[base]}, got {got}{quote}")
+    if base is float and not math.isfinite(v):
+        _fail(where, f"{key}: must be a finite number, got {_show(value)}")
+    rule = _RULES.get(key)
+    if rule and not rule[1](v):
+        _fail(where, f"{key}: must {rule[0]}, got {_show(v)}")
+    return v
+
+
+def _collect(doc: object, where: str, values: dict) -> None:
+    """Record each `section: {key: value}` of `doc` in `values` (dotted key -> (value, where))."""
+    if not isinstance(doc, dict):
+        kind = {list: "a list", str: "a string", int: "an integer", float: "a number",
+                bool: "a boolean"}
+        got = kind.get(type(doc), f"a {type(doc).__name__}")
+        _fail(where, f"expected a mapping of sections ({', '.join(SECTIONS)}), got {got}")
+    for section, body in doc.items():
+        if section not in SECTIONS:
+            name = str(section)
+            if name in _TYPES:  # a flat `model.hidden_size: 3`
+                s, k = name.split(".")
+                _fail(where, f"unknown section {name!r}; nest the key: '{s}:' then '  {k}: ...'")
+            _fail(where, f"unknown section {_show(section)}{_hint(name, sections=True)}")
+        if body is None:  # `model:` with every key commented out
+            continue
+        if not isinstance(body, dict):
+            _fail(where, f"section {section!r} must be a mapping of keys, got {_show(body)}")
+        for key, value in body.items():
+            dotted = f"{section}.{key}"
+            if dotted not in _TYPES:
+                _fail(where, f"unknown key {_show(dotted)}{_hint(dotted)}")
+            _put(values, dotted, value, where)
+
+
+def _put(values: dict, dotted: str, value: object, where: str | None) -> None:
+    # Re-insert so that dict order is the order values were last set in: errors then name the
+    # source a user would edit.
+    values.pop(dotted, None)
+    values[dotted] = (value, where)
+
+
+def _build(values: dict, fallback: str | None) -> Config:
+    """Coerce every set value, fill in the defaults and run the checks across keys."""
+    kwargs: dict[str, dict] = {s: {} for s in SECTIONS}
+    for dotted, (value, where) in values.items():
+        section, key = dotted.split(".")
+        kwargs[section][key] = _coerce(dotted, value, where)
+    cfg = Config(**{s: SECTIONS[s](**kw) for s, kw in kwargs.items()})
+
+    def where(*keys: str) -> str | None:
+        srcs = [w for k, (_, w) in values.items() if k in keys and w]
+        return ", ".join(dict.fromkeys(srcs)) or fallback
+
+    t, o = cfg.train, cfg.optim
+    if t.max_steps is None and t.max_epochs is None and t.max_minutes is None:
+        _fail(where(*_STOPS), f"{', '.join(_STOPS)} are all null: set at least one so training "
+              "stops, e.g. train.max_steps=2000")
+    if o.schedule == "cosine" and t.max_steps is not None and o.warmup_steps >= t.max_steps:
+        _fail(where("optim.warmup_steps", "train.max_steps", "optim.schedule"),
+              f"optim.warmup_steps: must be < train.max_steps ({t.max_steps}) with the cosine "
+              f"schedule, got {o.warmup_steps}")
+    if o.schedule == "cosine" and o.min_lr > o.lr:
+        _fail(where("optim.min_lr", "optim.lr", "optim.schedule"),
+              f"optim.min_lr: must be <= optim.lr ({o.lr!r}) with the cosine schedule, "
+              f"got {o.min_lr!r}")
+    return cfg
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that rejects a key given twice in one mapping (PyYAML keeps the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode):
+                if key_node.value in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key_node.value!r}", key_node.start_mark)
+                seen.add(key_node.value)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _read_yaml(name: str) -> object:
+    try:
+        with open(name, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        raise ConfigError(f"config file {name!r} not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {name!r} is a directory, expected a YAML file") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {name!r}: {e.strerror or e}") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        msg = f"{name}: not valid UTF-8 at byte offset {e.start}; save it as UTF-8"
+        raise ConfigError(msg) from None
+    try:
+        doc = yaml.load(text, Loader=_Loader)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = _one_line(e.problem or e.context or "invalid YAML")
+        raise ConfigError(f"{name}: YAML syntax error{at}: {problem}") from None
+    except Exception as e:  # ReaderError, deep nesting, and tags like `!!int abc` (ValueError)
+        raise ConfigError(f"{name}: cannot parse YAML: {_one_line(e)}") from None
+    if doc is None:
+        raise ConfigError(f"{name} is empty: expected a mapping of sections "
+                          f"({', '.join(SECTIONS)}), e.g. 'train: {{max_steps: 1000}}'; "
+                          "or give no config file")
+    return doc
+
+
+def parse_override(s: str) -> tuple[str, str, object]:
+    """Parse and check one `--set section.key=value`; returns (section, key, typed value).
+
+    The value text is read as YAML (`1e-3`, `null`, `500`), except for string keys, which take the
+    raw text so that `--set sample.prime=123` is the string '123'. Dashes in the key count as
+    underscores, as on the command line.
+    """
+    where = f"--set {_show(s)}"
+    if not isinstance(s, str):
+        _fail(where, "expected a KEY=VALUE string")
+    lhs, eq, text = s.partition("=")
+    name = lhs.strip().replace("-", "_")
+    if not eq or not name:
+        _fail(where, "expected KEY=VALUE, e.g. --set optim.lr=0.001")
+    if name not in _TYPES:
+        _fail(where, f"unknown key {_show(name)}{_hint(name)}")
+    base, optional = _TYPES[name]
+    if base is str:
+        value = None if optional and text.strip() in _NULLS else text
+    elif not text.strip():
+        value = text  # reported as "expected a number, got ''" rather than as null
+    else:
+        try:
+            value = yaml.safe_load(text)
+        except Exception:  # not YAML: let the type check name the raw text
+            value = text
+    section, key = name.split(".")
+    return section, key, _coerce(name, value, where)
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] = ()) -> Config:
+    """Defaults, then the YAML file at `path` (if any), then each override in order; checked."""
+    if isinstance(overrides, str):  # one override passed bare would otherwise iterate by char
+        overrides = [overrides]
+    values: dict = {}
+    name = None
+    if path is not None:
+        name = os.fsdecode(path)
+        _collect(_read_yaml(name), name, values)
+    for s in overrides:
+        section, key, value = parse_override(s)
+        _put(values, f"{section}.{key}", value, f"--set {_show(s)}")
+    return _build(values, name)
+
+
+def config_from_dict(d: dict, source: str) -> Config:
+    """Build and check a Config from nested dicts (a checkpoint's); missing keys take defaults."""
+    values: dict = {}
+    _collect(d, source, values)
+    return _build(values, source)
+
+
+def config_to_dict(cfg: Config) -> dict:
+    """Nested plain dict, sections and keys in dataclass order; JSON- and YAML-safe once checked."""
+    return dataclasses.asdict(cfg)
+
+
+def save_config(cfg: Config, path: str | os.PathLike) -> None:
+    """Write `cfg` as YAML that load_config reads back to an equal Config."""
+    name = os.fsdecode(path)
+    # Re-check first, which also turns NumPy scalars into plain numbers that safe_dump can write.
+    checked = config_from_dict(config_to_dict(cfg), "config to save")
+    text = yaml.safe_dump(config_to_dict(checked), sort_keys=False)
+    try:
+        with open(name, "w", encoding="utf-8") as f:
+            f.write(text)
+    except OSError as e:
+        raise ConfigError(f"cannot write config file {name!r}: {e.strerror or e}") from None

@@ -1,0 +1,140 @@
+"""Every command through click's CliRunner, on configs/tiny.yaml and a corpus made here."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from charlstm import __version__
+from charlstm.cli import cli
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def one_line_error(result, *words):
+    """A user error: non-zero exit, one line on stderr naming what is wrong, no traceback."""
+    assert result.exit_code != 0, result.output
+    assert "Traceback" not in result.output
+    lines = [ln for ln in result.output.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error:"), result.output
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+
+
+@pytest.fixture
+def run_dir(tmp_path, corpus):
+    out = tmp_path / "run"
+    result = invoke("train", "configs/tiny.yaml", "--data", corpus, "--out", out, "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert f"charlstm sample {out / 'best.npz'}" in result.output
+    return out
+
+
+def test_version_and_help():
+    assert __version__ in invoke("--version").output
+    for cmd in ["train", "sample", "eval", "info"]:
+        result = invoke(cmd, "--help")
+        assert result.exit_code == 0 and "charlstm " + cmd in result.output   # has an example
+
+
+def test_python_dash_m_works_like_the_command():
+    out = subprocess.run([sys.executable, "-m", "charlstm", "--version"], capture_output=True,
+                         text=True, check=True).stdout
+    assert __version__ in out
+
+
+def test_train_writes_the_run_folder(run_dir):
+    assert {p.name for p in run_dir.iterdir()} >= {"config.yaml", "metrics.jsonl", "last.npz",
+                                                   "best.npz"}
+    records = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert all("step" in r for r in records)
+    assert any("train_loss" in r for r in records) and any("val_loss" in r for r in records)
+
+
+def test_train_set_overrides_and_resume(tmp_path, corpus):
+    out = tmp_path / "r"
+    result = invoke("train", "configs/tiny.yaml", "--data", corpus, "--out", out, "--no-progress",
+                    "--set", "train.max_steps=10", "--set", "train.eval_every=5")
+    assert result.exit_code == 0, result.output
+    result = invoke("train", "--resume", out, "--set", "train.max_steps=20", "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert "resuming" in result.output and "step 20" in result.output
+    one_line_error(invoke("train", "--resume", out, "--no-progress"), "already finished")
+    one_line_error(invoke("train", "--resume", out, "--set", "model.num_layers=2"),
+                   "model.num_layers")
+
+
+def test_sample_streams_prime_then_text(run_dir):
+    result = invoke("sample", run_dir / "best.npz", "--prime", "the ", "--length", 50,
+                    "--seed", 3)
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("the ") and len(result.output.rstrip("\n")) >= 50
+    again = invoke("sample", run_dir / "best.npz", "--prime", "the ", "--length", 50, "--seed", 3)
+    assert again.output == result.output
+    multi = invoke("sample", run_dir / "best.npz", "--length", 20, "--num-samples", 3,
+                   "--top-k", 3, "--top-p", 0.9, "--temperature", 0.7)
+    assert multi.exit_code == 0 and multi.output.count("-" * 40) == 2
+    assert invoke("sample", run_dir / "last.npz", "--argmax", "--length", 5).exit_code == 0
+
+
+def test_sample_errors(run_dir):
+    ckpt = run_dir / "best.npz"
+    one_line_error(invoke("sample", ckpt, "--prime", "Zeta#"), "'#Z'", "--skip-unknown")
+    assert invoke("sample", ckpt, "--prime", "Zeta#", "--skip-unknown", "--length", 3
+                  ).output.startswith("eta")
+    one_line_error(invoke("sample", ckpt, "--temperature", 0), "--temperature")
+    one_line_error(invoke("sample", ckpt, "--top-p", 2), "--top-p")
+    one_line_error(invoke("sample", ckpt, "--top-k", -1), "--top-k")
+    one_line_error(invoke("sample", ckpt, "--length", -1), "--length")
+    one_line_error(invoke("sample", run_dir / "nope.npz"), "not found")
+
+
+def test_eval_reports_loss_bpc_perplexity(run_dir, corpus):
+    result = invoke("eval", run_dir / "best.npz", "--text", corpus, "--json")
+    assert result.exit_code == 0, result.output
+    r = json.loads(result.output)
+    assert set(r) == {"loss", "bpc", "perplexity", "chars"}
+    assert r["chars"] == len(corpus.read_text()) - 1
+    assert abs(r["bpc"] - r["loss"] / 0.6931471805599453) < 1e-9
+    human = invoke("eval", run_dir / "best.npz", "--text", corpus)
+    assert "bits/char" in human.output and "perplexity" in human.output
+
+
+def test_eval_errors(run_dir, tmp_path):
+    other = tmp_path / "other.txt"
+    other.write_text("QQQ unknown ###")
+    one_line_error(invoke("eval", run_dir / "best.npz", "--text", other), "vocabulary")
+    one_line_error(invoke("eval", run_dir / "best.npz", "--text", tmp_path / "missing.txt"),
+                   "not found")
+
+
+def test_info_describes_the_checkpoint(run_dir):
+    result = invoke("info", run_dir / "last.npz")
+    assert result.exit_code == 0, result.output
+    for words in ["step 40", "parameters", "best val loss", "vocabulary", "hidden_size: 32"]:
+        assert words in result.output
+
+
+@pytest.mark.parametrize("args,words", [
+    (["train", "missing.yaml"], ["missing.yaml"]),
+    (["train", "configs/tiny.yaml", "--set", "model.hiden_size=3"], ["model.hidden_size"]),
+    (["train", "configs/tiny.yaml", "--set", "optim.lr=-1"], ["optim.lr"]),
+    (["train", "configs/tiny.yaml", "--set", "nonsense"], ["KEY=VALUE"]),
+    (["train", "configs/tiny.yaml", "--data", "/no/such/file.txt"], ["/no/such/file.txt"]),
+    (["info", "configs/tiny.yaml"], ["configs/tiny.yaml"]),
+    (["train", "--resume", "/no/such/run"], ["/no/such/run"]),
+])
+def test_user_errors_are_one_line(args, words, tmp_path):
+    one_line_error(invoke(*args, "--out", tmp_path / "o") if args[0] == "train" and "--resume"
+                   not in args else invoke(*args), *words)
+
+
+def test_too_short_text_is_a_clear_error(tmp_path):
+    short = tmp_path / "short.txt"
+    short.write_text("hello world " * 5)
+    one_line_error(invoke("train", "configs/tiny.yaml", "--data", short, "--out", tmp_path / "o"),
+                   "train.batch_size")
