@@ -29,6 +29,7 @@ class DataConfig:
     path: str | None = None  # text file; None = the built-in corpus (Python stdlib source)
     val_fraction: float = 0.1  # the last fraction of the text is validation
     errors: str = "strict"  # UTF-8 decoding: "strict" (error naming the byte offset) or "replace"
+    url: str | None = None  # where to get data.path if it is missing (named in the error)
 
 
 @dataclass
@@ -60,10 +61,10 @@ class OptimConfig:
 class TrainConfig:
     batch_size: int = 50
     seq_len: int = 50
-    max_steps: int | None = 2000  # training stops at the first of the three limits that is set
+    max_steps: int | None = 5000  # training stops at the first of the three limits that is set
     max_epochs: float | None = None
     max_minutes: float | None = None  # wall-time budget
-    eval_every: int = 200
+    eval_every: int = 500
     log_every: int = 10
     seed: int = 1337
     threads: int = 0  # 0 = leave the BLAS library's default

@@ -23,10 +23,16 @@ from .errors import DataError
 BUILTIN = "the Python standard library's source code"
 
 
-def read_text(path, errors="strict"):
-    """Read a UTF-8 text file, with one clear error for each way it can be unusable."""
+def read_text(path, errors="strict", url=None):
+    """Read a UTF-8 text file, with one clear error for each way it can be unusable.
+
+    `url`, if given, is where the file can be downloaded; a missing file's error says so.
+    """
     p = Path(path)
     if not p.exists():
+        if url:
+            raise DataError(f"data file '{path}' not found; download it from {url} to {path} "
+                            f"(e.g. curl -L --create-dirs -o {path} {url})")
         raise DataError(f"data file '{path}' not found; check data.path (or --data)")
     if p.is_dir():
         raise DataError(f"data path '{path}' is a directory; point data.path at a text file")
@@ -73,7 +79,7 @@ def load_corpus(data_cfg):
     """The text a config trains on: data.path, or the built-in corpus when it is null."""
     if data_cfg.path is None:
         return builtin_corpus()
-    return read_text(os.path.expanduser(data_cfg.path), data_cfg.errors)
+    return read_text(os.path.expanduser(data_cfg.path), data_cfg.errors, data_cfg.url)
 
 
 def describe_source(data_cfg):

@@ -34,7 +34,7 @@ def error(*args, **kwargs) -> str:
 def test_defaults_are_valid():
     cfg = load_config(None)
     assert cfg == Config()
-    assert cfg.optim.lr == 2e-3 and cfg.train.max_steps == 2000 and cfg.model.vocab_size is None
+    assert cfg.optim.lr == 2e-3 and cfg.train.max_steps == 5000 and cfg.model.vocab_size is None
     assert config_from_dict({}, "ckpt") == Config()
     assert issubclass(ConfigError, CharlstmError)
 
