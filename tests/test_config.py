@@ -265,7 +265,7 @@ def test_range_messages_from_the_spec(tmp_path):
 
 def test_every_ranged_key_is_tested():
     tested = {k for k, *_ in RANGES}
-    untested = {"model.forget_bias", "sample.prime"}  # any finite float, any string
+    untested = {"model.forget_bias", "sample.prime", "data.url"}  # any finite float, any string
     assert tested | untested == set(KEYS)
 
 
