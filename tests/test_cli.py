@@ -138,3 +138,13 @@ def test_too_short_text_is_a_clear_error(tmp_path):
     short.write_text("hello world " * 5)
     one_line_error(invoke("train", "configs/tiny.yaml", "--data", short, "--out", tmp_path / "o"),
                    "train.batch_size")
+
+
+def test_train_without_config_uses_the_builtin_corpus(tmp_path):
+    """The offline default: no config, no data file, no network."""
+    out = tmp_path / "default"
+    result = invoke("train", "--out", out, "--no-progress", "--set", "train.max_steps=2",
+                    "--set", "train.sample_length=20")
+    assert result.exit_code == 0, result.output
+    assert "standard library" in result.output and "--- sample ---" in result.output
+    assert "charlstm sample" in result.output
