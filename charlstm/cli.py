@@ -18,7 +18,7 @@ from . import __version__, model
 from .checkpoint import read_meta
 from .config import config_from_dict, config_to_dict, load_config, parse_override
 from .data import read_text
-from .errors import CharlstmError
+from .errors import CharlstmError, Interrupted
 from .sample import check_options, generate
 from .train import Run, bpc, evaluate, load_model
 
@@ -38,7 +38,19 @@ class _Group(click.Group):
                 raise
             where = f" '{e.filename}'" if e.filename else ""
             raise click.ClickException(f"{e.strerror or e}{where}") from None
-        except (click.ClickException, click.exceptions.Exit, click.Abort, KeyboardInterrupt):
+        except Interrupted as e:             # stopped cleanly by SIGINT/SIGTERM, checkpoint saved
+            click.echo(str(e), err=True)
+            ctx.exit(128 + e.signum)
+        except KeyboardInterrupt:            # a second Ctrl-C: out at once
+            click.echo("interrupted: exiting now; the last complete checkpoint is intact", err=True)
+            ctx.exit(130)
+        except MemoryError:
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            raise click.ClickException(
+                "out of memory: lower model.hidden_size, model.num_layers, train.batch_size or "
+                "train.seq_len") from None
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
         except Exception as e:               # a bug: still one line, with the way to see more
             if ctx.obj and ctx.obj.get("debug"):

@@ -69,6 +69,9 @@ class TrainConfig:
     seed: int = 1337
     threads: int = 0  # 0 = leave the BLAS library's default
     sample_length: int = 200  # chars sampled at each evaluation; 0 = none
+    keep_last: int = 0  # step checkpoints kept besides last.npz and best.npz; 0 = none
+    on_divergence: str = "stop"  # nan/inf/exploding loss: "stop", or "skip" the step and halve lr
+    explode_ratio: float | None = None  # a loss above this multiple of the best smoothed loss
 
 
 @dataclass
@@ -134,7 +137,9 @@ _RULES: dict[str, tuple[str, Any]] = {
     "train.batch_size": _ge1, "train.seq_len": _ge1, "train.max_steps": _ge1,
     "train.max_epochs": _gt0, "train.max_minutes": _gt0, "train.eval_every": _ge1,
     "train.log_every": _ge1, "train.seed": _ge0, "train.threads": _ge0,
-    "train.sample_length": _ge0,
+    "train.sample_length": _ge0, "train.keep_last": _ge0,
+    "train.on_divergence": _one_of("stop", "skip"),
+    "train.explode_ratio": ("be > 1", lambda v: v > 1),
     "sample.length": _ge0, "sample.temperature": _gt0, "sample.top_k": _ge0,
     "sample.top_p": _half_unit,
 }

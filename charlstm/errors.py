@@ -19,3 +19,11 @@ class DataError(CharlstmError):
 
 class CheckpointError(CharlstmError):
     """A missing, damaged, foreign or incompatible checkpoint file."""
+
+
+class Interrupted(Exception):
+    """Training stopped by a signal after saving a checkpoint; the CLI exits with 128 + signum."""
+
+    def __init__(self, signum, message):
+        super().__init__(message)
+        self.signum = signum

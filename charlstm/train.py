@@ -10,9 +10,12 @@ generator's state (dropout masks) and the best validation loss. So a run resumed
 the same updates, and logs the same losses, as the uninterrupted run from step k on.
 """
 
+import contextlib
 import json
 import math
 import os
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -23,9 +26,14 @@ from . import __version__, checkpoint, model, optim
 from .blas import set_threads
 from .config import config_from_dict, config_to_dict, save_config
 from .data import Batches, Vocab, describe_source, eval_streams, load_corpus, split
-from .errors import CharlstmError, CheckpointError
+from .errors import CharlstmError, CheckpointError, Interrupted
 
-ARCH_KEYS = ("model.num_layers", "model.hidden_size", "model.embedding_size")
+# Settings a resumed run cannot change: the architecture, and how the text is cut into streams.
+FIXED_KEYS = ("model.num_layers", "model.hidden_size", "model.embedding_size",
+              "data.val_fraction", "train.batch_size", "train.seq_len")
+# What a checkpoint's metadata must hold to resume a run (load_model needs only config and vocab).
+RESUME_META = ("config", "vocab", "step", "epoch", "window", "optim_t", "rng", "train_time",
+               "best_val_loss", "lr_scale", "smooth_loss", "loss_floor")
 
 
 def evaluate(params, tokens, window=128, min_stream=10_000):
@@ -39,6 +47,12 @@ def evaluate(params, tokens, window=128, min_stream=10_000):
     S, n = x.shape
     state = model.init_state(L, S, H, params["head.weight"].dtype)
     total = 0.0
+    with np.errstate(over="ignore", invalid="ignore"):      # a diverged model reports nan/inf
+        return _evaluate_streams(params, x, y, tail_x, tail_y, state, window, S)
+
+
+def _evaluate_streams(params, x, y, tail_x, tail_y, state, window, S):
+    n, total = x.shape[1], 0.0
     for lo in range(0, n, window):
         xs, ys = x[:, lo:lo + window].astype(np.int64), y[:, lo:lo + window].astype(np.int64)
         loss, _, state = model.forward(params, xs, ys, state, keep_cache=False)
@@ -77,6 +91,10 @@ class Run:
         self.state = self.zero_state()
         self.best_val = math.inf
         self.train_time = 0.0
+        self.lr_scale = 1.0               # halved by each skipped divergent step
+        self.smooth_loss = None           # running average of the train loss (progress bar)
+        self.loss_floor = math.inf        # its lowest value, the yardstick of explode_ratio
+        self.stop_signal = None           # set by SIGINT / SIGTERM: stop after this step
 
     # --- construction ---------------------------------------------------------------------
 
@@ -90,11 +108,11 @@ class Run:
         return cls(cfg, out_dir, Vocab.from_text(text), text)
 
     @classmethod
-    def resume(cls, run_dir, overrides_cfg=None, overridden=()):
+    def resume(cls, run_dir, overrides_cfg=None):
         """Continue the run in run_dir from its last.npz.
 
-        overrides_cfg: the run's own config with the user's --set overrides applied; `overridden`
-        names the keys they touched. Keys that change the architecture are refused.
+        overrides_cfg: the run's own config with the user's --set overrides applied (None: as
+        saved). Keys in FIXED_KEYS cannot change.
         """
         path = Path(run_dir) / "last.npz"
         if not Path(run_dir).is_dir():
@@ -103,19 +121,24 @@ class Run:
             raise CharlstmError(f"'{run_dir}' has no checkpoint (last.npz) to resume from; "
                                 "start it again without --resume")
         arrays, meta = checkpoint.load_checkpoint(path)
+        _require(meta, RESUME_META, path)
         saved = config_from_dict(meta["config"], str(path))
         cfg = overrides_cfg or saved
-        changed = [k for k in ARCH_KEYS if _get(cfg, k) != _get(saved, k)]
+        changed = [k for k in FIXED_KEYS if _get(cfg, k) != _get(saved, k)]
         if changed:
             diffs = ", ".join(f"{k}: {_get(saved, k)} -> {_get(cfg, k)}" for k in changed)
-            raise CharlstmError(f"cannot resume '{run_dir}' with a different architecture "
-                                f"({diffs}); start a new run with --out instead")
+            raise CharlstmError(f"cannot resume '{run_dir}' with a different architecture or "
+                                f"batch layout ({diffs}); start a new run with --out instead")
         text = load_corpus(cfg.data)
         vocab = Vocab(meta["vocab"])
-        if vocab.missing(text) or len(vocab) != len(set(text)):
-            raise CharlstmError(f"the data {describe_source(cfg.data)} is not the text run "
-                                f"'{run_dir}' was trained on (its characters differ)")
+        new, gone = vocab.missing(text), sorted(set(vocab.chars) - set(text))
+        if new or gone:
+            raise CharlstmError(
+                f"the data {describe_source(cfg.data)} is not the text run '{run_dir}' was trained"
+                f" on: its vocabulary differs (new {''.join(new)[:20]!r}, absent "
+                f"{''.join(gone)[:20]!r}); resume with the run's own data.path")
         run = cls(cfg, run_dir, vocab, text)
+        _check_arrays(arrays, run.params, path)
         run.load_arrays(arrays, meta)
         total = run.total_steps()
         if total is not None and run.step >= total:
@@ -135,6 +158,8 @@ class Run:
         self.rng.bit_generator.state = meta["rng"]
         self.best_val = meta["best_val_loss"] if meta["best_val_loss"] is not None else math.inf
         self.train_time = meta["train_time"]
+        self.lr_scale, self.smooth_loss = meta["lr_scale"], meta["smooth_loss"]
+        self.loss_floor = math.inf if meta["loss_floor"] is None else meta["loss_floor"]
 
     # --- the loop -------------------------------------------------------------------------
 
@@ -151,11 +176,17 @@ class Run:
         return min(limits) if limits else None
 
     def train(self, progress=True, echo=tqdm.write):
+        """Train until a stop condition; evaluate and checkpoint along the way and at the end.
+
+        SIGINT / SIGTERM stop it after the current step with a checkpoint (raising Interrupted);
+        a divergent step raises CharlstmError or is skipped, as train.on_divergence says.
+        """
         cfg, t = self.cfg, self.cfg.train
         if t.threads:
             set_threads(t.threads)
         total = self.total_steps()
         self.out.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temporaries(self.out)
         save_config(cfg, self.out / "config.yaml")
         self.truncate_metrics()
         echo(f"training on {describe_source(cfg.data)}: {len(self.train_tokens):,} train / "
@@ -164,48 +195,96 @@ class Run:
         chars = t.batch_size * t.seq_len
         bar = tqdm(total=total, initial=self.step, disable=not progress, unit="step",
                    dynamic_ncols=True)
-        smooth = None
         try:
-            while total is None or self.step < total:
-                if t.max_minutes and self.train_time >= 60 * t.max_minutes:
-                    echo(f"time budget of {t.max_minutes} minutes reached at step {self.step}")
-                    break
-                tic = time.perf_counter()
-                loss, lr, norm = self.train_step()
-                dt = time.perf_counter() - tic
-                self.train_time += dt
-                smooth = loss if smooth is None else 0.95 * smooth + 0.05 * loss
-                bar.update(1)
-                bar.set_postfix(loss=f"{smooth:.3f}", lr=f"{lr:.2e}", cps=f"{chars / dt:,.0f}",
-                                refresh=False)
-                if self.step % t.log_every == 0:
-                    self.log(step=self.step, epoch=round(self.epoch_progress(), 4),
-                             train_loss=loss, lr=lr, grad_norm=norm, chars_per_sec=chars / dt,
-                             train_time=round(self.train_time, 3))
-                if self.step % t.eval_every == 0:
+            with _stop_on_signals(self):
+                while total is None or self.step < total:
+                    if t.max_minutes and self.train_time >= 60 * t.max_minutes:
+                        echo(f"time budget of {t.max_minutes} minutes reached at step {self.step}")
+                        break
+                    tic = time.perf_counter()
+                    loss, lr, norm = self.train_step()
+                    dt = time.perf_counter() - tic
+                    self.train_time += dt
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{self.smooth_loss:.3f}", lr=f"{lr:.2e}",
+                                    cps=f"{chars / dt:,.0f}", refresh=False)
+                    if self.step % t.log_every == 0:
+                        self.log(step=self.step, epoch=round(self.epoch_progress(), 4),
+                                 train_loss=loss, lr=lr, grad_norm=norm,
+                                 chars_per_sec=chars / dt, train_time=round(self.train_time, 3))
+                    if self.step % t.eval_every == 0:
+                        self.evaluate_and_save(echo)
+                    if self.stop_signal is not None:
+                        self.stop_for_signal(echo)
+                if self.step % t.eval_every != 0:
                     self.evaluate_and_save(echo)
         finally:
             bar.close()
-        if self.step % t.eval_every != 0:
-            self.evaluate_and_save(echo)
         return self
 
+    def stop_for_signal(self, echo):
+        name = signal.Signals(self.stop_signal).name
+        self.save(self.out / "last.npz")
+        raise Interrupted(self.stop_signal, f"{name} received: stopped after step {self.step} and "
+                          f"saved {self.out / 'last.npz'}; resume with:  charlstm train --resume "
+                          f"{self.out}")
+
     def train_step(self):
-        """One window: forward, backward, clip, AdamW; advances the data position."""
+        """One window: forward, backward, clip, AdamW; advances the data position.
+
+        A step whose loss or gradient is not finite, or whose loss explodes (train.explode_ratio),
+        changes no weights: it stops the run, or with on_divergence=skip is skipped and halves
+        the learning rate.
+        """
         cfg = self.cfg
         if self.window >= self.batches.num_batches:            # epoch boundary: reset the state
             self.epoch, self.window = self.epoch + 1, 0
             self.state = self.zero_state()
         x, y = self.batches.get(self.window)
-        loss, cache, self.state = model.forward(self.params, x, y, self.state,
-                                                cfg.model.dropout, self.rng)
-        model.backward(self.params, cache, self.grads)
-        norm = optim.clip_grad_norm(self.gflat, cfg.optim.grad_clip)
-        lr = optim.lr_at(self.step, cfg.optim, self.total_steps() or 0)
-        optim.adamw_step(self.flat, self.gflat, self.opt, lr, cfg.optim)
+        with np.errstate(over="ignore", invalid="ignore"):     # judged below, not warned about
+            loss, cache, state = model.forward(self.params, x, y, self.state,
+                                               cfg.model.dropout, self.rng)
+            model.backward(self.params, cache, self.grads)
+            norm = optim.clip_grad_norm(self.gflat, cfg.optim.grad_clip)
+        lr = self.lr_scale * optim.lr_at(self.step, cfg.optim, self.total_steps() or 0)
         self.step += 1
         self.window += 1
+        problem = self.divergence(loss, norm)
+        if problem:
+            self.on_divergence(problem, lr)
+            return loss, lr, norm
+        optim.adamw_step(self.flat, self.gflat, self.opt, lr, cfg.optim)
+        self.state = state
+        self.smooth_loss = loss if self.smooth_loss is None else 0.95 * self.smooth_loss + 0.05 * loss
+        self.loss_floor = min(self.loss_floor, self.smooth_loss)
         return loss, lr, norm
+
+    def divergence(self, loss, norm):
+        """Why this step's loss/gradient cannot be trusted, or None."""
+        if not math.isfinite(loss):
+            return f"the loss is {loss}"
+        if not math.isfinite(norm):
+            return f"the gradient norm is {norm}"
+        ratio = self.cfg.train.explode_ratio
+        if ratio and math.isfinite(self.loss_floor) and loss > ratio * self.loss_floor:
+            return (f"the loss {loss:.4f} exploded past {ratio} x its best running average "
+                    f"{self.loss_floor:.4f} (train.explode_ratio)")
+        return None
+
+    def on_divergence(self, problem, lr):
+        if self.cfg.train.on_divergence == "skip":
+            self.lr_scale *= 0.5
+            self.log(step=self.step, skipped=problem, lr_scale=self.lr_scale)
+            tqdm.write(f"step {self.step}: {problem}; step skipped, learning rate halved to "
+                       f"{lr / 2:.3g}")
+            return
+        last = self.out / "last.npz"
+        kept = (f"{last} and best.npz are untouched" if last.exists() else
+                "no checkpoint had been written yet")
+        raise CharlstmError(
+            f"step {self.step}: {problem}; training stopped ({kept}). Lower optim.lr (now "
+            f"{lr:.3g}) or optim.grad_clip, or set train.on_divergence=skip to skip such steps "
+            "and halve the learning rate")
 
     def epoch_progress(self):
         return self.epoch + self.window / self.batches.num_batches
@@ -221,6 +300,7 @@ class Run:
         if improved:
             self.save(self.out / "best.npz")
         self.save(self.out / "last.npz")
+        self.keep_step_checkpoint()
         if self.cfg.train.sample_length > 0:
             from .sample import generate
             text = "".join(generate(self.params, self.vocab, length=self.cfg.train.sample_length,
@@ -239,8 +319,25 @@ class Run:
                 "vocab": self.vocab.chars, "step": self.step, "epoch": self.epoch,
                 "window": self.window, "optim_t": self.opt["t"],
                 "rng": self.rng.bit_generator.state, "train_time": self.train_time,
-                "best_val_loss": None if math.isinf(self.best_val) else self.best_val}
+                "best_val_loss": None if math.isinf(self.best_val) else self.best_val,
+                "lr_scale": self.lr_scale, "smooth_loss": self.smooth_loss,
+                "loss_floor": None if math.isinf(self.loss_floor) else self.loss_floor}
         checkpoint.save_checkpoint(path, arrays, meta)
+
+    def keep_step_checkpoint(self):
+        """Keep last.npz as step_<N>.npz too (a hard link: no second write), then drop all but
+        the newest train.keep_last of them."""
+        keep = self.cfg.train.keep_last
+        if keep <= 0:
+            return
+        target = self.out / f"step_{self.step:08d}.npz"
+        target.unlink(missing_ok=True)
+        try:
+            os.link(self.out / "last.npz", target)
+        except OSError:                       # a file system without hard links
+            self.save(target)
+        for old in sorted(self.out.glob("step_*.npz"))[:-keep]:
+            old.unlink(missing_ok=True)
 
     def log(self, **record):
         with open(self.out / "metrics.jsonl", "a") as f:
@@ -264,6 +361,54 @@ class Run:
         os.replace(tmp, path)
 
 
+@contextlib.contextmanager
+def _stop_on_signals(run):
+    """The first SIGINT or SIGTERM asks the loop to stop after the current step (run.stop_signal);
+    a second one raises KeyboardInterrupt at once. Checkpoint writes are atomic, so even that
+    leaves the last complete checkpoint in place."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        if run.stop_signal is not None:
+            raise KeyboardInterrupt
+        run.stop_signal = signum
+        tqdm.write(f"{signal.Signals(signum).name}: stopping after this step (again to quit now)")
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def _remove_stale_temporaries(folder):
+    """Temporary checkpoint files left by a run killed mid-write (never a complete checkpoint)."""
+    for tmp in folder.glob(".*.tmp-*"):
+        tmp.unlink(missing_ok=True)
+
+
+def _require(meta, keys, path):
+    missing = [k for k in keys if k not in meta]
+    if missing:
+        raise CheckpointError(f"'{path}' lacks {', '.join(missing)} in its metadata; it was not "
+                              "written by charlstm train (or by an incompatible version)")
+
+
+def _check_arrays(arrays, params, path):
+    """Every parameter, optimizer moment and state array present with the shape the config implies."""
+    for name, p in params.items():
+        for key in (name, f"optim.m.{name}", f"optim.v.{name}"):
+            if key not in arrays or arrays[key].shape != p.shape:
+                raise CheckpointError(f"'{path}' does not match its own config: '{key}' is "
+                                      "missing or has the wrong shape")
+    for key in ("state.h", "state.c"):
+        if key not in arrays:
+            raise CheckpointError(f"'{path}' lacks the carried state '{key}'")
+
+
 def _get(cfg, dotted):
     section, key = dotted.split(".")
     return getattr(getattr(cfg, section), key)
@@ -272,6 +417,7 @@ def _get(cfg, dotted):
 def load_model(path):
     """Everything sampling and evaluation need, from a checkpoint alone: (params, vocab, cfg, meta)."""
     arrays, meta = checkpoint.load_checkpoint(path)
+    _require(meta, ("config", "vocab"), path)
     cfg = config_from_dict(meta["config"], str(path))
     V = len(meta["vocab"])
     shapes = model.param_shapes(V, cfg.model.embedding_size, cfg.model.hidden_size,

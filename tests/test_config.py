@@ -226,6 +226,9 @@ def test_type_coercions_accepted():
 
 # One value out of range and one edge value in range, for every key with a range.
 RANGES = [
+    ("train.keep_last", -1, 3, "be >= 0"),
+    ("train.on_divergence", "ignore", "skip", "be one of stop, skip"),
+    ("train.explode_ratio", 1.0, 3.0, "be > 1"),
     ("data.path", "  ", None, "be a file path or null"),
     ("data.val_fraction", 1.0, 0.999, "be in (0, 1)"),
     ("data.val_fraction", 0.0, 1e-9, "be in (0, 1)"),
