@@ -240,5 +240,39 @@ def info(checkpoint):
     click.echo(yaml.safe_dump(config_to_dict(cfg), sort_keys=False).rstrip())
 
 
+@cli.command()
+@click.option("--layers", type=click.IntRange(min=1), default=2, show_default=True,
+              help="LSTM layers.")
+@click.option("--hidden", type=click.IntRange(min=1), default=512, show_default=True,
+              help="Hidden size.")
+@click.option("--batch", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Batch size (parallel streams).")
+@click.option("--seq", type=click.IntRange(min=1), default=100, show_default=True,
+              help="Characters per window.")
+@click.option("--vocab", type=click.IntRange(min=2), default=65, show_default=True,
+              help="Vocabulary size.")
+@click.option("--embedding", type=click.IntRange(min=0), default=64, show_default=True,
+              help="Embedding size (0 = one-hot).")
+@click.option("--steps", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Timed training steps (after 2 warm-up steps).")
+@click.option("--threads", type=click.IntRange(min=0), default=0,
+              help="BLAS threads (0 = the library's default).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def bench(layers, hidden, batch, seq, vocab, embedding, steps, threads, as_json):
+    """Time training steps, evaluation and sampling on random tokens; report speed and memory.
+
+    Reports training chars/s with the forward / backward / optimizer split, the matrix-product
+    GFLOP/s achieved against the machine's own rate on a large product, evaluation and sampling
+    chars/s and peak resident memory.
+
+    \b
+      charlstm bench                                   # 2 x 512, batch 64, seq 100
+      charlstm bench --layers 2 --hidden 128 --batch 50 --seq 50 --json
+    """
+    from .bench import format_report, run_bench
+    result = run_bench(layers, hidden, batch, seq, vocab, embedding, steps, threads=threads)
+    click.echo(json.dumps(result) if as_json else format_report(result))
+
+
 def main():
     cli(prog_name="charlstm")

@@ -199,7 +199,8 @@ def backward(params, cache, grads=None):
         grads[f"lstm.bias_hh_l{k}"][...] = grads[f"lstm.bias_ih_l{k}"]
         if k > 0:
             np.matmul(da.T, inp.reshape(T * B, H), out=grads[f"lstm.weight_ih_l{k}"])
-            dout = (da @ params[f"lstm.weight_ih_l{k}"]).reshape(T, B, H)
+            # dout is spent (BPTT above consumed it): the next layer's gradient goes in its place
+            np.matmul(da, params[f"lstm.weight_ih_l{k}"], out=dout.reshape(T * B, H))
         else:
             dtable = _scatter_rows(da, xt.reshape(-1), V)      # (V, 4H)
             if E > 0:
@@ -208,6 +209,10 @@ def backward(params, cache, grads=None):
                 np.matmul(dtable, params["lstm.weight_ih_l0"], out=grads["embedding.weight"])
             else:
                 grads["lstm.weight_ih_l0"][...] = dtable.T
+        # Release this layer's activations now rather than when the cache goes: the peak memory
+        # of a step is then the forward's caches plus one layer's gradients, not two layers'.
+        layers[k] = masks[k] = None
+        del inp, cache_k, dxproj, da
     return grads, (dh0, dc0)
 
 

@@ -1,0 +1,69 @@
+"""The PyTorch baseline of the README's performance table (developers only; torch is never a
+charlstm dependency): Embedding -> nn.LSTM -> Linear with Adam and gradient clipping, float32,
+timed the way `charlstm bench` times charlstm.
+
+    pip install torch==2.13.0        # into a scratch virtualenv
+    python benchmarks/torch_reference.py --layers 2 --hidden 512 --batch 64 --seq 100 --json
+"""
+
+import argparse
+import json
+import time
+
+import torch
+
+
+def train_rate(layers, hidden, batch, seq, vocab, embedding, steps, warmup=2):
+    emb = torch.nn.Embedding(vocab, embedding)
+    lstm = torch.nn.LSTM(embedding, hidden, layers, batch_first=True)
+    head = torch.nn.Linear(hidden, vocab)
+    params = [*emb.parameters(), *lstm.parameters(), *head.parameters()]
+    opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.01)
+    x = torch.randint(0, vocab, (batch, seq))
+    y = torch.randint(0, vocab, (batch, seq))
+    times = []
+    for i in range(warmup + steps):
+        tic = time.perf_counter()
+        out, _ = lstm(emb(x))
+        loss = torch.nn.functional.cross_entropy(head(out).reshape(-1, vocab), y.reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 5.0)
+        opt.step()
+        if i >= warmup:
+            times.append(time.perf_counter() - tic)
+    times.sort()
+    return batch * seq / times[len(times) // 2], (emb, lstm, head)
+
+
+@torch.no_grad()
+def sample_rate(emb, lstm, head, chars=500):
+    tok, state = torch.zeros(1, 1, dtype=torch.long), None
+    for i in range(chars + 20):
+        if i == 20:
+            tic = time.perf_counter()
+        out, state = lstm(emb(tok), state)
+        p = torch.softmax(head(out[0, -1]), -1)
+        tok = torch.multinomial(p, 1).view(1, 1)
+    return chars / (time.perf_counter() - tic)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    for name, default in [("layers", 2), ("hidden", 512), ("batch", 64), ("seq", 100),
+                          ("vocab", 65), ("embedding", 64), ("steps", 10), ("threads", 2)]:
+        ap.add_argument(f"--{name}", type=int, default=default)
+    ap.add_argument("--no-mkldnn", action="store_true", help="turn oneDNN off")
+    ap.add_argument("--json", action="store_true")
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    if a.no_mkldnn:
+        torch.backends.mkldnn.enabled = False
+    rate, modules = train_rate(a.layers, a.hidden, a.batch, a.seq, a.vocab, a.embedding, a.steps)
+    result = {"train_chars_per_sec": rate, "sample_chars_per_sec": sample_rate(*modules),
+              "torch": torch.__version__, "threads": a.threads, "mkldnn": not a.no_mkldnn}
+    print(json.dumps(result) if a.json else result)
+
+
+if __name__ == "__main__":
+    main()

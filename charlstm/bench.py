@@ -1,0 +1,143 @@
+"""Speed and memory, measured: full training steps, evaluation, sampling, and the machine's own
+matrix-multiply rate for comparison.
+
+    result = run_bench(layers=2, hidden=512, batch=64, seq=100, vocab=65, steps=10)
+
+A training step is what `charlstm train` does per batch: forward, backward, gradient clipping and
+AdamW, on random tokens. Its floating-point rate counts the matrix products only (2*m*n*k each):
+per character the forward pass costs 2*4H*H per layer for the recurrent product, 2*4H*H per layer
+above the first for the input product, and 2*H*V for the head; backward costs twice the forward.
+"""
+
+import resource
+import time
+from types import SimpleNamespace
+
+import numpy as np
+
+from . import model, optim
+from .blas import set_threads
+from .data import Vocab
+from .sample import generate
+
+
+def matmul_flops_per_char(L, H, V):
+    """Matrix-product FLOPs of one training step, per character (forward + backward = 3x forward)."""
+    forward = 2 * 4 * H * H * L + 2 * 4 * H * H * (L - 1) + 2 * H * V
+    return 3 * forward
+
+
+def activation_floats(L, H, E, B, T, V):
+    """torch-rnn's bound on a step's memory, summed over layers, plus the head's logits."""
+    total = 0
+    for k in range(L):
+        D = E if k == 0 else H
+        total += B * T * D + 6 * B * T * H + 8 * B * H + 8 * H * H + 8 * D * H + 9 * H
+    return total + B * T * V
+
+
+def machine_gflops(n=2048, seconds=1.0):
+    """float32 rate of a large square product, the BLAS library's best case on this machine."""
+    a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
+    out = np.empty_like(a)
+    np.matmul(a, a, out=out)
+    count, tic = 0, time.perf_counter()
+    while time.perf_counter() - tic < seconds:
+        np.matmul(a, a, out=out)
+        count += 1
+    return 2 * n ** 3 * count / (time.perf_counter() - tic) / 1e9
+
+
+def current_rss_mb():
+    """Resident memory now (Linux /proc), or the peak so far where /proc is not available."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * resource.getpagesize() / 2 ** 20
+    except OSError:
+        return peak_rss_mb()
+
+
+def peak_rss_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # KiB on Linux
+
+
+def _median(xs):
+    return float(np.median(xs))
+
+
+def run_bench(layers=2, hidden=512, batch=64, seq=100, vocab=65, embedding=64, steps=10,
+              warmup=2, sample_chars=500, threads=0, seed=0):
+    """Time `steps` training steps after `warmup`; return a dict of figures (medians per step)."""
+    if threads:
+        set_threads(threads)
+    peak = machine_gflops()                  # first: its buffers are freed before the baseline
+    rng = np.random.default_rng(seed)
+    cfg = SimpleNamespace(embedding_size=embedding, hidden_size=hidden, num_layers=layers,
+                          forget_bias=1.0)
+    flat, params = model.init_params(vocab, cfg, rng)
+    gflat, grads = model.alloc(model.shapes_of(params))
+    opt = optim.adamw_init(flat, optim.decay_mask_for(params, flat))
+    ocfg = SimpleNamespace(beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01)
+    x, y = rng.integers(0, vocab, (batch, seq)), rng.integers(0, vocab, (batch, seq))
+    state = model.init_state(layers, batch, hidden)
+    baseline = current_rss_mb()              # parameters, gradients and optimizer state included
+    fwd, bwd, upd, ev = [], [], [], []
+    for i in range(warmup + steps):
+        t0 = time.perf_counter()
+        _, cache, new_state = model.forward(params, x, y, state)
+        t1 = time.perf_counter()
+        model.backward(params, cache, grads)
+        del cache                            # as in training: one step's activations at a time
+        t2 = time.perf_counter()
+        optim.clip_grad_norm(gflat, 5.0)
+        optim.adamw_step(flat, gflat, opt, 1e-3, ocfg)
+        t3 = time.perf_counter()
+        model.forward(params, x, y, state, keep_cache=False)   # evaluation: forward only
+        t4 = time.perf_counter()
+        if i >= warmup:
+            fwd.append(t1 - t0), bwd.append(t2 - t1), upd.append(t3 - t2), ev.append(t4 - t3)
+    step_peak = peak_rss_mb()
+    chars = batch * seq
+    step = _median([a + b + c for a, b, c in zip(fwd, bwd, upd)])
+    vocab_obj = Vocab([chr(0x21 + i) for i in range(vocab)])
+    gen = generate(params, vocab_obj, sample_chars + 20, np.random.default_rng(seed))
+    for _ in range(20):                                         # warm up the sampler
+        next(gen)
+    tic = time.perf_counter()
+    for _ in gen:
+        pass
+    sample_rate = sample_chars / (time.perf_counter() - tic)
+    achieved = matmul_flops_per_char(layers, hidden, vocab) * chars / step / 1e9
+    return {
+        "config": {"layers": layers, "hidden": hidden, "batch": batch, "seq": seq, "vocab": vocab,
+                   "embedding": embedding, "steps": steps, "threads": threads or None},
+        "train_chars_per_sec": chars / step,
+        "step_ms": 1e3 * step, "forward_ms": 1e3 * _median(fwd), "backward_ms": 1e3 * _median(bwd),
+        "optimizer_ms": 1e3 * _median(upd),
+        "eval_chars_per_sec": chars / _median(ev),
+        "sample_chars_per_sec": sample_rate,
+        "achieved_gflops": achieved, "machine_gflops": peak, "fraction_of_machine": achieved / peak,
+        "peak_rss_mb": peak_rss_mb(),
+        "step_memory_mb": step_peak - baseline,
+        "activation_bound_mb": 4 * activation_floats(layers, hidden, embedding, batch, seq,
+                                                     vocab) / 2 ** 20,
+        "parameters": int(flat.size),
+    }
+
+
+def format_report(r):
+    c = r["config"]
+    return "\n".join([
+        f"{c['layers']} x {c['hidden']} LSTM, batch {c['batch']}, seq {c['seq']}, vocab "
+        f"{c['vocab']}, {r['parameters']:,} parameters, median of {c['steps']} steps",
+        f"train:   {r['train_chars_per_sec']:,.0f} chars/s  ({r['step_ms']:.1f} ms/step: forward "
+        f"{r['forward_ms']:.1f}, backward {r['backward_ms']:.1f}, optimizer "
+        f"{r['optimizer_ms']:.1f})",
+        f"matmul:  {r['achieved_gflops']:.1f} GFLOP/s achieved, machine {r['machine_gflops']:.1f}"
+        f" GFLOP/s on a 2048^2 product ({100 * r['fraction_of_machine']:.0f}%)",
+        f"eval:    {r['eval_chars_per_sec']:,.0f} chars/s forward only "
+        f"({r['eval_chars_per_sec'] / r['train_chars_per_sec']:.1f}x a training step)",
+        f"sample:  {r['sample_chars_per_sec']:,.0f} chars/s at batch 1",
+        f"memory:  peak RSS {r['peak_rss_mb']:.0f} MB; a step's activations "
+        f"{r['step_memory_mb']:.0f} MB (torch-rnn's bound: {r['activation_bound_mb']:.0f} MB)",
+    ])
