@@ -241,6 +241,24 @@ def info(checkpoint):
 
 
 @cli.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(file_okay=False))
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="PNG file to write [default: RUN_DIR/loss.png of the first run].")
+def plot(run_dirs, output):
+    """Draw train and validation loss of one or more RUN_DIRS against steps and training time.
+
+    Needs matplotlib (pip install 'charlstm[plot]'). Several runs overlay, to compare configs.
+
+    \b
+      charlstm plot runs/shakespeare
+      charlstm plot runs/sh-small runs/sh-large -o compare.png
+    """
+    from .plot import plot_runs
+    out = output or str(Path(run_dirs[0]) / "loss.png")
+    click.echo(f"wrote {plot_runs(run_dirs, out)}")
+
+
+@cli.command()
 @click.option("--layers", type=click.IntRange(min=1), default=2, show_default=True,
               help="LSTM layers.")
 @click.option("--hidden", type=click.IntRange(min=1), default=512, show_default=True,

@@ -18,19 +18,35 @@ the time loop only adds the recurrent product, one fused (B, H) @ (H, 4H) produc
 There is no hidden state between calls: everything backward needs travels in `cache`.
 """
 
+import functools
+
 import numpy as np
 
 
-def sigmoid_(x):
-    """In-place logistic sigmoid through tanh: sigmoid(x) = 0.5 * tanh(0.5 * x) + 0.5.
+@functools.lru_cache(maxsize=16)
+def gate_constants(H, dtype):
+    """Per-column constants that let all four gates be activated by a few calls over (B, 4H).
 
-    One transcendental instead of exp + divide, and no overflow warnings for large |x|.
+    sigmoid(x) = 0.5 * tanh(0.5 * x) + 0.5, so with `scale` = 0.5 on the i, f, o columns and 1 on
+    g, and `shift` = 0.5 on i, f, o and 0 on g:  gates = tanh(a * scale) * scale + shift.
+    `dshift` = 1 on g, 0 elsewhere, gives every gate's derivative as (1 - y) * (y + dshift):
+    y (1 - y) for a sigmoid, (1 - y)(1 + y) = 1 - y^2 for tanh. (Cached: treat as read-only.)
     """
-    x *= 0.5
-    np.tanh(x, out=x)
-    x *= 0.5
-    x += 0.5
-    return x
+    sig = np.ones(4 * H, bool)
+    sig[2 * H:3 * H] = False
+    scale = np.where(sig, 0.5, 1.0).astype(dtype)
+    shift = np.where(sig, 0.5, 0.0).astype(dtype)
+    return scale, shift, (~sig).astype(dtype)
+
+
+def activate_gates(a):
+    """(B, 4H) pre-activations -> activated gates i, f, g, o, in place: three calls over 4H."""
+    scale, shift, _ = gate_constants(a.shape[1] // 4, a.dtype)
+    a *= scale
+    np.tanh(a, out=a)
+    a *= scale
+    a += shift
+    return a
 
 
 def cell_forward(a, c_prev, c_out, h_out, tanh_c):
@@ -41,9 +57,7 @@ def cell_forward(a, c_prev, c_out, h_out, tanh_c):
     Shared by the training forward and the sampler, so both compute exactly the same cell.
     """
     H = c_prev.shape[1]
-    sigmoid_(a[:, :2 * H])                      # i and f are adjacent: one call for both
-    np.tanh(a[:, 2 * H:3 * H], out=a[:, 2 * H:3 * H])
-    sigmoid_(a[:, 3 * H:])
+    activate_gates(a)
     i, f, g, o = a[:, :H], a[:, H:2 * H], a[:, 2 * H:3 * H], a[:, 3 * H:]
     np.multiply(f, c_prev, out=c_out)
     np.multiply(i, g, out=tanh_c)               # tanh_c used as scratch for i*g
@@ -64,7 +78,8 @@ def lstm_forward(xproj, w_hh, h0, c0, keep_cache=True):
     T, B, G = xproj.shape
     H = G // 4
     dt = xproj.dtype
-    w_hh_t = w_hh.T                             # (H, 4H) view; BLAS reads it transposed, no copy
+    # (H, 4H), contiguous: one 4H*H copy per window buys a faster product at every step
+    w_hh_t = np.ascontiguousarray(w_hh.T)
     hs = np.empty((T, B, H), dt)
     cs = np.empty((T, B, H), dt) if keep_cache else np.empty((2, B, H), dt)
     rec = np.empty((B, G), dt)                  # reused each step for h_{t-1} @ W_hh.T
@@ -91,51 +106,46 @@ def lstm_backward(dhs, cache, dh_T=None, dc_T=None):
     The gate buffer in the cache is overwritten in place with dxproj (the gradient of the
     pre-activations), so a cache can be used for one backward only. tanh(c_t) is recomputed here
     rather than cached: it costs one tanh per step and saves T*B*H floats.
+
+    Each step works on whole (B, 4H) rows where it can: the gradient reaching each gate's output
+    (`up` = [dc*g, dc*c_prev, dc*i, dh*tanh(c)] for i, f, g, o) times each gate's derivative
+    (`local`, see gate_constants) is the pre-activation gradient, written over the gates.
     """
     gates, cs, hs, h0, c0, w_hh = cache
     T, B, G = gates.shape
     H = G // 4
     dt = gates.dtype
+    _, _, dshift = gate_constants(H, dt)
     dh = np.empty((B, H), dt)
     dh_next = np.zeros((B, H), dt) if dh_T is None else dh_T.astype(dt, copy=True)
     dc = np.zeros((B, H), dt) if dc_T is None else dc_T.astype(dt, copy=True)
     tanh_c = np.empty((B, H), dt)
-    s1 = np.empty((B, H), dt)
-    s2 = np.empty((B, H), dt)
+    s = np.empty((B, H), dt)
+    up = np.empty((B, G), dt)
+    local = np.empty((B, G), dt)
     for t in range(T - 1, -1, -1):
         a = gates[t]
         i, f, g, o = a[:, :H], a[:, H:2 * H], a[:, 2 * H:3 * H], a[:, 3 * H:]
         c_prev = cs[t - 1] if t > 0 else c0
         np.add(dhs[t], dh_next, out=dh)
         np.tanh(cs[t], out=tanh_c)               # recomputed, not cached
-        # dc += dh * o * (1 - tanh(c)^2): the cell gradient from this step's output
-        np.multiply(tanh_c, tanh_c, out=s2)
-        np.subtract(1, s2, out=s2)
-        np.multiply(dh, o, out=s1)
-        s1 *= s2
-        dc += s1
-        # Each gate's pre-activation gradient overwrites that gate once the gate's value is used.
-        # o: da_o = dh * tanh(c) * o * (1 - o)
-        np.subtract(1, o, out=s2)
-        s2 *= o
-        np.multiply(dh, tanh_c, out=s1)
-        np.multiply(s1, s2, out=o)
-        # g: da_g = dc * i * (1 - g^2);  i: da_i = dc * g * i * (1 - i)
-        np.multiply(g, g, out=s2)
-        np.subtract(1, s2, out=s2)
-        s2 *= i
-        np.subtract(1, i, out=s1)
-        s1 *= i
-        s1 *= g
-        np.multiply(s1, dc, out=i)
-        np.multiply(s2, dc, out=g)
-        # f: da_f = dc * c_prev * f * (1 - f); the cell gradient to step t-1 is dc * f
-        np.subtract(1, f, out=s1)
-        s1 *= f
-        s1 *= c_prev
-        s1 *= dc
-        dc *= f                                  # dc becomes the gradient of c_{t-1}
-        np.copyto(f, s1)
+        # dc += dh * o * (1 - tanh(c)^2): the cell's gradient through this step's output
+        np.multiply(tanh_c, tanh_c, out=s)
+        np.subtract(1, s, out=s)
+        s *= o
+        s *= dh
+        dc += s
+        # the gradient reaching each gate's output
+        np.multiply(dc, g, out=up[:, :H])                # i
+        np.multiply(dc, c_prev, out=up[:, H:2 * H])      # f
+        np.multiply(dc, i, out=up[:, 2 * H:3 * H])       # g
+        np.multiply(dh, tanh_c, out=up[:, 3 * H:])       # o
+        dc *= f                                          # now the gradient of c_{t-1}
+        # each gate's derivative at its output y: (1 - y) * (y + dshift)
+        np.add(a, dshift, out=local)
+        np.subtract(1, a, out=a)
+        a *= local
+        a *= up                                          # the gates become their gradient
         np.matmul(a, w_hh, out=dh_next)          # (B, 4H) @ (4H, H): gradient of h_{t-1}
     dw_hh = _recurrent_weight_grad(gates, hs, h0)
     return gates, dw_hh, dh_next, dc

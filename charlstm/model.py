@@ -130,7 +130,8 @@ def forward(params, x, y, state, dropout=0.0, rng=None, keep_cache=True):
         if k == 0:
             xproj = np.take(table, xt, axis=0)                # (T, B, 4H) row gather
         else:
-            xproj = inp.reshape(T * B, H) @ params[f"lstm.weight_ih_l{k}"].T
+            w_ih_t = np.ascontiguousarray(params[f"lstm.weight_ih_l{k}"].T)   # faster than a view
+            xproj = inp.reshape(T * B, H) @ w_ih_t
             xproj += params[f"lstm.bias_ih_l{k}"]
             xproj += params[f"lstm.bias_hh_l{k}"]
             xproj = xproj.reshape(T, B, 4 * H)

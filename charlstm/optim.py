@@ -67,18 +67,23 @@ def adamw_step(flat, grad, state, lr, cfg):
     flat -= s
 
 
-def lr_at(step, cfg, total_steps):
+def lr_at(step, cfg, total_steps, time_fraction=None):
     """Learning rate for the update after `step` completed steps (0-based).
 
-    constant: cfg.lr.  cosine: from cfg.lr down to cfg.min_lr at total_steps.
+    constant: cfg.lr.  cosine: from cfg.lr down to cfg.min_lr at the end of training, measured in
+    steps when total_steps is known, else as `time_fraction` (0..1) of a time budget.
     step: cfg.lr * decay_rate ** (step // decay_every), char-rnn's decay.
     All three start with a linear warmup over cfg.warmup_steps steps when it is > 0.
     """
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
     if cfg.schedule == "cosine":
-        span = max(1, total_steps - cfg.warmup_steps)
-        progress = min(1.0, (step - cfg.warmup_steps) / span)
+        if total_steps:
+            span = max(1, total_steps - cfg.warmup_steps)
+            progress = (step - cfg.warmup_steps) / span
+        else:
+            progress = time_fraction or 0.0
+        progress = min(1.0, max(0.0, progress))
         return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1.0 + math.cos(math.pi * progress))
     if cfg.schedule == "step":
         return cfg.lr * cfg.decay_rate ** (step // cfg.decay_every)

@@ -246,7 +246,9 @@ class Run:
                                                cfg.model.dropout, self.rng)
             model.backward(self.params, cache, self.grads)
             norm = optim.clip_grad_norm(self.gflat, cfg.optim.grad_clip)
-        lr = self.lr_scale * optim.lr_at(self.step, cfg.optim, self.total_steps() or 0)
+        budget = 60 * cfg.train.max_minutes if cfg.train.max_minutes else None
+        lr = self.lr_scale * optim.lr_at(self.step, cfg.optim, self.total_steps(),
+                                         self.train_time / budget if budget else None)
         self.step += 1
         self.window += 1
         problem = self.divergence(loss, norm)

@@ -58,6 +58,9 @@ def test_schedules():
     assert optim.lr_at(10, c, 110) == pytest.approx(1e-2)
     assert optim.lr_at(60, c, 110) == pytest.approx((1e-2 + 1e-3) / 2)
     assert optim.lr_at(110, c, 110) == pytest.approx(1e-3)
+    timed = cfg(schedule="cosine", min_lr=0.0)               # a time budget, no step limit
+    assert optim.lr_at(50, timed, None, time_fraction=0.5) == pytest.approx(5e-3)
+    assert optim.lr_at(50, timed, None, time_fraction=1.2) == pytest.approx(0.0)
     s = cfg(schedule="step")
     assert optim.lr_at(9, s, 0) == 1e-2 and optim.lr_at(10, s, 0) == 5e-3
     assert optim.lr_at(25, s, 0) == 2.5e-3

@@ -1,0 +1,80 @@
+"""Reproduce the README's performance table: `charlstm bench` on each configuration, the median of
+several runs, beside PyTorch's nn.LSTM measured in the same sitting when a Python with torch is
+given.
+
+    python benchmarks/run.py                                  # charlstm only
+    python benchmarks/run.py --torch-python /path/to/venv/bin/python --repeats 3
+    python benchmarks/run.py --native-blas                    # see the README on OPENBLAS_CORETYPE
+
+Each run is a separate process, so memory and thread settings do not leak between them.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+CONFIGS = [  # (layers, hidden, batch, seq)
+    (2, 128, 50, 50),      # char-rnn's default
+    (2, 256, 64, 100),
+    (2, 512, 64, 100),
+    (3, 512, 64, 100),
+]
+HERE = Path(__file__).resolve().parent
+
+
+def run_json(cmd, env):
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def median_of(cmd, env, repeats, key):
+    results = [run_json(cmd, env) for _ in range(repeats)]
+    return statistics.median(r[key] for r in results), results
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--torch-python", help="a Python interpreter that has torch installed")
+    ap.add_argument("--native-blas", action="store_true",
+                    help="unset OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE for charlstm's runs")
+    a = ap.parse_args()
+    env = dict(os.environ)
+    if a.native_blas:
+        env.pop("OPENBLAS_CORETYPE", None)
+        env.pop("OPENBLAS_L2_SIZE", None)
+    rows = []
+    for L, H, B, T in CONFIGS:
+        shape = ["--layers", str(L), "--hidden", str(H), "--batch", str(B), "--seq", str(T),
+                 "--threads", str(a.threads)]
+        steps = ["--steps", "30" if H <= 128 else "10"]
+        ours, runs = median_of([sys.executable, "-m", "charlstm", "bench", *shape, *steps, "--json"],
+                               env, a.repeats, "train_chars_per_sec")
+        row = {"config": f"{L}x{H}, {B}, {T}", "charlstm": ours,
+               "gflops": statistics.median(r["achieved_gflops"] for r in runs),
+               "machine": statistics.median(r["machine_gflops"] for r in runs),
+               "sample": statistics.median(r["sample_chars_per_sec"] for r in runs),
+               "rss": statistics.median(r["peak_rss_mb"] for r in runs)}
+        if a.torch_python:
+            ref = [a.torch_python, str(HERE / "torch_reference.py"), *shape, *steps, "--json"]
+            row["torch"], truns = median_of(ref, os.environ, a.repeats, "train_chars_per_sec")
+            row["torch_sample"] = statistics.median(r["sample_chars_per_sec"] for r in truns)
+        rows.append(row)
+        print(json.dumps(row), file=sys.stderr, flush=True)
+    print("| config (layers x hidden, batch, seq) | charlstm chars/s | GFLOP/s (machine) |"
+          " peak RSS MB | sampling chars/s | PyTorch chars/s | ratio |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        torch_cols = (f"{r['torch']:,.0f} | {r['charlstm'] / r['torch']:.2f}x" if "torch" in r
+                      else "- | -")
+        print(f"| {r['config']} | {r['charlstm']:,.0f} | {r['gflops']:.0f} ({r['machine']:.0f}) |"
+              f" {r['rss']:.0f} | {r['sample']:,.0f} | {torch_cols} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,79 @@
+"""`charlstm bench` and `charlstm plot`: they run, report what they promise, and fail cleanly."""
+
+import builtins
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from charlstm.bench import activation_floats, matmul_flops_per_char
+from charlstm.cli import cli
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def test_flop_count_matches_the_issue_figure():
+    # 2 x 512 with 65 characters: about 19 MFLOP per character for forward + backward
+    assert matmul_flops_per_char(2, 512, 65) == pytest.approx(19.1e6, rel=0.01)
+
+
+def test_activation_bound_is_torch_rnns_formula():
+    N, T, D, H = 2, 3, 4, 5
+    one_layer = N * T * D + 6 * N * T * H + 8 * N * H + 8 * H * H + 8 * D * H + 9 * H
+    assert activation_floats(1, H, D, N, T, 7) == one_layer + N * T * 7
+
+
+def test_bench_json_reports_every_figure():
+    result = invoke("bench", "--layers", 1, "--hidden", 16, "--batch", 4, "--seq", 8, "--vocab",
+                    10, "--steps", 2, "--json")
+    assert result.exit_code == 0, result.output
+    r = json.loads(result.output)
+    for key in ["train_chars_per_sec", "sample_chars_per_sec", "achieved_gflops",
+                "machine_gflops", "peak_rss_mb", "eval_chars_per_sec", "forward_ms",
+                "backward_ms", "optimizer_ms", "step_memory_mb"]:
+        assert r[key] > 0 or key == "step_memory_mb", key
+    human = invoke("bench", "--layers", 1, "--hidden", 16, "--batch", 4, "--seq", 8, "--steps", 1)
+    assert "chars/s" in human.output and "GFLOP/s" in human.output and "RSS" in human.output
+
+
+def test_bench_rejects_bad_sizes():
+    result = invoke("bench", "--hidden", 0)
+    assert result.exit_code == 2 and "--hidden" in result.output
+
+
+@pytest.fixture
+def run_dir(tmp_path, corpus):
+    out = tmp_path / "run"
+    result = invoke("train", "configs/tiny.yaml", "--data", corpus, "--out", out, "--no-progress")
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_plot_writes_a_png_and_overlays_runs(run_dir, tmp_path):
+    pytest.importorskip("matplotlib")
+    result = invoke("plot", run_dir)
+    assert result.exit_code == 0, result.output
+    png = run_dir / "loss.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    both = invoke("plot", run_dir, run_dir, "-o", tmp_path / "both.png")
+    assert both.exit_code == 0 and (tmp_path / "both.png").stat().st_size > 1000
+
+
+def test_plot_without_matplotlib_says_how_to_install(run_dir, monkeypatch):
+    real_import = builtins.__import__
+
+    def no_matplotlib(name, *args, **kw):
+        if name.startswith("matplotlib"):
+            raise ImportError(name)
+        return real_import(name, *args, **kw)
+    monkeypatch.setattr(builtins, "__import__", no_matplotlib)
+    result = invoke("plot", run_dir)
+    assert result.exit_code == 1 and "pip install 'charlstm[plot]'" in result.output
+
+
+def test_plot_errors(tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = invoke("plot", tmp_path / "empty")
+    assert result.exit_code == 1 and "metrics.jsonl" in result.output
