@@ -65,6 +65,7 @@ class TrainConfig:
     max_epochs: float | None = None
     max_minutes: float | None = None  # wall-time budget
     eval_every: int = 500
+    eval_minutes: float | None = None  # also evaluate every this many training minutes
     log_every: int = 10
     seed: int = 1337
     threads: int = 0  # 0 = leave the BLAS library's default
@@ -135,7 +136,7 @@ _RULES: dict[str, tuple[str, Any]] = {
     "optim.schedule": _one_of("constant", "cosine", "step"), "optim.warmup_steps": _ge0,
     "optim.min_lr": _ge0, "optim.decay_every": _ge1, "optim.decay_rate": _half_unit,
     "train.batch_size": _ge1, "train.seq_len": _ge1, "train.max_steps": _ge1,
-    "train.max_epochs": _gt0, "train.max_minutes": _gt0, "train.eval_every": _ge1,
+    "train.max_epochs": _gt0, "train.max_minutes": _gt0, "train.eval_every": _ge1, "train.eval_minutes": _gt0,
     "train.log_every": _ge1, "train.seed": _ge0, "train.threads": _ge0,
     "train.sample_length": _ge0, "train.keep_last": _ge0,
     "train.on_divergence": _one_of("stop", "skip"),

@@ -95,6 +95,7 @@ class Run:
         self.smooth_loss = None           # running average of the train loss (progress bar)
         self.loss_floor = math.inf        # its lowest value, the yardstick of explode_ratio
         self.stop_signal = None           # set by SIGINT / SIGTERM: stop after this step
+        self.evaluated_at = None          # the step of the latest evaluation
 
     # --- construction ---------------------------------------------------------------------
 
@@ -212,15 +213,22 @@ class Run:
                         self.log(step=self.step, epoch=round(self.epoch_progress(), 4),
                                  train_loss=loss, lr=lr, grad_norm=norm,
                                  chars_per_sec=chars / dt, train_time=round(self.train_time, 3))
-                    if self.step % t.eval_every == 0:
+                    if self.step % t.eval_every == 0 or self.minute_mark(dt):
                         self.evaluate_and_save(echo)
                     if self.stop_signal is not None:
                         self.stop_for_signal(echo)
-                if self.step % t.eval_every != 0:
+                if self.evaluated_at != self.step:
                     self.evaluate_and_save(echo)
         finally:
             bar.close()
         return self
+
+    def minute_mark(self, dt):
+        """True when this step's time crossed a multiple of train.eval_minutes."""
+        every = self.cfg.train.eval_minutes
+        if not every:
+            return False
+        return (self.train_time // (60 * every)) > ((self.train_time - dt) // (60 * every))
 
     def stop_for_signal(self, echo):
         name = signal.Signals(self.stop_signal).name
@@ -292,6 +300,7 @@ class Run:
         return self.epoch + self.window / self.batches.num_batches
 
     def evaluate_and_save(self, echo):
+        self.evaluated_at = self.step
         val, _, _ = evaluate(self.params, self.val_tokens)
         improved = val < self.best_val
         self.best_val = min(self.best_val, val)

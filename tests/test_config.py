@@ -226,6 +226,7 @@ def test_type_coercions_accepted():
 
 # One value out of range and one edge value in range, for every key with a range.
 RANGES = [
+    ("train.eval_minutes", 0.0, 0.5, "be > 0"),
     ("train.keep_last", -1, 3, "be >= 0"),
     ("train.on_divergence", "ignore", "skip", "be one of stop, skip"),
     ("train.explode_ratio", 1.0, 3.0, "be > 1"),
