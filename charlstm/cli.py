@@ -20,7 +20,7 @@ from .config import config_from_dict, config_to_dict, load_config, parse_overrid
 from .data import read_text
 from .errors import CharlstmError, Interrupted
 from .sample import check_options, generate
-from .train import Run, bpc, evaluate, load_model
+from .train import Run, bpc, evaluate, load_model, split_tokens
 
 
 class _Group(click.Group):
@@ -91,8 +91,10 @@ def cli(ctx, debug):
               "[default: runs/<config name>].")
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False),
               help="Continue the run in this folder from its last checkpoint.")
+@click.option("--init-from", type=click.Path(dir_okay=False),
+              help="Start a new run from this checkpoint's weights and vocabulary (fine-tuning).")
 @click.option("--no-progress", is_flag=True, help="No progress bar (for logs and scripts).")
-def train(config, overrides, data, out, resume_dir, no_progress):
+def train(config, overrides, data, out, resume_dir, init_from, no_progress):
     """Train a model from a YAML CONFIG (defaults and the built-in corpus if omitted).
 
     \b
@@ -100,21 +102,27 @@ def train(config, overrides, data, out, resume_dir, no_progress):
       charlstm train configs/shakespeare.yaml --set model.dropout=0.2 --out runs/sh-drop
       charlstm train --data notes.txt              # default model on your own text
       charlstm train --resume runs/shakespeare     # continue where it stopped
+      charlstm train --data lyrics.txt --init-from runs/shakespeare/best.npz --out runs/lyrics
     """
     overrides = list(overrides) + ([f"data.path={data}"] if data else [])
+    progress = not no_progress
     if resume_dir:
-        if config or out:
-            raise CharlstmError("--resume takes the run's own config and folder; drop CONFIG "
-                                "and --out (use --set to change settings such as train.max_steps)")
-        meta = read_meta(Path(resume_dir) / "last.npz") if (Path(resume_dir) / "last.npz").exists() else None
-        cfg = _with_overrides(meta["config"], overrides, resume_dir) if meta else None
-        run = Run.resume(resume_dir, cfg)
+        if config or out or init_from:
+            raise CharlstmError("--resume takes the run's own config and folder; drop CONFIG, "
+                                "--out and --init-from (use --set to change settings such as "
+                                "train.max_steps)")
+        last = Path(resume_dir) / "last.npz"
+        cfg = _with_overrides(read_meta(last)["config"], overrides, resume_dir) \
+            if last.exists() else None
+        run = Run.resume(resume_dir, cfg, progress)
         click.echo(f"resuming '{resume_dir}' at step {run.step}")
     else:
         cfg = load_config(config, overrides)
         out = out or str(Path("runs") / (Path(config).stem if config else "default"))
-        run = Run.start(cfg, out)
-    run.train(progress=not no_progress)
+        run = Run.start(cfg, out, init_from, progress)
+        if init_from:
+            click.echo(f"fine-tuning from '{init_from}'")
+    run.train(progress=progress)
     best = Path(run.out) / "best.npz"
     click.echo(f"done: step {run.step}, best val loss {run.best_val:.4f} nats/char "
                f"({bpc(run.best_val):.4f} bits/char)")
@@ -184,10 +192,12 @@ def sample(checkpoint, prime, length, temperature, top_k, top_p, argmax, seed, n
 
 @cli.command("eval")
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
-@click.option("--text", "text_file", required=True, type=click.Path(dir_okay=False),
+@click.option("--text", "text_file", type=click.Path(dir_okay=False),
               help="UTF-8 text file to measure the model on.")
+@click.option("--split", type=click.Choice(["val", "test"]),
+              help="Measure on this split of the data the checkpoint was trained on instead.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def eval_(checkpoint, text_file, as_json):
+def eval_(checkpoint, text_file, split, as_json):
     """Measure how well a CHECKPOINT predicts a text: nats and bits per character, perplexity.
 
     Every character after the first is predicted from all that precede it, from the zero state.
@@ -195,16 +205,24 @@ def eval_(checkpoint, text_file, as_json):
 
     \b
       charlstm eval runs/shakespeare/best.npz --text data/tinyshakespeare/input.txt --json
+      charlstm eval runs/shakespeare/best.npz --split test
     """
+    if (text_file is None) == (split is None):
+        raise click.UsageError("give either --text FILE or --split val|test")
     params, vocab, cfg, _ = load_model(checkpoint)
-    text = read_text(text_file, cfg.data.errors)
-    missing = vocab.missing(text)
-    if missing:
-        raise CharlstmError(f"'{text_file}' has characters not in the model's vocabulary: "
-                            f"{''.join(missing)[:40]!r}")
-    if len(text) < 2:
-        raise CharlstmError(f"'{text_file}' needs at least 2 characters to predict one")
-    loss, chars, streams = evaluate(params, vocab.encode(text))
+    if split:
+        tokens = split_tokens(cfg, vocab, split, checkpoint)
+        text_file = f"the {split} split of {checkpoint}"
+    else:
+        text = read_text(text_file, cfg.data.errors)
+        missing = vocab.missing(text)
+        if missing:
+            raise CharlstmError(f"'{text_file}' has characters not in the model's vocabulary: "
+                                f"{''.join(missing)[:40]!r}")
+        tokens = vocab.encode(text)
+    if len(tokens) < 2:
+        raise CharlstmError(f"{text_file} needs at least 2 characters to predict one")
+    loss, chars, streams = evaluate(params, tokens)
     result = {"loss": loss, "bpc": bpc(loss), "perplexity": math.exp(loss), "chars": chars}
     if as_json:
         click.echo(json.dumps(result))
@@ -212,6 +230,27 @@ def eval_(checkpoint, text_file, as_json):
     click.echo(f"{text_file}: {loss:.4f} nats/char, {bpc(loss):.4f} bits/char, perplexity "
                f"{math.exp(loss):.3f} over {chars:,} characters"
                + (f" ({streams} parallel streams)" if streams > 1 else ""))
+
+
+@cli.command()
+@click.argument("config", required=False, type=click.Path(dir_okay=False))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a config key, e.g. --set data.path=books/ (repeatable).")
+@click.option("--data", type=click.Path(), help="Text file, folder or glob (short for "
+              "--set data.path=PATH).")
+def prepare(config, overrides, data):
+    """Encode a config's data into its token cache now, instead of at the start of training.
+
+    \b
+      charlstm prepare configs/shakespeare.yaml
+      charlstm prepare --data 'books/**/*.txt'
+    """
+    from .corpus import cache_dir, prepare as prepare_corpus
+    cfg = load_config(config, list(overrides) + ([f"data.path={data}"] if data else []))
+    corpus = prepare_corpus(cfg.data, progress=True, echo=click.echo)
+    click.echo(f"{corpus.description}: {len(corpus.tokens):,} characters, vocabulary "
+               f"{len(corpus.vocab)} ({np.dtype(corpus.vocab.dtype).name} tokens)"
+               + ("" if cfg.data.path is None else f", cached in {cache_dir(cfg.data)}"))
 
 
 @cli.command()

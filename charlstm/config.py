@@ -26,10 +26,15 @@ from charlstm.errors import ConfigError
 
 @dataclass
 class DataConfig:
-    path: str | None = None  # text file; None = the built-in corpus (Python stdlib source)
+    path: str | list[str] | None = None  # file, folder, glob, or a list; None = built-in corpus
     val_fraction: float = 0.1  # the last fraction of the text is validation
+    test_fraction: float = 0.0  # held out after validation, for `charlstm eval --split test`
     errors: str = "strict"  # UTF-8 decoding: "strict" (error naming the byte offset) or "replace"
-    url: str | None = None  # where to get data.path if it is missing (named in the error)
+    separator: str = "\n"  # joins the files of a folder, glob or list
+    url: str | None = None  # where to download data.path from if it is missing
+    sha256: str | None = None  # the download's checksum
+    cache_dir: str | None = None  # token cache folder; None = ~/.cache/charlstm
+    unknown: str = "skip"  # fine-tuning: characters outside the vocabulary: "skip", or one to use
 
 
 @dataclass
@@ -129,6 +134,11 @@ _RULES: dict[str, tuple[str, Any]] = {
     "data.path": ("be a file path or null", lambda v: v.strip() != ""),
     "data.val_fraction": ("be in (0, 1)", lambda v: 0 < v < 1),
     "data.errors": _one_of("strict", "replace"),
+    "data.test_fraction": ("be in [0, 1)", lambda v: 0 <= v < 1),
+    "data.sha256": ("be 64 hexadecimal digits", lambda v: len(v) == 64 and all(
+        ch in "0123456789abcdefABCDEF" for ch in v)),
+    "data.cache_dir": ("be a folder path or null", lambda v: v.strip() != ""),
+    "data.unknown": ("be 'skip' or a single character", lambda v: v == "skip" or len(v) == 1),
     "model.num_layers": _ge1, "model.hidden_size": _ge1, "model.embedding_size": _ge0,
     "model.dropout": _unit_half, "model.vocab_size": _ge1,
     "optim.lr": _gt0, "optim.weight_decay": _ge0, "optim.beta1": _unit_half,
@@ -147,6 +157,7 @@ _RULES: dict[str, tuple[str, Any]] = {
 assert set(_RULES) <= set(_TYPES)
 
 _WANT = {int: "an integer", float: "a number", str: "a string"}
+_LISTS = ("data.path",)  # string keys that also take a list of strings
 _STOPS = ("train.max_steps", "train.max_epochs", "train.max_minutes")
 _NULLS = ("null", "Null", "NULL", "~")  # YAML's spellings of null, honoured by --set data.path=null
 
@@ -221,6 +232,11 @@ def _coerce(key: str, value: object, where: str | None) -> object:
             return None
         _fail(where, f"{key}: expected {_WANT[base]}, got null "
               f"(only {', '.join(_OPTIONAL)} may be null)")
+    if key in _LISTS and isinstance(value, (list, tuple)):
+        paths = [str(x) for x in value if isinstance(x, (str, os.PathLike)) and str(x).strip()]
+        if not value or len(paths) != len(value):
+            _fail(where, f"{key}: expected a path or a list of paths, got {_show(value)}")
+        return paths
     if base is str:
         v = str(value) if isinstance(value, (str, os.PathLike)) else None  # Path for data.path
     else:
@@ -281,7 +297,11 @@ def _build(values: dict, fallback: str | None) -> Config:
         srcs = [w for k, (_, w) in values.items() if k in keys and w]
         return ", ".join(dict.fromkeys(srcs)) or fallback
 
-    t, o = cfg.train, cfg.optim
+    t, o, d = cfg.train, cfg.optim, cfg.data
+    if d.val_fraction + d.test_fraction >= 1:
+        _fail(where("data.val_fraction", "data.test_fraction"),
+              f"data.val_fraction + data.test_fraction must be < 1, got {d.val_fraction!r} + "
+              f"{d.test_fraction!r}: nothing would be left to train on")
     if t.max_steps is None and t.max_epochs is None and t.max_minutes is None:
         _fail(where(*_STOPS), f"{', '.join(_STOPS)} are all null: set at least one so training "
               "stops, e.g. train.max_steps=2000")
@@ -362,7 +382,12 @@ def parse_override(s: str) -> tuple[str, str, object]:
     if name not in _TYPES:
         _fail(where, f"unknown key {_show(name)}{_hint(name)}")
     base, optional = _TYPES[name]
-    if base is str:
+    if base is str and name in _LISTS and text.lstrip().startswith("["):
+        try:
+            value = yaml.safe_load(text)       # --set data.path=[a.txt, b.txt]
+        except Exception:
+            value = text
+    elif base is str:
         value = None if optional and text.strip() in _NULLS else text
     elif not text.strip():
         value = text  # reported as "expected a number, got ''" rather than as null

@@ -1,10 +1,10 @@
-"""Text in, token windows out: reading the corpus, the vocabulary, the split and the batches.
+"""Text in, token windows out: reading text, the vocabulary, the split and the batches.
 
 Dimension letters: B batch (parallel streams), T window length, N text length in characters.
 
-    text = read_text(cfg.data.path, cfg.data.errors)          # or builtin_corpus()
+    text = read_text("notes.txt")                             # (corpus.py reads data.path)
     vocab = Vocab.from_text(text)
-    train, val = split(vocab.encode(text), cfg.data.val_fraction)
+    train, val, test = split(vocab.encode(text), cfg.data.val_fraction)
     batches = Batches(train, B, T)                            # x, y = batches.get(i)
 
 The training text is cut into B contiguous streams, one per batch row; window i of an epoch is
@@ -12,7 +12,6 @@ columns [i*T, (i+1)*T) of every stream, so row b of window i+1 continues row b o
 hidden state can be carried from one window to the next (truncated backpropagation through time).
 """
 
-import os
 import sysconfig
 from pathlib import Path
 
@@ -75,17 +74,6 @@ def builtin_corpus(max_chars=2_000_000):
     return "".join(parts)[:max_chars]
 
 
-def load_corpus(data_cfg):
-    """The text a config trains on: data.path, or the built-in corpus when it is null."""
-    if data_cfg.path is None:
-        return builtin_corpus()
-    return read_text(os.path.expanduser(data_cfg.path), data_cfg.errors, data_cfg.url)
-
-
-def describe_source(data_cfg):
-    return BUILTIN if data_cfg.path is None else f"'{data_cfg.path}'"
-
-
 class Vocab:
     """The sorted characters (Unicode code points) of a text; index i is the i-th character."""
 
@@ -124,13 +112,19 @@ def token_dtype(V):
     return np.uint8 if V <= 256 else np.uint16 if V <= 65536 else np.uint32
 
 
-def split(tokens, val_fraction):
-    """Contiguous split: the last `val_fraction` of the text is validation (as nanoGPT does)."""
+def split(tokens, val_fraction, test_fraction=0.0):
+    """Contiguous split [train | val | test]: validation is the last `val_fraction` of the text
+    (as nanoGPT), or the part before the last `test_fraction` when a test split is held out."""
     n_val = int(round(len(tokens) * val_fraction))
+    n_test = int(round(len(tokens) * test_fraction))
     if n_val < 2:
         raise DataError(f"the validation split would have {n_val} characters (text has "
                         f"{len(tokens)}); raise data.val_fraction or use more text")
-    return tokens[:-n_val], tokens[-n_val:]
+    if test_fraction and n_test < 2:
+        raise DataError(f"the test split would have {n_test} characters (text has "
+                        f"{len(tokens)}); raise data.test_fraction or use more text")
+    end = len(tokens) - n_test
+    return tokens[:end - n_val], tokens[end - n_val:end], tokens[end:]
 
 
 class Batches:

@@ -25,7 +25,8 @@ from tqdm import tqdm
 from . import __version__, checkpoint, model, optim
 from .blas import set_threads
 from .config import config_from_dict, config_to_dict, save_config
-from .data import Batches, Vocab, describe_source, eval_streams, load_corpus, split
+from .corpus import prepare, remap
+from .data import Batches, Vocab, eval_streams, split
 from .errors import CharlstmError, CheckpointError, Interrupted
 
 # Settings a resumed run cannot change: the architecture, and how the text is cut into streams.
@@ -74,11 +75,11 @@ def bpc(nats):
 class Run:
     """One training run: its folder, data, parameters, optimizer and position."""
 
-    def __init__(self, cfg, out_dir, vocab, text):
+    def __init__(self, cfg, out_dir, vocab, tokens, source="the corpus"):
         self.cfg, self.out = cfg, Path(out_dir)
-        self.vocab = vocab
-        tokens = vocab.encode(text)
-        self.train_tokens, self.val_tokens = split(tokens, cfg.data.val_fraction)
+        self.vocab, self.source = vocab, source
+        self.train_tokens, self.val_tokens, self.test_tokens = split(
+            tokens, cfg.data.val_fraction, cfg.data.test_fraction)
         self.batches = Batches(self.train_tokens, cfg.train.batch_size, cfg.train.seq_len)
         cfg.model.vocab_size = len(vocab)
         self.flat, self.params = model.init_params(len(vocab), cfg.model,
@@ -96,20 +97,36 @@ class Run:
         self.loss_floor = math.inf        # its lowest value, the yardstick of explode_ratio
         self.stop_signal = None           # set by SIGINT / SIGTERM: stop after this step
         self.evaluated_at = None          # the step of the latest evaluation
+        self.init_from = None             # the checkpoint a fine-tuning run started from
 
     # --- construction ---------------------------------------------------------------------
 
     @classmethod
-    def start(cls, cfg, out_dir):
-        """A new run in out_dir (which must not already hold a run's checkpoint)."""
+    def start(cls, cfg, out_dir, init_from=None, progress=False, echo=tqdm.write):
+        """A new run in out_dir (which must not already hold a run's checkpoint).
+
+        init_from: a checkpoint whose weights (and so architecture and vocabulary) the run starts
+        from, to fine-tune on new text; characters of the text outside that vocabulary are
+        skipped or replaced as data.unknown says, and reported.
+        """
         if (Path(out_dir) / "last.npz").exists():
             raise CharlstmError(f"'{out_dir}' already holds a run; continue it with "
                                 f"--resume {out_dir}, or choose another folder with --out")
-        text = load_corpus(cfg.data)
-        return cls(cfg, out_dir, Vocab.from_text(text), text)
+        corpus = prepare(cfg.data, progress, echo)
+        if init_from is None:
+            return cls(cfg, out_dir, corpus.vocab, corpus.tokens, corpus.description)
+        params, vocab, saved, _ = load_model(init_from)
+        for key in ("num_layers", "hidden_size", "embedding_size"):
+            setattr(cfg.model, key, getattr(saved.model, key))
+        tokens = _fine_tune_tokens(corpus, vocab, cfg.data.unknown, echo)
+        run = cls(cfg, out_dir, vocab, tokens, corpus.description)
+        for name, p in run.params.items():
+            p[...] = params[name]
+        run.init_from = str(init_from)
+        return run
 
     @classmethod
-    def resume(cls, run_dir, overrides_cfg=None):
+    def resume(cls, run_dir, overrides_cfg=None, progress=False, echo=tqdm.write):
         """Continue the run in run_dir from its last.npz.
 
         overrides_cfg: the run's own config with the user's --set overrides applied (None: as
@@ -130,17 +147,23 @@ class Run:
             diffs = ", ".join(f"{k}: {_get(saved, k)} -> {_get(cfg, k)}" for k in changed)
             raise CharlstmError(f"cannot resume '{run_dir}' with a different architecture or "
                                 f"batch layout ({diffs}); start a new run with --out instead")
-        text = load_corpus(cfg.data)
+        corpus = prepare(cfg.data, progress, echo)
         vocab = Vocab(meta["vocab"])
-        new, gone = vocab.missing(text), sorted(set(vocab.chars) - set(text))
-        if new or gone:
+        if meta.get("init_from"):                  # a fine-tuning run: the same mapping again
+            tokens = _fine_tune_tokens(corpus, vocab, cfg.data.unknown, lambda *a: None)
+        elif corpus.vocab.chars != vocab.chars:
+            new = vocab.missing(corpus.vocab.chars)
+            gone = corpus.vocab.missing(vocab.chars)
             raise CharlstmError(
-                f"the data {describe_source(cfg.data)} is not the text run '{run_dir}' was trained"
+                f"the data {corpus.description} is not the text run '{run_dir}' was trained"
                 f" on: its vocabulary differs (new {''.join(new)[:20]!r}, absent "
                 f"{''.join(gone)[:20]!r}); resume with the run's own data.path")
-        run = cls(cfg, run_dir, vocab, text)
+        else:
+            tokens = corpus.tokens
+        run = cls(cfg, run_dir, vocab, tokens, corpus.description)
         _check_arrays(arrays, run.params, path)
         run.load_arrays(arrays, meta)
+        run.init_from = meta.get("init_from")
         total = run.total_steps()
         if total is not None and run.step >= total:
             raise CharlstmError(f"run '{run_dir}' already finished at step {run.step}; to train "
@@ -190,7 +213,7 @@ class Run:
         _remove_stale_temporaries(self.out)
         save_config(cfg, self.out / "config.yaml")
         self.truncate_metrics()
-        echo(f"training on {describe_source(cfg.data)}: {len(self.train_tokens):,} train / "
+        echo(f"training on {self.source}: {len(self.train_tokens):,} train / "
              f"{len(self.val_tokens):,} val characters, vocabulary {len(self.vocab)}, "
              f"{self.flat.size:,} parameters")
         chars = t.batch_size * t.seq_len
@@ -207,7 +230,8 @@ class Run:
                     dt = time.perf_counter() - tic
                     self.train_time += dt
                     bar.update(1)
-                    bar.set_postfix(loss=f"{self.smooth_loss:.3f}", lr=f"{lr:.2e}",
+                    shown = self.smooth_loss if self.smooth_loss is not None else math.nan
+                    bar.set_postfix(loss=f"{shown:.3f}", lr=f"{lr:.2e}",
                                     cps=f"{chars / dt:,.0f}", refresh=False)
                     if self.step % t.log_every == 0:
                         self.log(step=self.step, epoch=round(self.epoch_progress(), 4),
@@ -332,7 +356,8 @@ class Run:
                 "rng": self.rng.bit_generator.state, "train_time": self.train_time,
                 "best_val_loss": None if math.isinf(self.best_val) else self.best_val,
                 "lr_scale": self.lr_scale, "smooth_loss": self.smooth_loss,
-                "loss_floor": None if math.isinf(self.loss_floor) else self.loss_floor}
+                "loss_floor": None if math.isinf(self.loss_floor) else self.loss_floor,
+                "init_from": self.init_from}
         checkpoint.save_checkpoint(path, arrays, meta)
 
     def keep_step_checkpoint(self):
@@ -395,6 +420,19 @@ def _stop_on_signals(run):
             signal.signal(s, h)
 
 
+def _fine_tune_tokens(corpus, vocab, unknown, echo):
+    """The corpus in a checkpoint's vocabulary, reporting the characters it does not have."""
+    if unknown != "skip" and unknown not in vocab.chars:
+        raise CharlstmError(f"data.unknown: {unknown!r} is not in the checkpoint's vocabulary; "
+                            "use 'skip' or one of its characters")
+    tokens, missing = remap(corpus.tokens, corpus.vocab, vocab, unknown)
+    if missing:
+        action = "skipped" if unknown == "skip" else f"replaced by {unknown!r}"
+        echo(f"{len(missing)} characters of the new text are not in the checkpoint's vocabulary"
+             f" and are {action}: {''.join(missing)[:40]!r}")
+    return tokens
+
+
 def _remove_stale_temporaries(folder):
     """Temporary checkpoint files left by a run killed mid-write (never a complete checkpoint)."""
     for tmp in folder.glob(".*.tmp-*"):
@@ -423,6 +461,19 @@ def _check_arrays(arrays, params, path):
 def _get(cfg, dotted):
     section, key = dotted.split(".")
     return getattr(getattr(cfg, section), key)
+
+
+def split_tokens(cfg, vocab, which, source):
+    """The val or test tokens of the data a checkpoint's config names, in its vocabulary."""
+    if which == "test" and not cfg.data.test_fraction:
+        raise CharlstmError(f"'{source}' was trained without a test split (data.test_fraction "
+                            "is 0); use --split val or --text FILE")
+    corpus = prepare(cfg.data)
+    tokens = corpus.tokens
+    if corpus.vocab.chars != vocab.chars:
+        tokens = _fine_tune_tokens(corpus, vocab, cfg.data.unknown, lambda *a: None)
+    _, val, test = split(tokens, cfg.data.val_fraction, cfg.data.test_fraction)
+    return val if which == "val" else test
 
 
 def load_model(path):

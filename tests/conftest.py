@@ -33,3 +33,9 @@ def tiny_config(data_path, **overrides):
     """configs/tiny.yaml on `data_path`, with section.key=value overrides."""
     sets = [f"data.path={data_path}"] + [f"{k.replace('__', '.')}={v}" for k, v in overrides.items()]
     return load_config("configs/tiny.yaml", sets)
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path_factory, monkeypatch):
+    """Token caches go to a temporary folder, never the user's ~/.cache."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))

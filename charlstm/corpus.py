@@ -1,0 +1,272 @@
+"""Where the text comes from: files, folders, globs and downloads, encoded once into a token cache.
+
+    corpus = prepare(cfg.data, progress=True)      # Corpus(tokens, vocab, description)
+
+`data.path` names a file, a folder (every text file below it, in sorted order), a glob, or a list
+of these; the files are joined with `data.separator`. The first run streams the text in chunks:
+one pass builds the vocabulary and a SHA-256 of every file, a second writes the tokens to a cache
+file (uint8, uint16 or uint32 by vocabulary size) beside a small JSON sidecar. Later runs
+memory-map the tokens, so memory does not grow with the corpus. A source whose size or
+modification time changed is hashed again; if its content changed, the cache is rebuilt.
+"""
+
+import codecs
+import glob
+import hashlib
+import json
+import os
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from .data import BUILTIN, Vocab, builtin_corpus
+from .errors import DataError
+
+CHUNK = 4 << 20            # bytes read at a time: bounds the memory of preparing any corpus
+CACHE_FORMAT = 1
+
+
+@dataclass
+class Corpus:
+    tokens: np.ndarray     # (N,) token ids, usually a read-only memory map
+    vocab: Vocab
+    description: str
+
+
+def prepare(data_cfg, progress=False, echo=tqdm.write):
+    """The corpus of a data config, from its token cache when that is up to date."""
+    if data_cfg.path is None:
+        text = builtin_corpus()
+        vocab = Vocab.from_text(text)
+        return Corpus(vocab.encode(text), vocab, BUILTIN)
+    sources = resolve_sources(data_cfg, progress)
+    cache = cache_dir(data_cfg)
+    key = hashlib.sha256(json.dumps([[str(p) for p in sources], data_cfg.separator,
+                                     data_cfg.errors, CACHE_FORMAT]).encode()).hexdigest()[:20]
+    sidecar, token_file = cache / f"{key}.json", cache / f"{key}.tokens"
+    meta = _valid_cache(sidecar, token_file, sources, echo)
+    if meta is None:
+        meta = _build_cache(sources, data_cfg, sidecar, token_file, progress)
+    vocab = Vocab(meta["vocab"])
+    tokens = np.memmap(token_file, dtype=vocab.dtype, mode="r", shape=(meta["tokens"],))
+    what = f"'{sources[0]}'" if len(sources) == 1 else f"{len(sources)} files"
+    return Corpus(tokens, vocab, what)
+
+
+def cache_dir(data_cfg):
+    if data_cfg.cache_dir:
+        return Path(os.path.expanduser(data_cfg.cache_dir))
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "charlstm"
+
+
+# --- sources ------------------------------------------------------------------------------------
+
+
+def resolve_sources(data_cfg, progress=False):
+    """The files data.path names, in order, each once. Downloads a missing file that has a url."""
+    specs = data_cfg.path if isinstance(data_cfg.path, list) else [data_cfg.path]
+    files = []
+    for spec in specs:
+        path = os.path.expanduser(spec)
+        if any(ch in path for ch in "*?["):
+            found = sorted(p for p in glob.glob(path, recursive=True) if os.path.isfile(p))
+            if not found:
+                raise DataError(f"no files match data.path '{spec}'")
+            files += found
+        elif os.path.isdir(path):
+            found = [p for p in sorted(Path(path).rglob("*")) if p.is_file()
+                     and not any(part.startswith(".") for part in p.relative_to(path).parts)
+                     and _looks_like_text(p)]
+            if not found:
+                raise DataError(f"folder '{spec}' has no text files; point data.path at a text "
+                                "file or a folder that holds some")
+            files += found
+        elif os.path.exists(path):
+            files.append(path)
+        elif data_cfg.url and len(specs) == 1:
+            download(data_cfg.url, path, data_cfg.sha256, progress)
+            files.append(path)
+        else:
+            raise DataError(f"data file '{spec}' not found; check data.path (or --data)")
+    return list(dict.fromkeys(Path(f).resolve() for f in files))
+
+
+def _looks_like_text(path):
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8192)
+    except OSError:
+        return False
+    return bool(head) and b"\x00" not in head
+
+
+def download(url, dest, sha256=None, progress=False):
+    """Fetch url to dest through a temporary file; verify sha256; leave nothing behind on failure."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.download-")
+    digest = hashlib.sha256()
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=30) as response:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            with tqdm(total=total, unit="B", unit_scale=True, disable=not progress,
+                      desc=f"downloading {dest.name}") as bar:
+                while chunk := response.read(1 << 16):
+                    out.write(chunk)
+                    digest.update(chunk)
+                    bar.update(len(chunk))
+        if sha256 and digest.hexdigest() != sha256.lower():
+            raise DataError(f"download of {url} failed its checksum (sha256 {digest.hexdigest()},"
+                            f" expected {sha256}); nothing was saved")
+        os.replace(tmp, dest)
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        reason = getattr(e, "reason", None) or getattr(e, "strerror", None) or e
+        if isinstance(e, urllib.error.HTTPError):
+            reason = f"HTTP {e.code} {e.reason}"
+        raise DataError(f"could not download {url} to '{dest}': {reason}; nothing was saved "
+                        "(check the address and your network, or fetch the file by hand)") from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+# --- the cache ----------------------------------------------------------------------------------
+
+
+def _file_record(path, digest=None):
+    st = path.stat()
+    return {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+            "sha256": digest if digest is not None else _sha256(path)}
+
+
+def _sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _valid_cache(sidecar, token_file, sources, echo):
+    """The sidecar's metadata if the cache matches the sources now, else None (said why)."""
+    try:
+        meta = json.loads(sidecar.read_text())
+        itemsize = np.dtype(Vocab(meta["vocab"]).dtype).itemsize
+        if token_file.stat().st_size != meta["tokens"] * itemsize:
+            return None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    fresh = []
+    for record, path in zip(meta["sources"], sources):
+        st = path.stat()
+        if (st.st_size, st.st_mtime_ns) == (record["size"], record["mtime_ns"]):
+            fresh.append(record)
+            continue
+        now = _file_record(path)                    # touched: is the content different?
+        if now["sha256"] != record["sha256"]:
+            echo(f"'{path}' changed since its token cache was built; rebuilding the cache")
+            return None
+        fresh.append(now)
+    if fresh != meta["sources"]:
+        meta["sources"] = fresh
+        _write_atomic(sidecar, json.dumps(meta).encode())
+    return meta
+
+
+def _decoded_chunks(path, errors):
+    """Yield (raw bytes, text) chunks of a UTF-8 file; DataError names the offset of a bad byte."""
+    decoder = codecs.getincrementaldecoder("utf-8")("strict" if errors == "strict" else "replace")
+    offset = 0
+    with open(path, "rb") as f:
+        while True:
+            raw = f.read(CHUNK)
+            if offset == 0 and b"\x00" in raw[:8192]:
+                raise DataError(f"data file '{path}' looks binary (it contains NUL bytes); "
+                                "charlstm trains on UTF-8 text")
+            pending = len(decoder.getstate()[0])
+            try:
+                text = decoder.decode(raw, final=not raw)
+            except UnicodeDecodeError as e:
+                at = offset - pending + e.start
+                raise DataError(f"data file '{path}' is not valid UTF-8: a bad byte at offset "
+                                f"{at}; fix the file or set data.errors=replace") from None
+            offset += len(raw)
+            yield raw, text
+            if not raw:
+                return
+
+
+def _build_cache(sources, data_cfg, sidecar, token_file, progress):
+    """Two streaming passes: vocabulary and hashes, then tokens. Returns the sidecar's metadata."""
+    total = sum(p.stat().st_size for p in sources)
+    chars, records, n = set(data_cfg.separator if len(sources) > 1 else ""), [], 0
+    with tqdm(total=2 * total, unit="B", unit_scale=True, disable=not progress,
+              desc="preparing tokens") as bar:
+        for path in sources:
+            h = hashlib.sha256()
+            for raw, text in _decoded_chunks(path, data_cfg.errors):
+                h.update(raw)
+                chars.update(text)
+                n += len(text)
+                bar.update(len(raw))
+            records.append(_file_record(path, h.hexdigest()))
+        n += len(data_cfg.separator) * (len(sources) - 1)
+        if n == 0:
+            raise DataError(f"data.path '{data_cfg.path}' holds no text; give it some text to "
+                            "learn from")
+        vocab = Vocab(sorted(chars))
+        token_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = token_file.with_name(token_file.name + f".tmp-{os.getpid()}")
+        try:
+            with open(tmp, "wb") as out:
+                for k, path in enumerate(sources):
+                    if k and data_cfg.separator:
+                        out.write(vocab.encode(data_cfg.separator).tobytes())
+                    for raw, text in _decoded_chunks(path, data_cfg.errors):
+                        out.write(vocab.encode(text).tobytes())
+                        bar.update(len(raw))
+            os.replace(tmp, token_file)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+    meta = {"format": CACHE_FORMAT, "vocab": vocab.chars, "tokens": n, "sources": records,
+            "separator": data_cfg.separator}
+    _write_atomic(sidecar, json.dumps(meta).encode())
+    return meta
+
+
+def _write_atomic(path, data):
+    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def remap(tokens, source_vocab, target_vocab, unknown):
+    """Re-encode tokens of one vocabulary into another (fine-tuning on new text).
+
+    Characters missing from target_vocab are dropped (`unknown` = "skip") or become the character
+    `unknown`. Returns (tokens in target_vocab's dtype, sorted list of the missing characters).
+    """
+    missing = target_vocab.missing(source_vocab.chars)
+    lut = np.zeros(len(source_vocab), np.int64)
+    keep = np.ones(len(source_vocab), bool)
+    for i, ch in enumerate(source_vocab.chars):
+        if ch in missing:
+            keep[i] = unknown != "skip"
+            lut[i] = target_vocab.chars.index(unknown) if unknown != "skip" else 0
+        else:
+            lut[i] = target_vocab.chars.index(ch)
+    parts = []
+    for lo in range(0, len(tokens), CHUNK):
+        chunk = np.asarray(tokens[lo:lo + CHUNK])
+        if not keep.all():
+            chunk = chunk[keep[chunk]]
+        parts.append(lut[chunk].astype(target_vocab.dtype))
+    out = np.concatenate(parts) if parts else np.zeros(0, target_vocab.dtype)
+    return out, missing

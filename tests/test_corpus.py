@@ -1,0 +1,263 @@
+"""Data at scale: folders, globs and lists, the token cache, test split, downloads, fine-tuning."""
+
+import hashlib
+import http.server
+import json
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import charlstm
+from charlstm.cli import cli
+from charlstm.config import load_config
+from charlstm.corpus import cache_dir, prepare
+from charlstm.errors import DataError
+
+from conftest import synthetic_text
+
+
+def data_cfg(path, **kw):
+    cfg = load_config(None, [f"data.path={path}" if not isinstance(path, list) else
+                             "data.path=" + json.dumps([str(p) for p in path])])
+    for k, v in kw.items():
+        setattr(cfg.data, k, v)
+    return cfg.data
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+@pytest.fixture
+def folder(tmp_path):
+    root = tmp_path / "books"
+    (root / "b").mkdir(parents=True)
+    (root / "a.txt").write_text("alpha\n")
+    (root / "b" / "c.md").write_text("gamma\n")
+    (root / "b" / "b.txt").write_text("beta\n")
+    (root / ".hidden.txt").write_text("HIDDEN")
+    (root / "image.bin").write_bytes(b"\x89PNG\x00\x00\x01")
+    return root
+
+
+def text_of(corpus):
+    return corpus.vocab.decode(np.asarray(corpus.tokens))
+
+
+def test_folder_reads_text_files_in_sorted_order(folder):
+    corpus = prepare(data_cfg(folder, separator="|"))
+    assert text_of(corpus) == "alpha\n|beta\n|gamma\n"
+    assert "3 files" in corpus.description
+
+
+def test_glob_and_list_of_paths(folder):
+    assert text_of(prepare(data_cfg(f"{folder}/**/*.txt"))) == "alpha\n\nbeta\n"
+    both = prepare(data_cfg([folder / "b" / "c.md", folder / "a.txt"], separator=""))
+    assert text_of(both) == "gamma\nalpha\n"
+    with pytest.raises(DataError, match="no files match"):
+        prepare(data_cfg(f"{folder}/*.nothing"))
+
+
+def test_folder_without_text_files_is_a_clear_error(tmp_path):
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "x.bin").write_bytes(b"\x00\x01")
+    with pytest.raises(DataError, match="has no text files"):
+        prepare(data_cfg(tmp_path / "bin"))
+
+
+def test_cache_is_built_once_then_memory_mapped(tmp_path):
+    src = tmp_path / "t.txt"
+    src.write_text(synthetic_text(5000))
+    cfg = data_cfg(src)
+    first = prepare(cfg)
+    tokens_file = next(cache_dir(cfg).glob("*.tokens"))
+    built = tokens_file.stat().st_mtime_ns
+    second = prepare(cfg)
+    assert isinstance(second.tokens, np.memmap)
+    assert tokens_file.stat().st_mtime_ns == built                 # not rebuilt
+    np.testing.assert_array_equal(first.tokens, second.tokens)
+    sidecar = json.loads(next(cache_dir(cfg).glob("*.json")).read_text())
+    assert sidecar["sources"][0]["sha256"] == hashlib.sha256(src.read_bytes()).hexdigest()
+    assert sidecar["vocab"] == first.vocab.chars
+
+
+def test_changed_source_rebuilds_and_says_so(tmp_path):
+    src = tmp_path / "t.txt"
+    src.write_text("hello world " * 100)
+    cfg = data_cfg(src)
+    prepare(cfg)
+    said = []
+    src.write_text("hello there " * 100)
+    corpus = prepare(cfg, echo=said.append)
+    assert "changed" in said[0] and text_of(corpus).startswith("hello there")
+    src.touch()                                                    # same content, new mtime
+    said.clear()
+    prepare(cfg, echo=said.append)
+    assert said == []
+
+
+def test_wide_vocabulary_uses_uint16(tmp_path):
+    src = tmp_path / "cjk.txt"
+    src.write_text("".join(chr(0x4E00 + i % 400) for i in range(5000)), encoding="utf-8")
+    corpus = prepare(data_cfg(src))
+    assert corpus.tokens.dtype == np.uint16 and len(corpus.vocab) == 400
+
+
+def test_bad_utf8_in_a_late_chunk_names_the_offset(tmp_path, monkeypatch):
+    monkeypatch.setattr("charlstm.corpus.CHUNK", 64)
+    src = tmp_path / "bad.txt"
+    src.write_bytes(b"a" * 130 + b"\xff" + b"b" * 10)
+    with pytest.raises(DataError, match="offset 130"):
+        prepare(data_cfg(src))
+    assert text_of(prepare(data_cfg(src, errors="replace"))).count("\ufffd") == 1
+
+
+def test_multibyte_characters_split_across_chunks(tmp_path, monkeypatch):
+    monkeypatch.setattr("charlstm.corpus.CHUNK", 7)
+    src = tmp_path / "u.txt"
+    text = "añ€😀" * 50
+    src.write_text(text, encoding="utf-8")
+    assert text_of(prepare(data_cfg(src))) == text
+
+
+def test_preparing_a_large_corpus_keeps_memory_bounded(tmp_path):
+    """40 MB of text: streaming keeps the peak far below what reading it whole would take."""
+    big = tmp_path / "big.txt"
+    block = synthetic_text(1 << 20).encode()
+    with open(big, "wb") as f:
+        for _ in range(40):
+            f.write(block)
+    code = ("import resource, sys; from charlstm.cli import main; sys.argv = ['charlstm'] + "
+            "sys.argv[1:]\ntry:\n    main()\nexcept SystemExit as e:\n    assert not e.code\n"
+            "print('PEAK', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)")
+    env = {**__import__("os").environ, "PYTHONPATH": str(Path(charlstm.__file__).parents[1])}
+    for args in (["prepare", "--data", big],
+                 ["train", "configs/tiny.yaml", "--data", big, "--out", tmp_path / "r",
+                  "--no-progress", "--set", "train.max_steps=2", "--set", "data.val_fraction=0.01"]):
+        out = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True,
+                             text=True, env=env, check=True).stdout
+        peak = int(out.rsplit("PEAK", 1)[1])
+        assert peak < 200, f"{args[0]} peaked at {peak} MB for a 40 MB corpus"
+
+
+def test_test_split_and_eval_on_the_runs_own_data(tmp_path, corpus):
+    out = tmp_path / "r"
+    result = invoke("train", "configs/tiny.yaml", "--data", corpus, "--out", out, "--no-progress",
+                    "--set", "data.test_fraction=0.1")
+    assert result.exit_code == 0, result.output
+    val = json.loads(invoke("eval", out / "best.npz", "--split", "val", "--json").output)
+    test = json.loads(invoke("eval", out / "best.npz", "--split", "test", "--json").output)
+    n = len(corpus.read_text())
+    assert val["chars"] == round(n * 0.1) - 1 and test["chars"] == round(n * 0.1) - 1
+    assert val["loss"] != test["loss"]
+    usage = invoke("eval", out / "best.npz")
+    assert usage.exit_code == 2 and "--split" in usage.output
+
+
+def test_eval_test_split_needs_one(tmp_path, corpus):
+    out = tmp_path / "r"
+    invoke("train", "configs/tiny.yaml", "--data", corpus, "--out", out, "--no-progress")
+    result = invoke("eval", out / "best.npz", "--split", "test")
+    assert result.exit_code == 1 and "test_fraction" in result.output
+
+
+def test_prepare_command(folder):
+    result = invoke("prepare", "--data", folder)
+    assert result.exit_code == 0, result.output
+    assert "3 files" in result.output and "vocabulary" in result.output
+    assert invoke("prepare", "--data", folder / "nope").exit_code == 1
+
+
+class Server:
+    """A local HTTP server on 127.0.0.1 serving one folder, for download tests."""
+
+    def __init__(self, root):
+        handler = lambda *a, **kw: http.server.SimpleHTTPRequestHandler(  # noqa: E731
+            *a, directory=str(root), **kw)
+        http.server.SimpleHTTPRequestHandler.log_message = lambda *a: None
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def server(tmp_path):
+    root = tmp_path / "www"
+    root.mkdir()
+    (root / "corpus.txt").write_text(synthetic_text(3000))
+    s = Server(root)
+    yield s, root
+    s.close()
+
+
+def test_download_verifies_and_moves_into_place(tmp_path, server):
+    s, root = server
+    digest = hashlib.sha256((root / "corpus.txt").read_bytes()).hexdigest()
+    dest = tmp_path / "data" / "corpus.txt"
+    corpus = prepare(data_cfg(dest, url=f"{s.url}/corpus.txt", sha256=digest))
+    assert dest.read_bytes() == (root / "corpus.txt").read_bytes()
+    assert len(corpus.tokens) == 3000
+    assert [p.name for p in dest.parent.iterdir()] == ["corpus.txt"]
+
+
+@pytest.mark.parametrize("case,words", [
+    ("checksum", "failed its checksum"), ("missing", "404"), ("refused", "could not download")])
+def test_failed_download_leaves_nothing(tmp_path, server, case, words):
+    s, _ = server
+    url = {"checksum": f"{s.url}/corpus.txt", "missing": f"{s.url}/nope.txt",
+           "refused": "http://127.0.0.1:9/corpus.txt"}[case]
+    dest = tmp_path / "data" / "corpus.txt"
+    with pytest.raises(DataError, match=words):
+        prepare(data_cfg(dest, url=url, sha256="0" * 64))
+    assert not dest.parent.exists() or list(dest.parent.iterdir()) == []
+
+
+def test_fine_tuning_keeps_the_vocabulary_and_reports_new_characters(tmp_path, corpus):
+    base = tmp_path / "base"
+    assert invoke("train", "configs/tiny.yaml", "--data", corpus, "--out", base,
+                  "--no-progress").exit_code == 0
+    new = tmp_path / "new.txt"
+    new.write_text("the cat sat on the mat. ZQ! " * 200)
+    out = tmp_path / "tuned"
+    result = invoke("train", "configs/tiny.yaml", "--data", new, "--out", out, "--no-progress",
+                    "--init-from", base / "best.npz", "--set", "train.max_steps=10",
+                    "--set", "train.eval_every=10", "--set", "model.hidden_size=64")
+    assert result.exit_code == 0, result.output
+    assert "not in the checkpoint's vocabulary and are skipped" in result.output
+    assert "'!.QZ'" in result.output
+    from charlstm import checkpoint
+    base_meta = checkpoint.read_meta(base / "best.npz")
+    tuned_meta = checkpoint.read_meta(out / "last.npz")
+    assert tuned_meta["vocab"] == base_meta["vocab"]
+    assert tuned_meta["config"]["model"]["hidden_size"] == 32     # the checkpoint's, not 64
+    assert tuned_meta["step"] == 10 and tuned_meta["init_from"]
+    # resuming the fine-tuning run maps the text the same way
+    more = invoke("train", "--resume", out, "--set", "train.max_steps=20", "--no-progress")
+    assert more.exit_code == 0, more.output
+
+
+def test_fine_tuning_replacement_character(tmp_path, corpus):
+    base = tmp_path / "base"
+    invoke("train", "configs/tiny.yaml", "--data", corpus, "--out", base, "--no-progress")
+    new = tmp_path / "new.txt"
+    new.write_text("the cat sat on the mat, ZQ " * 200)
+    result = invoke("train", "configs/tiny.yaml", "--data", new, "--out", tmp_path / "t",
+                    "--no-progress", "--init-from", base / "best.npz", "--set",
+                    "data.unknown= ", "--set", "train.max_steps=2")
+    assert result.exit_code == 0, result.output
+    assert "replaced by ' '" in result.output
+    bad = invoke("train", "configs/tiny.yaml", "--data", new, "--out", tmp_path / "u",
+                 "--init-from", base / "best.npz", "--set", "data.unknown=#")
+    assert bad.exit_code == 1 and "not in the checkpoint's vocabulary" in bad.output
+    both = invoke("train", "--resume", base, "--init-from", base / "best.npz")
+    assert both.exit_code == 1 and "--init-from" in both.output
