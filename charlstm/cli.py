@@ -18,6 +18,7 @@ from . import __version__, model
 from .checkpoint import read_meta
 from .config import config_from_dict, config_to_dict, load_config, parse_override
 from .data import read_text
+from .distributed import launcher_rank
 from .errors import CharlstmError, Interrupted
 from .sample import check_options, generate
 from .train import Run, bpc, evaluate, load_model, split_tokens
@@ -29,35 +30,37 @@ class _Group(click.Group):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
-        except CharlstmError as e:
-            if ctx.obj and ctx.obj.get("debug"):
-                raise
-            raise click.ClickException(str(e)) from None
-        except OSError as e:
-            if ctx.obj and ctx.obj.get("debug"):
-                raise
-            where = f" '{e.filename}'" if e.filename else ""
-            raise click.ClickException(f"{e.strerror or e}{where}") from None
         except Interrupted as e:             # stopped cleanly by SIGINT/SIGTERM, checkpoint saved
-            click.echo(str(e), err=True)
+            _say(str(e))
             ctx.exit(128 + e.signum)
         except KeyboardInterrupt:            # a second Ctrl-C: out at once
-            click.echo("interrupted: exiting now; the last complete checkpoint is intact", err=True)
+            _say("interrupted: exiting now; the last complete checkpoint is intact")
             ctx.exit(130)
-        except MemoryError:
-            if ctx.obj and ctx.obj.get("debug"):
-                raise
-            raise click.ClickException(
-                "out of memory: lower model.hidden_size, model.num_layers, train.batch_size or "
-                "train.seq_len") from None
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
-        except Exception as e:               # a bug: still one line, with the way to see more
+        except Exception as e:
             if ctx.obj and ctx.obj.get("debug"):
                 raise
-            raise click.ClickException(
-                f"internal error: {type(e).__name__}: {e} (rerun with --debug for the traceback "
-                "and please report it)") from None
+            if launcher_rank() > 0:          # under mpirun, rank 0 alone reports
+                ctx.exit(1)
+            raise click.ClickException(_one_line(e)) from None
+
+
+def _one_line(e):
+    if isinstance(e, CharlstmError):
+        return str(e)
+    if isinstance(e, OSError):
+        return f"{e.strerror or e}" + (f" '{e.filename}'" if e.filename else "")
+    if isinstance(e, MemoryError):
+        return ("out of memory: lower model.hidden_size, model.num_layers, train.batch_size or "
+                "train.seq_len")
+    return (f"internal error: {type(e).__name__}: {e} (rerun with --debug for the traceback and "
+            "please report it)")
+
+
+def _say(message):
+    if launcher_rank() == 0:
+        click.echo(message, err=True)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -115,7 +118,8 @@ def train(config, overrides, data, out, resume_dir, init_from, no_progress):
         cfg = _with_overrides(read_meta(last)["config"], overrides, resume_dir) \
             if last.exists() else None
         run = Run.resume(resume_dir, cfg, progress)
-        click.echo(f"resuming '{resume_dir}' at step {run.step}")
+        if run.is_main:
+            click.echo(f"resuming '{resume_dir}' at step {run.step}")
     else:
         cfg = load_config(config, overrides)
         out = out or str(Path("runs") / (Path(config).stem if config else "default"))
@@ -123,6 +127,8 @@ def train(config, overrides, data, out, resume_dir, init_from, no_progress):
         if init_from:
             click.echo(f"fine-tuning from '{init_from}'")
     run.train(progress=progress)
+    if not run.is_main:
+        return
     best = Path(run.out) / "best.npz"
     click.echo(f"done: step {run.step}, best val loss {run.best_val:.4f} nats/char "
                f"({bpc(run.best_val):.4f} bits/char)")

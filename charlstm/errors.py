@@ -21,6 +21,10 @@ class CheckpointError(CharlstmError):
     """A missing, damaged, foreign or incompatible checkpoint file."""
 
 
+class Diverged(CharlstmError):
+    """The loss or gradient stopped being finite (or exploded); the run stopped untouched."""
+
+
 class Interrupted(Exception):
     """Training stopped by a signal after saving a checkpoint; the CLI exits with 128 + signum."""
 

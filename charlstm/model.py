@@ -110,11 +110,14 @@ def _dropout_mask(shape, p, rng, dtype):
     return mask
 
 
-def forward(params, x, y, state, dropout=0.0, rng=None, keep_cache=True):
+def forward(params, x, y, state, dropout=0.0, rng=None, keep_cache=True, rows=None):
     """Forward a (B, T) window of tokens; y (B, T) are the targets (the next characters).
 
     state: (h, c), each (L, B, H), carried in from the previous window (not modified).
     dropout > 0 needs `rng` and applies between layers and before the head.
+    rows: (slice, full batch size) when x holds only some rows of a larger batch (data-parallel
+    ranks): the dropout masks are drawn for the full batch and sliced, exactly as one process
+    training the full batch would draw them.
     Returns (loss, cache, new_state): loss is the mean cross-entropy in nats; cache is None when
     keep_cache is False (evaluation).
     """
@@ -139,7 +142,10 @@ def forward(params, x, y, state, dropout=0.0, rng=None, keep_cache=True):
             xproj, params[f"lstm.weight_hh_l{k}"], h0[k], c0[k], keep_cache)
         mask = None
         if dropout > 0:
-            mask = _dropout_mask(hs.shape, dropout, rng, dt)
+            if rows is None:
+                mask = _dropout_mask(hs.shape, dropout, rng, dt)
+            else:
+                mask = _dropout_mask((T, rows[1], H), dropout, rng, dt)[:, rows[0]]
             hs = hs * mask
         layers.append((inp, cache))
         masks.append(mask)

@@ -15,6 +15,7 @@ import json
 import math
 import os
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -27,7 +28,8 @@ from .blas import set_threads
 from .config import config_from_dict, config_to_dict, save_config
 from .corpus import prepare, remap
 from .data import Batches, Vocab, eval_streams, split
-from .errors import CharlstmError, CheckpointError, Interrupted
+from .distributed import world
+from .errors import CharlstmError, CheckpointError, Diverged, Interrupted
 
 # Settings a resumed run cannot change: the architecture, and how the text is cut into streams.
 FIXED_KEYS = ("model.num_layers", "model.hidden_size", "model.embedding_size",
@@ -81,6 +83,10 @@ class Run:
         self.train_tokens, self.val_tokens, self.test_tokens = split(
             tokens, cfg.data.val_fraction, cfg.data.test_fraction)
         self.batches = Batches(self.train_tokens, cfg.train.batch_size, cfg.train.seq_len)
+        # Data-parallel under mpirun: this process trains its block of the batch rows.
+        self.comm = world()
+        self.rows = self.comm.rows(cfg.train.batch_size) if self.comm else slice(None)
+        self.is_main = self.comm is None or self.comm.rank == 0
         cfg.model.vocab_size = len(vocab)
         self.flat, self.params = model.init_params(len(vocab), cfg.model,
                                                    np.random.default_rng(cfg.train.seed))
@@ -177,7 +183,7 @@ class Run:
             for name, view in model.views(self.opt[key], model.shapes_of(self.params)).items():
                 view[...] = arrays[f"optim.{key}.{name}"]
         self.opt["t"] = meta["optim_t"]
-        self.state = (arrays["state.h"].copy(), arrays["state.c"].copy())
+        self.state = (arrays["state.h"][:, self.rows].copy(), arrays["state.c"][:, self.rows].copy())
         self.step, self.epoch, self.window = meta["step"], meta["epoch"], meta["window"]
         self.rng.bit_generator.state = meta["rng"]
         self.best_val = meta["best_val_loss"] if meta["best_val_loss"] is not None else math.inf
@@ -188,8 +194,13 @@ class Run:
     # --- the loop -------------------------------------------------------------------------
 
     def zero_state(self):
-        m = self.cfg.model
-        return model.init_state(m.num_layers, self.cfg.train.batch_size, m.hidden_size)
+        m, B = self.cfg.model, self.cfg.train.batch_size
+        local = B // self.comm.size if self.comm else B
+        return model.init_state(m.num_layers, local, m.hidden_size)
+
+    def decide(self, value):
+        """Rank 0's decision on every rank (data-parallel runs must take the same branches)."""
+        return self.comm.decide(value) if self.comm else value
 
     def total_steps(self):
         """Step at which training ends (max_steps or max_epochs, the earlier); None if time only."""
@@ -208,21 +219,27 @@ class Run:
         cfg, t = self.cfg, self.cfg.train
         if t.threads:
             set_threads(t.threads)
+        if self.comm:                             # every rank starts from rank 0's weights
+            self.comm.broadcast_(self.flat)
         total = self.total_steps()
-        self.out.mkdir(parents=True, exist_ok=True)
-        _remove_stale_temporaries(self.out)
-        save_config(cfg, self.out / "config.yaml")
-        self.truncate_metrics()
-        echo(f"training on {self.source}: {len(self.train_tokens):,} train / "
+        if not self.is_main:
+            echo = _quiet
+        else:
+            self.out.mkdir(parents=True, exist_ok=True)
+            _remove_stale_temporaries(self.out)
+            save_config(cfg, self.out / "config.yaml")
+            self.truncate_metrics()
+        ranks = f" on {self.comm.size} MPI ranks" if self.comm else ""
+        echo(f"training on {self.source}{ranks}: {len(self.train_tokens):,} train / "
              f"{len(self.val_tokens):,} val characters, vocabulary {len(self.vocab)}, "
              f"{self.flat.size:,} parameters")
         chars = t.batch_size * t.seq_len
-        bar = tqdm(total=total, initial=self.step, disable=not progress, unit="step",
-                   dynamic_ncols=True)
+        bar = tqdm(total=total, initial=self.step, disable=not (progress and self.is_main),
+                   unit="step", dynamic_ncols=True)
         try:
             with _stop_on_signals(self):
                 while total is None or self.step < total:
-                    if t.max_minutes and self.train_time >= 60 * t.max_minutes:
+                    if self.decide(bool(t.max_minutes and self.train_time >= 60 * t.max_minutes)):
                         echo(f"time budget of {t.max_minutes} minutes reached at step {self.step}")
                         break
                     tic = time.perf_counter()
@@ -233,16 +250,26 @@ class Run:
                     shown = self.smooth_loss if self.smooth_loss is not None else math.nan
                     bar.set_postfix(loss=f"{shown:.3f}", lr=f"{lr:.2e}",
                                     cps=f"{chars / dt:,.0f}", refresh=False)
-                    if self.step % t.log_every == 0:
+                    if self.step % t.log_every == 0 and self.is_main:
                         self.log(step=self.step, epoch=round(self.epoch_progress(), 4),
                                  train_loss=loss, lr=lr, grad_norm=norm,
                                  chars_per_sec=chars / dt, train_time=round(self.train_time, 3))
-                    if self.step % t.eval_every == 0 or self.minute_mark(dt):
+                    evaluate_now, self.stop_signal = self.decide(
+                        (self.step % t.eval_every == 0 or self.minute_mark(dt), self.stop_signal))
+                    if evaluate_now:
                         self.evaluate_and_save(echo)
                     if self.stop_signal is not None:
                         self.stop_for_signal(echo)
                 if self.evaluated_at != self.step:
                     self.evaluate_and_save(echo)
+        except (Interrupted, Diverged):
+            raise                                 # every rank reached the same decision
+        except BaseException as e:
+            if self.comm:                         # one rank failed alone: end the whole job
+                sys.stderr.write(f"charlstm rank {self.comm.rank}: {e}\n")
+                sys.stderr.flush()
+                self.comm.abort(1)
+            raise
         finally:
             bar.close()
         return self
@@ -256,7 +283,9 @@ class Run:
 
     def stop_for_signal(self, echo):
         name = signal.Signals(self.stop_signal).name
-        self.save(self.out / "last.npz")
+        state = self.full_state()
+        if self.is_main:
+            self.save(self.out / "last.npz", state)
         raise Interrupted(self.stop_signal, f"{name} received: stopped after step {self.step} and "
                           f"saved {self.out / 'last.npz'}; resume with:  charlstm train --resume "
                           f"{self.out}")
@@ -273,10 +302,15 @@ class Run:
             self.epoch, self.window = self.epoch + 1, 0
             self.state = self.zero_state()
         x, y = self.batches.get(self.window)
+        rows = (self.rows, len(x)) if self.comm else None
         with np.errstate(over="ignore", invalid="ignore"):     # judged below, not warned about
-            loss, cache, state = model.forward(self.params, x, y, self.state,
-                                               cfg.model.dropout, self.rng)
+            loss, cache, state = model.forward(self.params, x[self.rows], y[self.rows],
+                                               self.state, cfg.model.dropout, self.rng, rows=rows)
             model.backward(self.params, cache, self.grads)
+            del cache
+            if self.comm:                                      # the mean over the whole batch
+                self.comm.average_(self.gflat)
+                loss = self.comm.mean(loss)
             norm = optim.clip_grad_norm(self.gflat, cfg.optim.grad_clip)
         budget = 60 * cfg.train.max_minutes if cfg.train.max_minutes else None
         lr = self.lr_scale * optim.lr_at(self.step, cfg.optim, self.total_steps(),
@@ -315,7 +349,7 @@ class Run:
         last = self.out / "last.npz"
         kept = (f"{last} and best.npz are untouched" if last.exists() else
                 "no checkpoint had been written yet")
-        raise CharlstmError(
+        raise Diverged(
             f"step {self.step}: {problem}; training stopped ({kept}). Lower optim.lr (now "
             f"{lr:.3g}) or optim.grad_clip, or set train.on_divergence=skip to skip such steps "
             "and halve the learning rate")
@@ -325,6 +359,9 @@ class Run:
 
     def evaluate_and_save(self, echo):
         self.evaluated_at = self.step
+        state = self.full_state()
+        if not self.is_main:                     # rank 0 evaluates and writes for everyone
+            return
         val, _, _ = evaluate(self.params, self.val_tokens)
         improved = val < self.best_val
         self.best_val = min(self.best_val, val)
@@ -333,8 +370,8 @@ class Run:
         echo(f"step {self.step}: val loss {val:.4f} nats/char, {bpc(val):.4f} bits/char"
              + (" (best)" if improved else ""))
         if improved:
-            self.save(self.out / "best.npz")
-        self.save(self.out / "last.npz")
+            self.save(self.out / "best.npz", state)
+        self.save(self.out / "last.npz", state)
         self.keep_step_checkpoint()
         if self.cfg.train.sample_length > 0:
             from .sample import generate
@@ -344,12 +381,19 @@ class Run:
 
     # --- files ----------------------------------------------------------------------------
 
-    def save(self, path):
+    def full_state(self):
+        """The carried (h, c) of the whole batch: gathered from every rank (on rank 0)."""
+        if not self.comm:
+            return self.state
+        h, c = (self.comm.gather_rows(s, axis=1) for s in self.state)
+        return (h, c) if self.is_main else None
+
+    def save(self, path, state=None):
         arrays = dict(self.params)
         for key in ("m", "v"):
             for name, view in model.views(self.opt[key], model.shapes_of(self.params)).items():
                 arrays[f"optim.{key}.{name}"] = view
-        arrays["state.h"], arrays["state.c"] = self.state
+        arrays["state.h"], arrays["state.c"] = state if state is not None else self.state
         meta = {"charlstm_version": __version__, "config": config_to_dict(self.cfg),
                 "vocab": self.vocab.chars, "step": self.step, "epoch": self.epoch,
                 "window": self.window, "optim_t": self.opt["t"],
@@ -371,7 +415,7 @@ class Run:
         try:
             os.link(self.out / "last.npz", target)
         except OSError:                       # a file system without hard links
-            self.save(target)
+            checkpoint.save_checkpoint(target, *checkpoint.load_checkpoint(self.out / "last.npz"))
         for old in sorted(self.out.glob("step_*.npz"))[:-keep]:
             old.unlink(missing_ok=True)
 
@@ -456,6 +500,10 @@ def _check_arrays(arrays, params, path):
     for key in ("state.h", "state.c"):
         if key not in arrays:
             raise CheckpointError(f"'{path}' lacks the carried state '{key}'")
+
+
+def _quiet(*_):
+    pass
 
 
 def _get(cfg, dotted):

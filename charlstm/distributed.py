@@ -1,0 +1,86 @@
+"""Data-parallel training over MPI: `mpirun -n N charlstm train CONFIG`.
+
+Every rank holds the whole model and a disjoint block of the batch's streams (rows); after each
+backward pass the gradients are averaged with one in-place Allreduce over the flat float32
+gradient buffer, so every rank applies the same update and the weights stay identical. Rank 0
+alone evaluates, logs and writes checkpoints; what it decides each step (evaluate now, stop now)
+is broadcast so that all ranks take the same path through the loop.
+
+MPI is optional: mpi4py is imported only when the process was started by an MPI launcher.
+"""
+
+import os
+
+import numpy as np
+
+from .errors import CharlstmError
+
+# Variables that MPI launchers set in every process they start: Open MPI, then MPICH / PMIx.
+_LAUNCHER_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK")
+
+
+def launched_by_mpi():
+    return any(v in os.environ for v in _LAUNCHER_VARS)
+
+
+def launcher_rank():
+    """This process's rank as the MPI launcher numbered it (0 when not under a launcher)."""
+    for var in ("OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK"):
+        if os.environ.get(var, "").isdigit():
+            return int(os.environ[var])
+    return 0
+
+
+def world():
+    """The communicator when running under an MPI launcher with more than one rank, else None."""
+    if not launched_by_mpi():
+        return None
+    try:
+        from mpi4py import MPI
+    except ImportError:
+        raise CharlstmError("started by mpirun, but mpi4py is not installed: pip install "
+                            "'charlstm[mpi]' (and an MPI library, e.g. apt install "
+                            "openmpi-bin libopenmpi-dev)") from None
+    comm = MPI.COMM_WORLD
+    return Comm(comm, MPI) if comm.Get_size() > 1 else None
+
+
+class Comm:
+    """The few collective operations training needs, on numpy arrays."""
+
+    def __init__(self, comm, mpi):
+        self.comm, self.MPI = comm, mpi
+        self.rank, self.size = comm.Get_rank(), comm.Get_size()
+
+    def rows(self, batch_size):
+        """This rank's block of the batch rows. The global batch must split evenly."""
+        if batch_size % self.size:
+            raise CharlstmError(f"train.batch_size {batch_size} does not divide evenly among "
+                                f"{self.size} MPI ranks; use a multiple of {self.size}")
+        share = batch_size // self.size
+        return slice(self.rank * share, (self.rank + 1) * share)
+
+    def average_(self, flat):
+        """Average a flat array over ranks, in place: one Allreduce for the whole buffer."""
+        self.comm.Allreduce(self.MPI.IN_PLACE, flat, op=self.MPI.SUM)
+        flat /= self.size
+
+    def mean(self, value):
+        return self.comm.allreduce(value, op=self.MPI.SUM) / self.size
+
+    def broadcast_(self, array):
+        """Overwrite `array` on every rank with rank 0's."""
+        self.comm.Bcast(array, root=0)
+
+    def decide(self, value):
+        """Rank 0's value of a small Python object, on every rank."""
+        return self.comm.bcast(value, root=0)
+
+    def gather_rows(self, local, axis):
+        """Concatenate every rank's block along `axis` (rank order); the result on rank 0 only."""
+        blocks = self.comm.gather(np.ascontiguousarray(local), root=0)
+        return np.concatenate(blocks, axis=axis) if self.rank == 0 else None
+
+    def abort(self, code=1):
+        """End every rank of the job: one failing rank must not leave the others waiting."""
+        self.comm.Abort(code)
