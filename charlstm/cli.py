@@ -7,7 +7,6 @@ stderr with a non-zero exit; `--debug` shows the traceback instead.
 import json
 import math
 import sys
-import traceback
 from pathlib import Path
 
 import click
@@ -21,7 +20,8 @@ from .data import read_text
 from .distributed import launcher_rank
 from .errors import CharlstmError, Interrupted
 from .sample import check_options, generate
-from .train import Run, bpc, evaluate, load_model, split_tokens
+from .evaluate import bpc, evaluate, load_model, split_tokens
+from .train import Run
 
 
 class _Group(click.Group):

@@ -206,8 +206,9 @@ def _build_cache(sources, data_cfg, sidecar, token_file, progress):
     """Two streaming passes: vocabulary and hashes, then tokens. Returns the sidecar's metadata."""
     total = sum(p.stat().st_size for p in sources)
     chars, records, n = set(data_cfg.separator if len(sources) > 1 else ""), [], 0
+    # delay: small corpora encode in a blink, and then no bar is drawn at all
     with tqdm(total=2 * total, unit="B", unit_scale=True, disable=not progress,
-              desc="preparing tokens") as bar:
+              desc="preparing tokens", delay=0.5) as bar:
         for path in sources:
             h = hashlib.sha256()
             for raw, text in _decoded_chunks(path, data_cfg.errors):

@@ -52,8 +52,10 @@ def plot_runs(run_dirs, out_path):
     for (name, train, val), colour in zip(runs, _colours(len(runs))):
         for ax, x in zip(axes, (0, 1)):
             if train:
-                ax.plot([r[x] for r in train], [r[2] for r in train], color=colour, alpha=0.35,
-                        linewidth=0.8, label=f"{name} train")
+                ax.plot([r[x] for r in train], [r[2] for r in train], color=colour, alpha=0.15,
+                        linewidth=0.6)
+                ax.plot([r[x] for r in train], _smooth([r[2] for r in train]), color=colour,
+                        alpha=0.6, linewidth=1.0, label=f"{name} train (smoothed)")
             if val:
                 ax.plot([r[x] for r in val], [r[2] for r in val], color=colour, marker="o",
                         markersize=3, linewidth=1.6, label=f"{name} val")
@@ -74,6 +76,15 @@ def plot_runs(run_dirs, out_path):
     finally:
         plt.close(fig)
     return out_path
+
+
+def _smooth(values, weight=0.9):
+    """Exponential moving average, as the progress bar shows: the trend through the noise."""
+    out, avg = [], None
+    for v in values:
+        avg = v if avg is None else weight * avg + (1 - weight) * v
+        out.append(avg)
+    return out
 
 
 def _colours(n):

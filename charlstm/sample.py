@@ -49,14 +49,15 @@ def generate(params, vocab, length, rng, prime="", temperature=1.0, top_k=0, top
              argmax=False):
     """Yield `length` generated characters, one at a time, after feeding `prime` (not yielded).
 
-    With an empty prime the model starts from a newline (if the vocabulary has one), as if at the
-    start of a line; otherwise from its first character.
+    The model first reads a newline (when its vocabulary has one), so the prime is continued as
+    text that starts at the beginning of a line, not in the middle of a word; with neither a prime
+    nor a newline it starts from its first character.
     """
     check_options(temperature, top_k, top_p, length)
     V, E, H, L = model.dims(params)
     prep = model.prepare_step(params)
     h, c = model.init_state(L, 1, H, params["head.weight"].dtype)
-    start = prime or ("\n" if "\n" in vocab.chars else vocab.chars[0])
+    start = ("\n" if "\n" in vocab.chars else "") + prime or vocab.chars[0]
     tokens = vocab.encode(start)
     for tok in tokens[:-1]:                  # the prime's state; only the last logits matter
         model.step(prep, np.array([tok]), h, c)

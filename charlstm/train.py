@@ -26,10 +26,11 @@ from tqdm import tqdm
 from . import __version__, checkpoint, model, optim
 from .blas import set_threads
 from .config import config_from_dict, config_to_dict, save_config
-from .corpus import prepare, remap
-from .data import Batches, Vocab, eval_streams, split
+from .corpus import prepare
+from .data import Batches, Vocab, split
 from .distributed import world
 from .errors import CharlstmError, CheckpointError, Diverged, Interrupted
+from .evaluate import bpc, evaluate, fine_tune_tokens, load_model, require_meta
 
 # Settings a resumed run cannot change: the architecture, and how the text is cut into streams.
 FIXED_KEYS = ("model.num_layers", "model.hidden_size", "model.embedding_size",
@@ -37,41 +38,6 @@ FIXED_KEYS = ("model.num_layers", "model.hidden_size", "model.embedding_size",
 # What a checkpoint's metadata must hold to resume a run (load_model needs only config and vocab).
 RESUME_META = ("config", "vocab", "step", "epoch", "window", "optim_t", "rng", "train_time",
                "best_val_loss", "lr_scale", "smooth_loss", "loss_floor")
-
-
-def evaluate(params, tokens, window=128, min_stream=10_000):
-    """Mean cross-entropy (nats/char) of predicting every token after the first from those before.
-
-    Forward only, no caches. The tokens are read as S parallel streams of at least `min_stream`
-    characters from the zero state (see data.eval_streams). Returns (loss, chars predicted, S).
-    """
-    V, E, H, L = model.dims(params)
-    x, y, (tail_x, tail_y) = eval_streams(tokens, min_stream)
-    S, n = x.shape
-    state = model.init_state(L, S, H, params["head.weight"].dtype)
-    total = 0.0
-    with np.errstate(over="ignore", invalid="ignore"):      # a diverged model reports nan/inf
-        return _evaluate_streams(params, x, y, tail_x, tail_y, state, window, S)
-
-
-def _evaluate_streams(params, x, y, tail_x, tail_y, state, window, S):
-    n, total = x.shape[1], 0.0
-    for lo in range(0, n, window):
-        xs, ys = x[:, lo:lo + window].astype(np.int64), y[:, lo:lo + window].astype(np.int64)
-        loss, _, state = model.forward(params, xs, ys, state, keep_cache=False)
-        total += loss * xs.size
-    if tail_x.size:                        # the last stream's remainder, from its carried state
-        last = (state[0][:, -1:], state[1][:, -1:])
-        loss, _, _ = model.forward(params, tail_x.astype(np.int64), tail_y.astype(np.int64),
-                                   last, keep_cache=False)
-        total += loss * tail_x.size
-    count = x.size + tail_x.size
-    return total / count, count, S
-
-
-def bpc(nats):
-    """Bits per character from nats per character."""
-    return nats / math.log(2)
 
 
 class Run:
@@ -124,7 +90,7 @@ class Run:
         params, vocab, saved, _ = load_model(init_from)
         for key in ("num_layers", "hidden_size", "embedding_size"):
             setattr(cfg.model, key, getattr(saved.model, key))
-        tokens = _fine_tune_tokens(corpus, vocab, cfg.data.unknown, echo)
+        tokens = fine_tune_tokens(corpus, vocab, cfg.data.unknown, echo)
         run = cls(cfg, out_dir, vocab, tokens, corpus.description)
         for name, p in run.params.items():
             p[...] = params[name]
@@ -145,7 +111,7 @@ class Run:
             raise CharlstmError(f"'{run_dir}' has no checkpoint (last.npz) to resume from; "
                                 "start it again without --resume")
         arrays, meta = checkpoint.load_checkpoint(path)
-        _require(meta, RESUME_META, path)
+        require_meta(meta, RESUME_META, path)
         saved = config_from_dict(meta["config"], str(path))
         cfg = overrides_cfg or saved
         changed = [k for k in FIXED_KEYS if _get(cfg, k) != _get(saved, k)]
@@ -156,7 +122,7 @@ class Run:
         corpus = prepare(cfg.data, progress, echo)
         vocab = Vocab(meta["vocab"])
         if meta.get("init_from"):                  # a fine-tuning run: the same mapping again
-            tokens = _fine_tune_tokens(corpus, vocab, cfg.data.unknown, lambda *a: None)
+            tokens = fine_tune_tokens(corpus, vocab, cfg.data.unknown, lambda *a: None)
         elif corpus.vocab.chars != vocab.chars:
             new = vocab.missing(corpus.vocab.chars)
             gone = corpus.vocab.missing(vocab.chars)
@@ -464,30 +430,10 @@ def _stop_on_signals(run):
             signal.signal(s, h)
 
 
-def _fine_tune_tokens(corpus, vocab, unknown, echo):
-    """The corpus in a checkpoint's vocabulary, reporting the characters it does not have."""
-    if unknown != "skip" and unknown not in vocab.chars:
-        raise CharlstmError(f"data.unknown: {unknown!r} is not in the checkpoint's vocabulary; "
-                            "use 'skip' or one of its characters")
-    tokens, missing = remap(corpus.tokens, corpus.vocab, vocab, unknown)
-    if missing:
-        action = "skipped" if unknown == "skip" else f"replaced by {unknown!r}"
-        echo(f"{len(missing)} characters of the new text are not in the checkpoint's vocabulary"
-             f" and are {action}: {''.join(missing)[:40]!r}")
-    return tokens
-
-
 def _remove_stale_temporaries(folder):
     """Temporary checkpoint files left by a run killed mid-write (never a complete checkpoint)."""
     for tmp in folder.glob(".*.tmp-*"):
         tmp.unlink(missing_ok=True)
-
-
-def _require(meta, keys, path):
-    missing = [k for k in keys if k not in meta]
-    if missing:
-        raise CheckpointError(f"'{path}' lacks {', '.join(missing)} in its metadata; it was not "
-                              "written by charlstm train (or by an incompatible version)")
 
 
 def _check_arrays(arrays, params, path):
@@ -509,33 +455,3 @@ def _quiet(*_):
 def _get(cfg, dotted):
     section, key = dotted.split(".")
     return getattr(getattr(cfg, section), key)
-
-
-def split_tokens(cfg, vocab, which, source):
-    """The val or test tokens of the data a checkpoint's config names, in its vocabulary."""
-    if which == "test" and not cfg.data.test_fraction:
-        raise CharlstmError(f"'{source}' was trained without a test split (data.test_fraction "
-                            "is 0); use --split val or --text FILE")
-    corpus = prepare(cfg.data)
-    tokens = corpus.tokens
-    if corpus.vocab.chars != vocab.chars:
-        tokens = _fine_tune_tokens(corpus, vocab, cfg.data.unknown, lambda *a: None)
-    _, val, test = split(tokens, cfg.data.val_fraction, cfg.data.test_fraction)
-    return val if which == "val" else test
-
-
-def load_model(path):
-    """Everything sampling and evaluation need, from a checkpoint alone: (params, vocab, cfg, meta)."""
-    arrays, meta = checkpoint.load_checkpoint(path)
-    _require(meta, ("config", "vocab"), path)
-    cfg = config_from_dict(meta["config"], str(path))
-    V = len(meta["vocab"])
-    shapes = model.param_shapes(V, cfg.model.embedding_size, cfg.model.hidden_size,
-                                cfg.model.num_layers)
-    _, params = model.alloc(shapes)
-    for name, shape in shapes.items():
-        if name not in arrays or arrays[name].shape != shape:
-            raise CheckpointError(f"'{path}' does not match its own config: parameter '{name}' "
-                                  "is missing or has the wrong shape")
-        params[name][...] = arrays[name]
-    return params, Vocab(meta["vocab"]), cfg, meta

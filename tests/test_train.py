@@ -9,7 +9,8 @@ import pytest
 
 from charlstm import checkpoint, model, optim
 from charlstm.errors import CharlstmError
-from charlstm.train import Run, evaluate, load_model
+from charlstm.evaluate import evaluate, load_model
+from charlstm.train import Run
 
 from conftest import synthetic_text, tiny_config
 
