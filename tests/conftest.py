@@ -14,10 +14,11 @@ def synthetic_text(n=20_000, seed=0):
     """
     rng = np.random.default_rng(seed)
     words = ["the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran", "far", "away", "home"]
-    out, i = [], 0
-    while sum(map(len, out)) < n:
-        out.append(words[i % len(words)] if rng.random() > 0.05 else words[rng.integers(12)])
-        out.append("\n" if rng.random() < 0.1 else " ")
+    out, i, size = [], 0, 0
+    while size < n:
+        word = words[i % len(words)] if rng.random() > 0.05 else words[rng.integers(12)]
+        out += [word, "\n" if rng.random() < 0.1 else " "]
+        size += len(word) + 1
         i += 1
     return "".join(out)[:n]
 

@@ -226,6 +226,10 @@ def test_type_coercions_accepted():
 
 # One value out of range and one edge value in range, for every key with a range.
 RANGES = [
+    ("data.test_fraction", 1.0, 0.05, "be in [0, 1)"),
+    ("data.sha256", "abc", "a" * 64, "be 64 hexadecimal digits"),
+    ("data.cache_dir", " ", "/tmp/cache", "be a folder path or null"),
+    ("data.unknown", "ab", "?", "be 'skip' or a single character"),
     ("train.eval_minutes", 0.0, 0.5, "be > 0"),
     ("train.keep_last", -1, 3, "be >= 0"),
     ("train.on_divergence", "ignore", "skip", "be one of stop, skip"),
@@ -269,7 +273,7 @@ def test_range_messages_from_the_spec(tmp_path):
 
 def test_every_ranged_key_is_tested():
     tested = {k for k, *_ in RANGES}
-    untested = {"model.forget_bias", "sample.prime", "data.url"}  # any finite float, any string
+    untested = {"model.forget_bias", "sample.prime", "data.url", "data.separator"}  # any finite float, any string
     assert tested | untested == set(KEYS)
 
 

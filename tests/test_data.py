@@ -32,8 +32,11 @@ def test_encode_names_unknown_characters():
 
 def test_split_is_contiguous_with_validation_last():
     tokens = np.arange(100, dtype=np.uint8)
-    train, val = split(tokens, 0.1)
-    assert len(val) == 10 and val[0] == 90 and train[-1] == 89
+    train, val, test = split(tokens, 0.1)
+    assert len(val) == 10 and val[0] == 90 and train[-1] == 89 and len(test) == 0
+    train, val, test = split(tokens, 0.1, 0.05)
+    assert list(test) == list(range(95, 100)) and list(val) == list(range(85, 95))
+    assert train[-1] == 84
 
 
 def test_split_refuses_empty_validation():

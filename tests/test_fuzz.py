@@ -5,6 +5,7 @@ hold, a command must exit 0, or exit non-zero with one line that starts with "Er
 usage errors, exit 2, end with that line), and never show a traceback.
 """
 
+import itertools
 import string
 
 import pytest
@@ -22,6 +23,7 @@ SMALL = ["model.hidden_size=8", "model.num_layers=1", "model.embedding_size=4",
          "train.batch_size=2", "train.seq_len=4", "train.max_steps=1", "train.max_epochs=null",
          "train.max_minutes=null", "train.eval_every=1", "train.sample_length=3",
          "train.threads=1", "train.keep_last=0", "data.val_fraction=0.2"]
+COUNTER = itertools.count()
 FUZZ = settings(max_examples=40, deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -85,7 +87,7 @@ def test_random_config_files(tmp_path, small_corpus, doc):
                       st.text(min_size=50, max_size=400).map(lambda t: t.encode("utf-8", "replace"))),
        replace=st.booleans())
 def test_random_bytes_as_data(tmp_path, blob, replace):
-    data = tmp_path / "d.txt"
+    data = tmp_path / f"d{next(COUNTER)}.txt"       # a new file each time: a fresh token cache
     data.write_bytes(blob)
     clean(train(tmp_path, "--set", f"data.errors={'replace' if replace else 'strict'}",
                 data=data))
