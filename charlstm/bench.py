@@ -58,6 +58,15 @@ def current_rss_mb():
 
 
 def peak_rss_mb():
+    """Peak resident memory of this process image. Linux's VmHWM where there is one: getrusage's
+    maxrss can carry over the parent's peak across fork and exec."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # KiB on Linux
 
 

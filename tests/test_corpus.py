@@ -132,9 +132,10 @@ def test_preparing_a_large_corpus_keeps_memory_bounded(tmp_path):
     with open(big, "wb") as f:
         for _ in range(40):
             f.write(block)
-    code = ("import resource, sys; from charlstm.cli import main; sys.argv = ['charlstm'] + "
-            "sys.argv[1:]\ntry:\n    main()\nexcept SystemExit as e:\n    assert not e.code\n"
-            "print('PEAK', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)")
+    # the peak of the child's own image (VmHWM): getrusage would include the parent's from fork
+    code = ("import sys; from charlstm.cli import main; from charlstm.bench import peak_rss_mb\n"
+            "sys.argv = ['charlstm'] + sys.argv[1:]\ntry:\n    main()\nexcept SystemExit as e:\n"
+            "    assert not e.code\nprint('PEAK', int(peak_rss_mb()))")
     env = {**__import__("os").environ, "PYTHONPATH": str(Path(charlstm.__file__).parents[1])}
     for args in (["prepare", "--data", big],
                  ["train", "configs/tiny.yaml", "--data", big, "--out", tmp_path / "r",
