@@ -44,7 +44,9 @@ def train(tmp_path, *args, data=None):
     if out.exists():                               # each example starts a fresh run
         import shutil
         shutil.rmtree(out)
-    sets = [x for s in SMALL + ([f"data.path={data}"] if data else []) for x in ("--set", s)]
+    # the token cache stays in tmp_path whatever data.cache_dir the random input named
+    fixed = SMALL + [f"data.cache_dir={tmp_path / 'cache'}"] + ([f"data.path={data}"] if data else [])
+    sets = [x for s in fixed for x in ("--set", s)]
     return CliRunner().invoke(cli, ["train", *map(str, args), *sets, "--out", str(out),
                                     "--no-progress"])
 
