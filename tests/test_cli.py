@@ -148,3 +148,13 @@ def test_train_without_config_uses_the_builtin_corpus(tmp_path):
     assert result.exit_code == 0, result.output
     assert "standard library" in result.output and "--- sample ---" in result.output
     assert "charlstm sample" in result.output
+
+
+@pytest.mark.parametrize("name", ["tiny", "shakespeare"])
+def test_shipped_configs_are_valid(name):
+    from charlstm.config import load_config
+    cfg = load_config(f"configs/{name}.yaml")
+    if name == "shakespeare":
+        assert cfg.data.url and cfg.data.sha256 == (
+            "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed")
+        assert cfg.train.max_minutes == 10
