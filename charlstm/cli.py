@@ -16,11 +16,11 @@ import yaml
 from . import __version__, model
 from .checkpoint import read_meta
 from .config import config_from_dict, config_to_dict, load_config, parse_override
-from .data import read_text
+from .corpus import read_text
 from .distributed import launcher_rank
 from .errors import CharlstmError, Interrupted
-from .sample import check_options, generate
 from .evaluate import bpc, evaluate, load_model, split_tokens
+from .sample import check_options, generate
 from .train import Run
 
 

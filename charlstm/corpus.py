@@ -97,6 +97,20 @@ def resolve_sources(data_cfg, progress=False):
     return list(dict.fromkeys(Path(f).resolve() for f in files))
 
 
+def read_text(path, errors="strict"):
+    """One UTF-8 text file as a string (for `charlstm eval --text`), with the same checks and
+    messages as a training corpus: missing, a folder, empty, binary, or a bad byte's offset."""
+    p = Path(path)
+    if not p.exists():
+        raise DataError(f"data file '{path}' not found; check the path")
+    if p.is_dir():
+        raise DataError(f"'{path}' is a directory; point at a text file")
+    text = "".join(chunk for _, chunk in _decoded_chunks(p, errors))
+    if not text:
+        raise DataError(f"data file '{path}' is empty; give it some text")
+    return text
+
+
 def _looks_like_text(path):
     try:
         with open(path, "rb") as f:

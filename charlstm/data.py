@@ -2,7 +2,7 @@
 
 Dimension letters: B batch (parallel streams), T window length, N text length in characters.
 
-    text = read_text("notes.txt")                             # (corpus.py reads data.path)
+    text = read_text("notes.txt")                             # corpus.py: files, caches
     vocab = Vocab.from_text(text)
     train, val, test = split(vocab.encode(text), cfg.data.val_fraction)
     batches = Batches(train, B, T)                            # x, y = batches.get(i)
@@ -20,35 +20,6 @@ import numpy as np
 from .errors import DataError
 
 BUILTIN = "the Python standard library's source code"
-
-
-def read_text(path, errors="strict", url=None):
-    """Read a UTF-8 text file, with one clear error for each way it can be unusable.
-
-    `url`, if given, is where the file can be downloaded; a missing file's error says so.
-    """
-    p = Path(path)
-    if not p.exists():
-        if url:
-            raise DataError(f"data file '{path}' not found; download it from {url} to {path} "
-                            f"(e.g. curl -L --create-dirs -o {path} {url})")
-        raise DataError(f"data file '{path}' not found; check data.path (or --data)")
-    if p.is_dir():
-        raise DataError(f"data path '{path}' is a directory; point data.path at a text file")
-    try:
-        raw = p.read_bytes()
-    except OSError as e:
-        raise DataError(f"cannot read data file '{path}': {e.strerror}") from None
-    if not raw:
-        raise DataError(f"data file '{path}' is empty; give it some text to learn from")
-    if b"\x00" in raw[:1 << 20]:
-        raise DataError(f"data file '{path}' looks binary (it contains NUL bytes); "
-                        "charlstm trains on UTF-8 text")
-    try:
-        return raw.decode("utf-8", errors="strict" if errors == "strict" else "replace")
-    except UnicodeDecodeError as e:
-        raise DataError(f"data file '{path}' is not valid UTF-8: byte 0x{raw[e.start]:02x} at "
-                        f"offset {e.start}; fix the file or set data.errors=replace") from None
 
 
 def builtin_corpus(max_chars=2_000_000):

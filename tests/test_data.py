@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from charlstm.data import Batches, Vocab, builtin_corpus, eval_streams, read_text, split, token_dtype
+from charlstm.corpus import read_text
+from charlstm.data import Batches, Vocab, builtin_corpus, eval_streams, split, token_dtype
 from charlstm.errors import DataError
 
 
