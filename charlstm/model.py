@@ -110,11 +110,14 @@ def _dropout_mask(shape, p, rng, dtype):
     return mask
 
 
-def forward(params, x, y, state, dropout=0.0, rng=None, keep_cache=True, rows=None):
+def forward(params, x, y, state, dropout=0.0, rng=None, keep_cache=True, rows=None,
+            weight_drop=0.0):
     """Forward a (B, T) window of tokens; y (B, T) are the targets (the next characters).
 
     state: (h, c), each (L, B, H), carried in from the previous window (not modified).
     dropout > 0 needs `rng` and applies between layers and before the head.
+    weight_drop > 0 needs `rng`: DropConnect on each recurrent matrix W_hh (AWD-LSTM's weight drop),
+    one mask per layer and window, shared by every row and time step.
     rows: (slice, full batch size) when x holds only some rows of a larger batch (data-parallel
     ranks): the dropout masks are drawn for the full batch and sliced, exactly as one process
     training the full batch would draw them.
@@ -130,6 +133,11 @@ def forward(params, x, y, state, dropout=0.0, rng=None, keep_cache=True, rows=No
     inp = None
     layers, masks, h_new, c_new = [], [], np.empty_like(h0), np.empty_like(c0)
     for k in range(L):
+        w_hh = params[f"lstm.weight_hh_l{k}"]
+        wmask = None
+        if weight_drop > 0:                # drawn first, for every rank alike (same rng stream)
+            wmask = _dropout_mask(w_hh.shape, weight_drop, rng, dt)
+            w_hh = w_hh * wmask
         if k == 0:
             xproj = np.take(table, xt, axis=0)                # (T, B, 4H) row gather
         else:
@@ -138,8 +146,7 @@ def forward(params, x, y, state, dropout=0.0, rng=None, keep_cache=True, rows=No
             xproj += params[f"lstm.bias_ih_l{k}"]
             xproj += params[f"lstm.bias_hh_l{k}"]
             xproj = xproj.reshape(T, B, 4 * H)
-        hs, (h_new[k], c_new[k]), cache = lstm_forward(
-            xproj, params[f"lstm.weight_hh_l{k}"], h0[k], c0[k], keep_cache)
+        hs, (h_new[k], c_new[k]), cache = lstm_forward(xproj, w_hh, h0[k], c0[k], keep_cache)
         mask = None
         if dropout > 0:
             if rows is None:
@@ -148,7 +155,7 @@ def forward(params, x, y, state, dropout=0.0, rng=None, keep_cache=True, rows=No
                 mask = _dropout_mask((T, rows[1], H), dropout, rng, dt)[:, rows[0]]
             hs = hs * mask
         layers.append((inp, cache))
-        masks.append(mask)
+        masks.append((mask, wmask))
         inp = hs                                              # (T, B, H)
     top = inp.reshape(T * B, H)
     logits = top @ params["head.weight"].T                    # (T*B, V)
@@ -197,9 +204,12 @@ def backward(params, cache, grads=None):
     dh0, dc0 = np.empty((L, B, H), probs.dtype), np.empty((L, B, H), probs.dtype)
     for k in range(L - 1, -1, -1):
         inp, cache_k = layers[k]
-        if masks[k] is not None:
-            dout *= masks[k]
+        mask, wmask = masks[k]
+        if mask is not None:
+            dout *= mask
         dxproj, dw_hh, dh0[k], dc0[k] = lstm_backward(dout, cache_k)
+        if wmask is not None:
+            dw_hh *= wmask                 # the gradient of W_hh through W_hh * mask
         grads[f"lstm.weight_hh_l{k}"][...] = dw_hh
         da = dxproj.reshape(T * B, 4 * H)
         np.sum(da, axis=0, out=grads[f"lstm.bias_ih_l{k}"])

@@ -271,7 +271,8 @@ class Run:
         rows = (self.rows, len(x)) if self.comm else None
         with np.errstate(over="ignore", invalid="ignore"):     # judged below, not warned about
             loss, cache, state = model.forward(self.params, x[self.rows], y[self.rows],
-                                               self.state, cfg.model.dropout, self.rng, rows=rows)
+                                               self.state, cfg.model.dropout, self.rng, rows=rows,
+                                               weight_drop=cfg.model.weight_drop)
             model.backward(self.params, cache, self.grads)
             del cache
             if self.comm:                                      # the mean over the whole batch

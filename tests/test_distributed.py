@@ -21,7 +21,7 @@ needs_mpi = pytest.mark.skipif(not HAVE_MPI and not os.environ.get("CHARLSTM_REQ
                                reason="needs Open MPI (mpirun) and mpi4py: pip install "
                                       "'charlstm[mpi]'")
 SETTINGS = ["train.max_steps=20", "train.eval_every=10", "train.log_every=1", "train.threads=1",
-            "train.batch_size=8", "train.seq_len=16", "model.dropout=0.1", "train.sample_length=0"]
+            "train.batch_size=8", "train.seq_len=16", "model.dropout=0.1", "model.weight_drop=0.2", "train.sample_length=0"]
 
 
 def env():

@@ -162,30 +162,48 @@ def test_step_equals_window_forward():
     assert logits.shape == (2, 7)
 
 
-def test_dropout_gradient_matches_finite_differences_with_fixed_mask():
-    """With the dropout masks held fixed (same seed), backward is exact too."""
+@pytest.mark.parametrize("dropout, weight_drop", [(0.3, 0.0), (0.0, 0.4), (0.3, 0.4)])
+def test_dropout_gradient_matches_finite_differences_with_fixed_mask(dropout, weight_drop):
+    """With the dropout and weight-drop masks held fixed (same seed), backward is exact too."""
     flat, params = make_params(L=2, H=4)
     x, y = random_batch(7, 2, 3)
     state = random_state(2, 2, 4)
 
     def run(keep):
-        return model.forward(params, x, y, state, dropout=0.3,
+        return model.forward(params, x, y, state, dropout=dropout, weight_drop=weight_drop,
                              rng=np.random.default_rng(9), keep_cache=keep)
 
     _, cache, _ = run(True)
     grads, _ = model.backward(params, cache)
     eps = 1e-6
-    for name in ["lstm.weight_ih_l1", "head.weight", "embedding.weight"]:
+    names = ["lstm.weight_ih_l1", "head.weight", "embedding.weight", "lstm.weight_hh_l0",
+             "lstm.weight_hh_l1"]
+    for name in names:
         p = params[name]
-        idx = (1, 2)
-        old = p[idx]
-        p[idx] = old + eps
-        up = run(False)[0]
-        p[idx] = old - eps
-        down = run(False)[0]
-        p[idx] = old
-        # one element: central-difference round-off is ~1e-10 here, so compare at 1e-5
-        assert grads[name][idx] == pytest.approx((up - down) / (2 * eps), rel=1e-5)
+        for idx in [(1, 2), (3, 1), (0, 3)]:
+            old = p[idx]
+            p[idx] = old + eps
+            up = run(False)[0]
+            p[idx] = old - eps
+            down = run(False)[0]
+            p[idx] = old
+            # one element: the loss's round-off over 2*eps is ~1e-8 here, hence abs=1e-7
+            assert grads[name][idx] == pytest.approx((up - down) / (2 * eps), rel=1e-5, abs=1e-7)
+    if weight_drop:   # a dropped recurrent weight has no effect, so exactly no gradient
+        dropped = grads["lstm.weight_hh_l0"] == 0
+        assert 0 < dropped.mean() < 1
+
+
+def test_weight_drop_changes_training_forward_only():
+    """Weight drop perturbs the training forward; evaluation (no rng, no drop) is unchanged."""
+    _, params = make_params(L=2, H=4)
+    x, y = random_batch(7, 2, 5)
+    state = random_state(2, 2, 4)
+    plain = model.forward(params, x, y, state, keep_cache=False)[0]
+    dropped = model.forward(params, x, y, state, weight_drop=0.5, rng=np.random.default_rng(1),
+                            keep_cache=False)[0]
+    assert dropped != plain
+    assert model.forward(params, x, y, state, keep_cache=False)[0] == plain
 
 
 def test_initial_loss_is_close_to_ln_vocab():

@@ -44,8 +44,9 @@ def test_same_config_and_seed_give_the_same_run(tmp_path, corpus):
 
 
 def test_resume_equals_uninterrupted_run(tmp_path, corpus):
-    """Dropout (random state), an epoch boundary (state reset) and the schedule all continue."""
-    sets = dict(model__dropout=0.3, train__max_steps=30, train__eval_every=10, train__log_every=1,
+    """Dropout and weight drop (random state), an epoch boundary (state reset) and the schedule
+    all continue."""
+    sets = dict(model__dropout=0.3, model__weight_drop=0.25, train__max_steps=30, train__eval_every=10, train__log_every=1,
                 train__batch_size=16, train__seq_len=40, optim__schedule="step",
                 optim__decay_every=7, optim__warmup_steps=3)
     whole = Run.start(tiny_config(corpus, **sets), tmp_path / "whole")
