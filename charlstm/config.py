@@ -61,6 +61,8 @@ class OptimConfig:
     min_lr: float = 0.0  # cosine floor
     decay_every: int = 1000  # step schedule: lr *= decay_rate every decay_every steps
     decay_rate: float = 0.97
+    ema: float = 0.0  # decay of a moving average of the weights, which evaluation, checkpoints
+                      # and sampling then use; 0 = off
 
 
 @dataclass
@@ -147,6 +149,7 @@ _RULES: dict[str, tuple[str, Any]] = {
     "optim.beta2": _unit_half, "optim.eps": _gt0, "optim.grad_clip": _ge0,
     "optim.schedule": _one_of("constant", "cosine", "step"), "optim.warmup_steps": _ge0,
     "optim.min_lr": _ge0, "optim.decay_every": _ge1, "optim.decay_rate": _half_unit,
+    "optim.ema": _unit_half,
     "train.batch_size": _ge1, "train.seq_len": _ge1, "train.max_steps": _ge1,
     "train.max_epochs": _gt0, "train.max_minutes": _gt0, "train.eval_every": _ge1, "train.eval_minutes": _gt0,
     "train.log_every": _ge1, "train.seed": _ge0, "train.threads": _ge0,

@@ -88,3 +88,16 @@ def lr_at(step, cfg, total_steps, time_fraction=None):
     if cfg.schedule == "step":
         return cfg.lr * cfg.decay_rate ** (step // cfg.decay_every)
     return cfg.lr
+
+
+def ema_update(avg, flat, decay, step, scratch):
+    """avg <- avg + (1 - d) * (flat - avg), in place, with d = min(decay, (1 + step) / (10 + step)).
+
+    The warm-up of d (as TensorFlow's ExponentialMovingAverage with num_updates) keeps the
+    average from being dominated by the initial weights early in a run.
+    """
+    d = min(decay, (1.0 + step) / (10.0 + step))
+    np.subtract(flat, avg, out=scratch)
+    scratch *= 1.0 - d
+    avg += scratch
+

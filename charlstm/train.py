@@ -58,6 +58,7 @@ class Run:
                                                    np.random.default_rng(cfg.train.seed))
         self.gflat, self.grads = model.alloc(model.shapes_of(self.params))
         self.opt = optim.adamw_init(self.flat, optim.decay_mask_for(self.params, self.flat))
+        self.ema = None                   # optim.ema: the averaged weights (flat), made in train()
         # Dropout draws from its own generator, seeded apart from initialization.
         self.rng = np.random.default_rng([cfg.train.seed, 1])
         self.step, self.epoch, self.window = 0, 0, 0
@@ -143,8 +144,13 @@ class Run:
         return run
 
     def load_arrays(self, arrays, meta):
-        for name, p in self.params.items():
-            p[...] = arrays[name]
+        averaged = f"train.{next(iter(self.params))}" in arrays
+        for name, p in self.params.items():       # with optim.ema, the names hold the average
+            p[...] = arrays[f"train.{name}"] if averaged else arrays[name]
+        if averaged:
+            self.ema = np.empty_like(self.flat)
+            for name, view in model.views(self.ema, model.shapes_of(self.params)).items():
+                view[...] = arrays[name]
         for key in ("m", "v"):
             for name, view in model.views(self.opt[key], model.shapes_of(self.params)).items():
                 view[...] = arrays[f"optim.{key}.{name}"]
@@ -187,6 +193,10 @@ class Run:
             set_threads(t.threads)
         if self.comm:                             # every rank starts from rank 0's weights
             self.comm.broadcast_(self.flat)
+        if cfg.optim.ema > 0 and self.ema is None:
+            self.ema = self.flat.copy()
+        elif cfg.optim.ema == 0:
+            self.ema = None
         total = self.total_steps()
         if not self.is_main:
             echo = _quiet
@@ -289,6 +299,8 @@ class Run:
             self.on_divergence(problem, lr)
             return loss, lr, norm
         optim.adamw_step(self.flat, self.gflat, self.opt, lr, cfg.optim)
+        if self.ema is not None:
+            optim.ema_update(self.ema, self.flat, cfg.optim.ema, self.step, self.opt["scratch"])
         self.state = state
         self.smooth_loss = loss if self.smooth_loss is None else 0.95 * self.smooth_loss + 0.05 * loss
         self.loss_floor = min(self.loss_floor, self.smooth_loss)
@@ -329,7 +341,8 @@ class Run:
         state = self.full_state()
         if not self.is_main:                     # rank 0 evaluates and writes for everyone
             return
-        val, _, _ = evaluate(self.params, self.val_tokens)
+        params = self.eval_params()
+        val, _, _ = evaluate(params, self.val_tokens)
         improved = val < self.best_val
         self.best_val = min(self.best_val, val)
         self.log(step=self.step, epoch=round(self.epoch_progress(), 4), val_loss=val,
@@ -342,7 +355,7 @@ class Run:
         self.keep_step_checkpoint()
         if self.cfg.train.sample_length > 0:
             from .sample import generate
-            text = "".join(generate(self.params, self.vocab, length=self.cfg.train.sample_length,
+            text = "".join(generate(params, self.vocab, length=self.cfg.train.sample_length,
                                     rng=np.random.default_rng(self.step), temperature=0.8))
             echo("--- sample ---\n" + text + "\n--------------")
 
@@ -355,8 +368,16 @@ class Run:
         h, c = (self.comm.gather_rows(s, axis=1) for s in self.state)
         return (h, c) if self.is_main else None
 
+    def eval_params(self):
+        """The weights evaluation, checkpoints and samples use: the average with optim.ema."""
+        if self.ema is None:
+            return self.params
+        return model.views(self.ema, model.shapes_of(self.params))
+
     def save(self, path, state=None):
-        arrays = dict(self.params)
+        arrays = dict(self.eval_params())         # what sample/eval/PyTorch load
+        if self.ema is not None:                  # the weights training continues from
+            arrays.update({f"train.{name}": p for name, p in self.params.items()})
         for key in ("m", "v"):
             for name, view in model.views(self.opt[key], model.shapes_of(self.params)).items():
                 arrays[f"optim.{key}.{name}"] = view
@@ -439,8 +460,10 @@ def _remove_stale_temporaries(folder):
 
 def _check_arrays(arrays, params, path):
     """Every parameter, optimizer moment and state array present with the shape the config implies."""
+    averaged = f"train.{next(iter(params))}" in arrays
     for name, p in params.items():
-        for key in (name, f"optim.m.{name}", f"optim.v.{name}"):
+        keys = (name, f"optim.m.{name}", f"optim.v.{name}") + ((f"train.{name}",) if averaged else ())
+        for key in keys:
             if key not in arrays or arrays[key].shape != p.shape:
                 raise CheckpointError(f"'{path}' does not match its own config: '{key}' is "
                                       "missing or has the wrong shape")

@@ -46,7 +46,7 @@ def test_same_config_and_seed_give_the_same_run(tmp_path, corpus):
 def test_resume_equals_uninterrupted_run(tmp_path, corpus):
     """Dropout and weight drop (random state), an epoch boundary (state reset) and the schedule
     all continue."""
-    sets = dict(model__dropout=0.3, model__weight_drop=0.25, train__max_steps=30, train__eval_every=10, train__log_every=1,
+    sets = dict(model__dropout=0.3, model__weight_drop=0.25, optim__ema=0.9, train__max_steps=30, train__eval_every=10, train__log_every=1,
                 train__batch_size=16, train__seq_len=40, optim__schedule="step",
                 optim__decay_every=7, optim__warmup_steps=3)
     whole = Run.start(tiny_config(corpus, **sets), tmp_path / "whole")
@@ -64,6 +64,34 @@ def test_resume_equals_uninterrupted_run(tmp_path, corpus):
     for step in range(1, 31):
         assert a[step]["train_loss"] == b[step]["train_loss"], step
     np.testing.assert_array_equal(whole.flat, resumed.flat)
+    np.testing.assert_array_equal(whole.ema, resumed.ema)
+
+
+def test_weight_average_is_what_evaluation_and_checkpoints_use(tmp_path, corpus):
+    """With optim.ema, val loss, best.npz and sampling see the average; training continues from
+    the raw weights (kept as train.*); without it, checkpoints hold no train.* arrays."""
+    run = Run.start(tiny_config(corpus, optim__ema=0.95, train__max_steps=25, train__eval_every=25),
+                    tmp_path / "avg").train(progress=False, echo=quiet)
+    arrays, _ = checkpoint.load_checkpoint(tmp_path / "avg" / "last.npz")
+    for name, p in run.params.items():
+        np.testing.assert_array_equal(arrays[f"train.{name}"], p)
+    assert not np.array_equal(arrays["head.weight"], run.params["head.weight"])
+    # the logged val loss was measured on the averaged weights that best.npz holds
+    params, _, _, _ = load_model(tmp_path / "avg" / "best.npz")
+    logged = [m for m in metrics(tmp_path / "avg") if "val_loss" in m][-1]
+    assert evaluate(params, run.val_tokens)[0] == pytest.approx(logged["val_loss"], rel=1e-6)
+    plain = Run.start(tiny_config(corpus, train__max_steps=5), tmp_path / "plain")
+    plain.train(progress=False, echo=quiet)
+    assert not any(k.startswith("train.") for k in checkpoint.load_checkpoint(tmp_path / "plain" / "last.npz")[0])
+
+
+def test_ema_update_averages_with_warmup():
+    avg, scratch = np.zeros(3), np.empty(3)
+    optim.ema_update(avg, np.ones(3), 0.99, 0, scratch)        # d = min(0.99, 1/10): mostly the new value
+    np.testing.assert_allclose(avg, 0.9)
+    for step in range(1, 2000):
+        optim.ema_update(avg, np.full(3, 2.0), 0.99, step, scratch)
+    np.testing.assert_allclose(avg, 2.0, atol=1e-6)
 
 
 def test_metrics_logged_after_the_checkpoint_are_dropped_on_resume(tmp_path, corpus):
@@ -79,7 +107,7 @@ def test_metrics_logged_after_the_checkpoint_are_dropped_on_resume(tmp_path, cor
 
 def test_checkpoint_holds_everything_to_rebuild_the_model(tmp_path, corpus):
     run = Run.start(tiny_config(corpus), tmp_path / "r").train(progress=False, echo=quiet)
-    arrays, meta = checkpoint.load_checkpoint(tmp_path / "r" / "last.npz")
+    arrays, meta = checkpoint.checkpoint.load_checkpoint(tmp_path / "r" / "last.npz")
     assert meta["vocab"] == run.vocab.chars and meta["step"] == 40
     assert meta["config"]["model"]["vocab_size"] == len(run.vocab)
     for name, p in run.params.items():
