@@ -107,7 +107,7 @@ def test_metrics_logged_after_the_checkpoint_are_dropped_on_resume(tmp_path, cor
 
 def test_checkpoint_holds_everything_to_rebuild_the_model(tmp_path, corpus):
     run = Run.start(tiny_config(corpus), tmp_path / "r").train(progress=False, echo=quiet)
-    arrays, meta = checkpoint.checkpoint.load_checkpoint(tmp_path / "r" / "last.npz")
+    arrays, meta = checkpoint.load_checkpoint(tmp_path / "r" / "last.npz")
     assert meta["vocab"] == run.vocab.chars and meta["step"] == 40
     assert meta["config"]["model"]["vocab_size"] == len(run.vocab)
     for name, p in run.params.items():
