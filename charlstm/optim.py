@@ -100,4 +100,3 @@ def ema_update(avg, flat, decay, step, scratch):
     np.subtract(flat, avg, out=scratch)
     scratch *= 1.0 - d
     avg += scratch
-

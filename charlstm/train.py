@@ -144,12 +144,12 @@ class Run:
         return run
 
     def load_arrays(self, arrays, meta):
-        averaged = f"train.{next(iter(self.params))}" in arrays
+        averaged = _has_average(arrays, self.params)
         for name, p in self.params.items():       # with optim.ema, the names hold the average
             p[...] = arrays[f"train.{name}"] if averaged else arrays[name]
         if averaged:
             self.ema = np.empty_like(self.flat)
-            for name, view in model.views(self.ema, model.shapes_of(self.params)).items():
+            for name, view in self.eval_params().items():
                 view[...] = arrays[name]
         for key in ("m", "v"):
             for name, view in model.views(self.opt[key], model.shapes_of(self.params)).items():
@@ -458,9 +458,14 @@ def _remove_stale_temporaries(folder):
         tmp.unlink(missing_ok=True)
 
 
+def _has_average(arrays, params):
+    """Whether a checkpoint was saved with optim.ema: its raw weights are then under train.*."""
+    return f"train.{next(iter(params))}" in arrays
+
+
 def _check_arrays(arrays, params, path):
     """Every parameter, optimizer moment and state array present with the shape the config implies."""
-    averaged = f"train.{next(iter(params))}" in arrays
+    averaged = _has_average(arrays, params)
     for name, p in params.items():
         keys = (name, f"optim.m.{name}", f"optim.v.{name}") + ((f"train.{name}",) if averaged else ())
         for key in keys:
