@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -29,6 +30,20 @@ def error(*args, **kwargs) -> str:
 
 
 # ---- defaults, keys, dicts ------------------------------------------------------------------
+
+
+CONFIGS = sorted((Path(__file__).resolve().parent.parent / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
+def test_shipped_configs_load(path):
+    """Every config in configs/ loads as shipped: a typo there is the first error a user would meet."""
+    cfg = load_config(path)
+    assert config_from_dict(config_to_dict(cfg), "checkpoint") == cfg   # as a run saves it
+
+
+def test_shipped_configs_are_found():
+    assert {"shakespeare.yaml", "tiny.yaml"} <= {p.name for p in CONFIGS}
 
 
 def test_defaults_are_valid():
