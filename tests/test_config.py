@@ -43,7 +43,7 @@ def test_shipped_configs_load(path):
 
 
 def test_shipped_configs_are_found():
-    assert {"shakespeare.yaml", "tiny.yaml"} <= {p.name for p in CONFIGS}
+    assert {"shakespeare.yaml", "shakespeare-30min.yaml", "tiny.yaml"} <= {p.name for p in CONFIGS}
 
 
 def test_defaults_are_valid():
