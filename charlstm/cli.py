@@ -103,6 +103,7 @@ def train(config, overrides, data, out, resume_dir, init_from, no_progress):
     \b
       charlstm train configs/tiny.yaml --set train.max_steps=100
       charlstm train configs/shakespeare.yaml --set model.dropout=0.2 --out runs/sh-drop
+      charlstm train configs/shakespeare-30min.yaml  # 30 minutes, more regularized
       charlstm train --data notes.txt --set model.weight_drop=0.2 --set optim.ema=0.999
       charlstm train --data notes.txt              # default model on your own text
       charlstm train --resume runs/shakespeare     # continue where it stopped
