@@ -43,6 +43,7 @@ class ModelConfig:
     hidden_size: int = 128
     embedding_size: int = 64  # 0 = one-hot input
     dropout: float = 0.0
+    dropout_mask: str = "step"  # "step": a fresh mask every time step; "window": one per window
     weight_drop: float = 0.0  # DropConnect on the recurrent weights W_hh (AWD-LSTM)
     forget_bias: float = 1.0
     vocab_size: int | None = None  # derived from the corpus at run time and recorded
@@ -144,6 +145,7 @@ _RULES: dict[str, tuple[str, Any]] = {
     "data.unknown": ("be 'skip' or a single character", lambda v: v == "skip" or len(v) == 1),
     "model.num_layers": _ge1, "model.hidden_size": _ge1, "model.embedding_size": _ge0,
     "model.dropout": _unit_half, "model.weight_drop": _unit_half,
+    "model.dropout_mask": _one_of("step", "window"),
     "model.vocab_size": _ge1,
     "optim.lr": _gt0, "optim.weight_decay": _ge0, "optim.beta1": _unit_half,
     "optim.beta2": _unit_half, "optim.eps": _gt0, "optim.grad_clip": _ge0,

@@ -111,11 +111,13 @@ def _dropout_mask(shape, p, rng, dtype):
 
 
 def forward(params, x, y, state, dropout=0.0, rng=None, keep_cache=True, rows=None,
-            weight_drop=0.0):
+            weight_drop=0.0, dropout_mask="step"):
     """Forward a (B, T) window of tokens; y (B, T) are the targets (the next characters).
 
     state: (h, c), each (L, B, H), carried in from the previous window (not modified).
-    dropout > 0 needs `rng` and applies between layers and before the head.
+    dropout > 0 needs `rng` and applies between layers and before the head; dropout_mask "step"
+    draws a fresh mask for every time step, "window" one mask per row shared by all T steps of
+    the window (variational dropout, Gal & Ghahramani 2016; AWD-LSTM's locked dropout).
     weight_drop > 0 needs `rng`: DropConnect on each recurrent matrix W_hh (AWD-LSTM's weight drop),
     one mask per layer and window, shared by every row and time step.
     rows: (slice, full batch size) when x holds only some rows of a larger batch (data-parallel
@@ -148,11 +150,12 @@ def forward(params, x, y, state, dropout=0.0, rng=None, keep_cache=True, rows=No
             xproj = xproj.reshape(T, B, 4 * H)
         hs, (h_new[k], c_new[k]), cache = lstm_forward(xproj, w_hh, h0[k], c0[k], keep_cache)
         mask = None
-        if dropout > 0:
+        if dropout > 0:                    # (T or 1, B, H): a window mask broadcasts over time
+            steps = T if dropout_mask == "step" else 1
             if rows is None:
-                mask = _dropout_mask(hs.shape, dropout, rng, dt)
+                mask = _dropout_mask((steps, B, H), dropout, rng, dt)
             else:
-                mask = _dropout_mask((T, rows[1], H), dropout, rng, dt)[:, rows[0]]
+                mask = _dropout_mask((steps, rows[1], H), dropout, rng, dt)[:, rows[0]]
             hs = hs * mask
         layers.append((inp, cache))
         masks.append((mask, wmask))

@@ -282,7 +282,8 @@ class Run:
         with np.errstate(over="ignore", invalid="ignore"):     # judged below, not warned about
             loss, cache, state = model.forward(self.params, x[self.rows], y[self.rows],
                                                self.state, cfg.model.dropout, self.rng, rows=rows,
-                                               weight_drop=cfg.model.weight_drop)
+                                               weight_drop=cfg.model.weight_drop,
+                                               dropout_mask=cfg.model.dropout_mask)
             model.backward(self.params, cache, self.grads)
             del cache
             if self.comm:                                      # the mean over the whole batch

@@ -256,6 +256,7 @@ RANGES = [
     ("model.num_layers", 0, 1, "be >= 1"), ("model.hidden_size", -1, 1, "be >= 1"),
     ("model.embedding_size", -1, 0, "be >= 0"), ("model.dropout", 1.0, 0.0, "be in [0, 1)"),
     ("model.weight_drop", 1.0, 0.5, "be in [0, 1)"),
+    ("model.dropout_mask", "locked", "window", "be one of step, window"),
     ("model.vocab_size", 0, 1, "be >= 1"), ("optim.lr", -1.0, 1e-12, "be > 0"),
     ("optim.weight_decay", -0.1, 0, "be >= 0"), ("optim.beta1", 1.0, 0, "be in [0, 1)"),
     ("optim.beta2", -0.5, 0.5, "be in [0, 1)"), ("optim.eps", 0.0, 1e-30, "be > 0"),

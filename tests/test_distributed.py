@@ -57,9 +57,11 @@ def assert_close(a, b):
 
 
 @needs_mpi
-def test_two_ranks_equal_one_process(tmp_path, corpus):
-    train(2, tmp_path / "two", corpus)
-    train(None, tmp_path / "one", corpus)
+@pytest.mark.parametrize("mask", ["step", "window"])
+def test_two_ranks_equal_one_process(tmp_path, corpus, mask):
+    sets = SETTINGS + [f"model.dropout_mask={mask}"]
+    train(2, tmp_path / "two", corpus, sets=sets)
+    train(None, tmp_path / "one", corpus, sets=sets)
     assert_close(losses(tmp_path / "two"), losses(tmp_path / "one"))
     # rank 0 alone wrote the run folder; the checkpoint is the one a single process writes
     from charlstm import checkpoint

@@ -162,8 +162,9 @@ def test_step_equals_window_forward():
     assert logits.shape == (2, 7)
 
 
-@pytest.mark.parametrize("dropout, weight_drop", [(0.3, 0.0), (0.0, 0.4), (0.3, 0.4)])
-def test_dropout_gradient_matches_finite_differences_with_fixed_mask(dropout, weight_drop):
+@pytest.mark.parametrize("dropout, weight_drop, kind", [
+    (0.3, 0.0, "step"), (0.0, 0.4, "step"), (0.3, 0.4, "step"), (0.3, 0.4, "window")])
+def test_dropout_gradient_matches_finite_differences_with_fixed_mask(dropout, weight_drop, kind):
     """With the dropout and weight-drop masks held fixed (same seed), backward is exact too."""
     flat, params = make_params(L=2, H=4)
     x, y = random_batch(7, 2, 3)
@@ -171,7 +172,7 @@ def test_dropout_gradient_matches_finite_differences_with_fixed_mask(dropout, we
 
     def run(keep):
         return model.forward(params, x, y, state, dropout=dropout, weight_drop=weight_drop,
-                             rng=np.random.default_rng(9), keep_cache=keep)
+                             rng=np.random.default_rng(9), keep_cache=keep, dropout_mask=kind)
 
     _, cache, _ = run(True)
     grads, _ = model.backward(params, cache)
@@ -192,6 +193,19 @@ def test_dropout_gradient_matches_finite_differences_with_fixed_mask(dropout, we
     if weight_drop:   # a dropped recurrent weight has no effect, so exactly no gradient
         dropped = grads["lstm.weight_hh_l0"] == 0
         assert 0 < dropped.mean() < 1
+
+
+@pytest.mark.parametrize("kind", ["step", "window"])
+def test_window_dropout_drops_the_same_units_at_every_step(kind):
+    """dropout_mask="window" zeroes a unit of a row for the whole window; "step" redraws each step."""
+    _, params = make_params(L=2, H=64)
+    x, y = random_batch(7, 3, 20)
+    _, cache, _ = model.forward(params, x, y, random_state(2, 3, 64), dropout=0.5,
+                                rng=np.random.default_rng(4), dropout_mask=kind)
+    dropped = cache[2][1][0] == 0          # layer 1's input: layer 0's output after dropout
+    assert dropped.shape == (20, 3, 64) and 0.3 < dropped.mean() < 0.7
+    assert (dropped == dropped[:1]).all() == (kind == "window")
+    assert (dropped[:, 0] != dropped[:, 1]).any()           # rows still draw their own masks
 
 
 def test_weight_drop_changes_training_forward_only():
