@@ -70,6 +70,7 @@ class OptimConfig:
 class TrainConfig:
     batch_size: int = 50
     seq_len: int = 50
+    windows: str = "fixed"  # "fixed": the same windows every epoch; "shifted": a random start per epoch
     max_steps: int | None = 5000  # training stops at the first of the three limits that is set
     max_epochs: float | None = None
     max_minutes: float | None = None  # wall-time budget
@@ -152,7 +153,8 @@ _RULES: dict[str, tuple[str, Any]] = {
     "optim.schedule": _one_of("constant", "cosine", "step"), "optim.warmup_steps": _ge0,
     "optim.min_lr": _ge0, "optim.decay_every": _ge1, "optim.decay_rate": _half_unit,
     "optim.ema": _unit_half,
-    "train.batch_size": _ge1, "train.seq_len": _ge1, "train.max_steps": _ge1,
+    "train.batch_size": _ge1, "train.seq_len": _ge1,
+    "train.windows": _one_of("fixed", "shifted"), "train.max_steps": _ge1,
     "train.max_epochs": _gt0, "train.max_minutes": _gt0, "train.eval_every": _ge1, "train.eval_minutes": _gt0,
     "train.log_every": _ge1, "train.seed": _ge0, "train.threads": _ge0,
     "train.sample_length": _ge0, "train.keep_last": _ge0,

@@ -8,8 +8,9 @@ Dimension letters: B batch (parallel streams), T window length, N text length in
     batches = Batches(train, B, T)                            # x, y = batches.get(i)
 
 The training text is cut into B contiguous streams, one per batch row; window i of an epoch is
-columns [i*T, (i+1)*T) of every stream, so row b of window i+1 continues row b of window i and the
-hidden state can be carried from one window to the next (truncated backpropagation through time).
+columns [i*T, (i+1)*T) of every stream (shifted by a random column per stream and epoch with
+train.windows: shifted), so row b of window i+1 continues row b of window i and the hidden state
+can be carried from one window to the next (truncated backpropagation through time).
 """
 
 import sysconfig
@@ -99,9 +100,15 @@ def split(tokens, val_fraction, test_fraction=0.0):
 
 
 class Batches:
-    """The (B, T) windows of one epoch over B contiguous streams of the training tokens."""
+    """The (B, T) windows of one epoch over B contiguous streams of the training tokens.
 
-    def __init__(self, tokens, batch_size, seq_len):
+    shifted=False: every epoch cuts each stream into the same windows (as char-rnn and torch-rnn).
+    shifted=True: each epoch, each stream starts at its own random column in [0, T), drawn from
+    (seed, epoch), so window boundaries fall elsewhere every epoch and the last T-1 columns of a
+    stream are there to absorb the shift (the role of AWD-LSTM's variable-length windows).
+    """
+
+    def __init__(self, tokens, batch_size, seq_len, shifted=False):
         B, T, N = batch_size, seq_len, len(tokens)
         if N < B * T + 1:
             raise DataError(
@@ -112,12 +119,30 @@ class Batches:
         self.x = tokens[:B * L].reshape(B, L)              # views, no copy
         self.y = tokens[1:B * L + 1].reshape(B, L)
         self.seq_len = T
-        self.num_batches = L // T
+        self.shifted = shifted
+        self.num_batches = max(1, (L - T + 1) // T) if shifted else L // T
+        self.spare = L - self.num_batches * T  # the largest start column a shifted epoch can use
 
-    def get(self, i):
-        """Window i of the epoch: inputs x (B, T) and targets y (B, T), int64 for indexing."""
-        cols = slice(i * self.seq_len, (i + 1) * self.seq_len)
-        return self.x[:, cols].astype(np.int64), self.y[:, cols].astype(np.int64)
+    def offsets(self, epoch, seed):
+        """Each stream's first column in this epoch: (B,) ints, all 0 unless shifted."""
+        B = self.x.shape[0]
+        if not self.shifted:
+            return np.zeros(B, np.int64)
+        high = min(self.seq_len - 1, self.spare)
+        return np.random.default_rng([seed, 2, epoch]).integers(0, high + 1, B)
+
+    def get(self, i, offsets=None):
+        """Window i of the epoch: inputs x (B, T) and targets y (B, T), int64 for indexing.
+
+        offsets: each stream's first column this epoch (from `offsets`); None = all 0.
+        """
+        T = self.seq_len
+        if offsets is None or not offsets.any():
+            cols = slice(i * T, (i + 1) * T)
+            return self.x[:, cols].astype(np.int64), self.y[:, cols].astype(np.int64)
+        cols = offsets[:, None] + np.arange(i * T, (i + 1) * T)            # (B, T)
+        rows = np.arange(len(offsets))[:, None]
+        return self.x[rows, cols].astype(np.int64), self.y[rows, cols].astype(np.int64)
 
 
 def eval_streams(tokens, min_len=10_000, max_streams=256):

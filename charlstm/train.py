@@ -34,7 +34,7 @@ from .evaluate import bpc, evaluate, fine_tune_tokens, load_model, require_meta
 
 # Settings a resumed run cannot change: the architecture, and how the text is cut into streams.
 FIXED_KEYS = ("model.num_layers", "model.hidden_size", "model.embedding_size",
-              "data.val_fraction", "train.batch_size", "train.seq_len")
+              "data.val_fraction", "train.batch_size", "train.seq_len", "train.windows")
 # What a checkpoint's metadata must hold to resume a run (load_model needs only config and vocab).
 RESUME_META = ("config", "vocab", "step", "epoch", "window", "optim_t", "rng", "train_time",
                "best_val_loss", "lr_scale", "smooth_loss", "loss_floor")
@@ -48,7 +48,8 @@ class Run:
         self.vocab, self.source = vocab, source
         self.train_tokens, self.val_tokens, self.test_tokens = split(
             tokens, cfg.data.val_fraction, cfg.data.test_fraction)
-        self.batches = Batches(self.train_tokens, cfg.train.batch_size, cfg.train.seq_len)
+        self.batches = Batches(self.train_tokens, cfg.train.batch_size, cfg.train.seq_len,
+                               shifted=cfg.train.windows == "shifted")
         # Data-parallel under mpirun: this process trains its block of the batch rows.
         self.comm = world()
         self.rows = self.comm.rows(cfg.train.batch_size) if self.comm else slice(None)
@@ -277,7 +278,8 @@ class Run:
         if self.window >= self.batches.num_batches:            # epoch boundary: reset the state
             self.epoch, self.window = self.epoch + 1, 0
             self.state = self.zero_state()
-        x, y = self.batches.get(self.window)
+        # the epoch's offsets follow from (seed, epoch) alone, so a resumed run draws the same
+        x, y = self.batches.get(self.window, self.batches.offsets(self.epoch, cfg.train.seed))
         rows = (self.rows, len(x)) if self.comm else None
         with np.errstate(over="ignore", invalid="ignore"):     # judged below, not warned about
             loss, cache, state = model.forward(self.params, x[self.rows], y[self.rows],

@@ -58,6 +58,27 @@ def test_batches_walk_contiguous_streams():
     np.testing.assert_array_equal(x0[:, 0], np.arange(4) * L)  # row b starts stream b
 
 
+def test_shifted_windows_start_each_stream_elsewhere_every_epoch():
+    tokens = np.arange(1000, dtype=np.uint16)
+    B, T, L = 4, 10, 999 // 4
+    b = Batches(tokens, batch_size=B, seq_len=T, shifted=True)
+    assert b.num_batches == (L - T + 1) // T
+    np.testing.assert_array_equal(Batches(tokens, B, T).offsets(3, seed=7), 0)   # fixed: none
+    offs = [b.offsets(e, seed=7) for e in range(6)]
+    np.testing.assert_array_equal(offs[2], b.offsets(2, seed=7))   # (seed, epoch) decide them
+    assert all(((o >= 0) & (o < T)).all() for o in offs)
+    assert len({tuple(o) for o in offs}) > 1 and len(set(offs[0])) > 1
+    o = offs[1]
+    x0, y0 = b.get(0, o)
+    np.testing.assert_array_equal(x0[:, 0], np.arange(B) * L + o)  # stream b from its offset
+    np.testing.assert_array_equal(y0, x0 + 1)
+    for i in range(1, b.num_batches):
+        xi, yi = b.get(i, o)
+        np.testing.assert_array_equal(xi[:, 0], x0[:, 0] + i * T)   # continues window i-1
+        np.testing.assert_array_equal(yi, xi + 1)
+    assert (xi[:, -1] < np.arange(1, B + 1) * L).all()             # never runs into the next stream
+
+
 def test_too_short_text_says_how_long_and_what_to_lower():
     with pytest.raises(DataError) as e:
         Batches(np.zeros(100, np.uint8), batch_size=10, seq_len=20)

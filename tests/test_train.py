@@ -43,12 +43,14 @@ def test_same_config_and_seed_give_the_same_run(tmp_path, corpus):
     assert strip(metrics(tmp_path / "a")) == strip(metrics(tmp_path / "b"))
 
 
-def test_resume_equals_uninterrupted_run(tmp_path, corpus):
-    """Dropout and weight drop (random state), an epoch boundary (state reset) and the schedule
-    all continue."""
-    sets = dict(model__dropout=0.3, model__weight_drop=0.25, optim__ema=0.9, train__max_steps=30, train__eval_every=10, train__log_every=1,
-                train__batch_size=16, train__seq_len=40, optim__schedule="step",
-                optim__decay_every=7, optim__warmup_steps=3)
+@pytest.mark.parametrize("mask, windows", [("step", "fixed"), ("window", "shifted")])
+def test_resume_equals_uninterrupted_run(tmp_path, corpus, mask, windows):
+    """Dropout and weight drop (random state), an epoch boundary (state reset, new window
+    offsets) and the schedule all continue."""
+    sets = dict(model__dropout=0.3, model__weight_drop=0.25, optim__ema=0.9, train__max_steps=30,
+                train__eval_every=10, train__log_every=1, model__dropout_mask=mask,
+                train__windows=windows, train__batch_size=16, train__seq_len=40,
+                optim__schedule="step", optim__decay_every=7, optim__warmup_steps=3)
     whole = Run.start(tiny_config(corpus, **sets), tmp_path / "whole")
     assert whole.batches.num_batches < 30                      # the run crosses an epoch
     whole.train(progress=False, echo=quiet)
