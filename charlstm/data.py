@@ -124,12 +124,11 @@ class Batches:
         self.spare = L - self.num_batches * T  # the largest start column a shifted epoch can use
 
     def offsets(self, epoch, seed):
-        """Each stream's first column in this epoch: (B,) ints, all 0 unless shifted."""
-        B = self.x.shape[0]
+        """Each stream's first column in this epoch: (B,) ints when shifted, else None (all 0)."""
         if not self.shifted:
-            return np.zeros(B, np.int64)
+            return None
         high = min(self.seq_len - 1, self.spare)
-        return np.random.default_rng([seed, 2, epoch]).integers(0, high + 1, B)
+        return np.random.default_rng([seed, 2, epoch]).integers(0, high + 1, self.x.shape[0])
 
     def get(self, i, offsets=None):
         """Window i of the epoch: inputs x (B, T) and targets y (B, T), int64 for indexing.
@@ -137,7 +136,7 @@ class Batches:
         offsets: each stream's first column this epoch (from `offsets`); None = all 0.
         """
         T = self.seq_len
-        if offsets is None or not offsets.any():
+        if offsets is None:
             cols = slice(i * T, (i + 1) * T)
             return self.x[:, cols].astype(np.int64), self.y[:, cols].astype(np.int64)
         cols = offsets[:, None] + np.arange(i * T, (i + 1) * T)            # (B, T)
