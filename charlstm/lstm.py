@@ -16,15 +16,22 @@ the time loop only adds the recurrent product, one fused (B, H) @ (H, 4H) produc
 `lstm_forward` returns `(hs, (h_T, c_T), cache)`; `lstm_backward(dhs, cache)` returns the gradient of
 `xproj` (whose sum over T and B is the gradient of both biases), of `W_hh`, and of the initial state.
 There is no hidden state between calls: everything backward needs travels in `cache`.
+
+The kernels run on NumPy or CuPy arrays alike (`xp` is the arrays' module, see backend.py). On a
+GPU, the elementwise lines of one step become one fused kernel each way (fused.py), which tests
+hold equal to the NumPy lines here.
 """
 
 import functools
 
 import numpy as np
 
+from . import fused
+from .backend import array_module
+
 
 @functools.lru_cache(maxsize=16)
-def gate_constants(H, dtype):
+def gate_constants(H, dtype, xp=np):
     """Per-column constants that let all four gates be activated by a few calls over (B, 4H).
 
     sigmoid(x) = 0.5 * tanh(0.5 * x) + 0.5, so with `scale` = 0.5 on the i, f, o columns and 1 on
@@ -36,27 +43,34 @@ def gate_constants(H, dtype):
     sig[2 * H:3 * H] = False
     scale = np.where(sig, 0.5, 1.0).astype(dtype)
     shift = np.where(sig, 0.5, 0.0).astype(dtype)
-    return scale, shift, (~sig).astype(dtype)
+    return xp.asarray(scale), xp.asarray(shift), xp.asarray((~sig).astype(dtype))
 
 
 def activate_gates(a):
     """(B, 4H) pre-activations -> activated gates i, f, g, o, in place: three calls over 4H."""
-    scale, shift, _ = gate_constants(a.shape[1] // 4, a.dtype)
+    xp = array_module(a)
+    scale, shift, _ = gate_constants(a.shape[1] // 4, a.dtype, xp)
     a *= scale
-    np.tanh(a, out=a)
+    xp.tanh(a, out=a)
     a *= scale
     a += shift
     return a
 
 
-def cell_forward(a, c_prev, c_out, h_out, tanh_c):
-    """One time step of the cell, given the full pre-activations.
+def cell_forward(a, rec, c_prev, c_out, h_out, tanh_c):
+    """One time step of the cell, given the pre-activations as two parts.
 
-    a: (B, 4H) pre-activations, overwritten in place with the activated gates i, f, g, o.
-    c_prev: (B, H). Writes c_out (B, H), h_out (B, H); tanh_c (B, H) is scratch, left = tanh(c_t).
-    Shared by the training forward and the sampler, so both compute exactly the same cell.
+    a + rec: (B, 4H) pre-activations (input part a, recurrent part rec); a is overwritten in place
+    with the activated gates i, f, g, o. c_prev: (B, H). Writes c_out (B, H), h_out (B, H); tanh_c
+    (B, H) is scratch. Shared by the training forward and the sampler, so both compute exactly the
+    same cell. On CuPy arrays all of it is one fused kernel (fused.cell_forward).
     """
+    xp = array_module(a)
+    if xp is not np:
+        fused.cell_forward(a, rec, c_prev, c_out, h_out)
+        return
     H = c_prev.shape[1]
+    a += rec
     activate_gates(a)
     i, f, g, o = a[:, :H], a[:, H:2 * H], a[:, 2 * H:3 * H], a[:, 3 * H:]
     np.multiply(f, c_prev, out=c_out)
@@ -78,19 +92,19 @@ def lstm_forward(xproj, w_hh, h0, c0, keep_cache=True):
     T, B, G = xproj.shape
     H = G // 4
     dt = xproj.dtype
+    xp = array_module(xproj)
     # (H, 4H), contiguous: one 4H*H copy per window buys a faster product at every step
-    w_hh_t = np.ascontiguousarray(w_hh.T)
-    hs = np.empty((T, B, H), dt)
-    cs = np.empty((T, B, H), dt) if keep_cache else np.empty((2, B, H), dt)
-    rec = np.empty((B, G), dt)                  # reused each step for h_{t-1} @ W_hh.T
-    tanh_c = np.empty((B, H), dt)
+    w_hh_t = xp.ascontiguousarray(w_hh.T)
+    hs = xp.empty((T, B, H), dt)
+    cs = xp.empty((T, B, H), dt) if keep_cache else xp.empty((2, B, H), dt)
+    rec = xp.empty((B, G), dt)                  # reused each step for h_{t-1} @ W_hh.T
+    tanh_c = xp.empty((B, H), dt)
     h_prev, c_prev = h0, c0
     for t in range(T):
         a = xproj[t]                                     # (B, 4H)
-        np.matmul(h_prev, w_hh_t, out=rec)
-        a += rec
+        xp.matmul(h_prev, w_hh_t, out=rec)
         c_t = cs[t] if keep_cache else cs[t % 2]         # without a cache, two rotating c buffers
-        cell_forward(a, c_prev, c_t, hs[t], tanh_c)
+        cell_forward(a, rec, c_prev, c_t, hs[t], tanh_c)
         h_prev, c_prev = hs[t], c_t
     final = (hs[-1].copy(), c_prev.copy()) if T else (h0.copy(), c0.copy())
     cache = (xproj, cs, hs, h0, c0, w_hh) if keep_cache else None
@@ -115,18 +129,23 @@ def lstm_backward(dhs, cache, dh_T=None, dc_T=None):
     T, B, G = gates.shape
     H = G // 4
     dt = gates.dtype
-    _, _, dshift = gate_constants(H, dt)
-    dh = np.empty((B, H), dt)
-    dh_next = np.zeros((B, H), dt) if dh_T is None else dh_T.astype(dt, copy=True)
-    dc = np.zeros((B, H), dt) if dc_T is None else dc_T.astype(dt, copy=True)
-    tanh_c = np.empty((B, H), dt)
-    s = np.empty((B, H), dt)
-    up = np.empty((B, G), dt)
-    local = np.empty((B, G), dt)
+    xp = array_module(gates)
+    _, _, dshift = gate_constants(H, dt, xp)
+    dh = xp.empty((B, H), dt)
+    dh_next = xp.zeros((B, H), dt) if dh_T is None else dh_T.astype(dt, copy=True)
+    dc = xp.zeros((B, H), dt) if dc_T is None else dc_T.astype(dt, copy=True)
+    tanh_c = xp.empty((B, H), dt)
+    s = xp.empty((B, H), dt)
+    up = xp.empty((B, G), dt)
+    local = xp.empty((B, G), dt)
     for t in range(T - 1, -1, -1):
         a = gates[t]
-        i, f, g, o = a[:, :H], a[:, H:2 * H], a[:, 2 * H:3 * H], a[:, 3 * H:]
         c_prev = cs[t - 1] if t > 0 else c0
+        if xp is not np:                                 # the lines below, as one GPU kernel
+            fused.cell_backward(a, cs[t], c_prev, dhs[t], dh_next, dc)
+            xp.matmul(a, w_hh, out=dh_next)
+            continue
+        i, f, g, o = a[:, :H], a[:, H:2 * H], a[:, 2 * H:3 * H], a[:, 3 * H:]
         np.add(dhs[t], dh_next, out=dh)
         np.tanh(cs[t], out=tanh_c)               # recomputed, not cached
         # dc += dh * o * (1 - tanh(c)^2): the cell's gradient through this step's output

@@ -8,7 +8,9 @@ in PyTorch (`embedding.weight`, `lstm.weight_ih_l{k}`, `lstm.weight_hh_l{k}`, `l
 `lstm.bias_hh_l{k}`, `head.weight`, `head.bias`), so `load_state_dict` takes them as they are. With
 `embedding_size == 0` there is no embedding: the first layer reads one-hot characters (char-rnn).
 All arrays of a dict are views into one flat buffer (see `alloc`), so the optimizer, gradient
-clipping and checkpoints can treat the model as one vector.
+clipping and checkpoints can treat the model as one vector. The arrays may be NumPy or CuPy
+(`to_device` moves a flat buffer and its views): every function works in the parameters' array
+module `xp`, and token arrays may come from the host either way.
 
 Usage:
     params = init_params(V, model_cfg, rng)
@@ -18,6 +20,8 @@ Usage:
 
 import numpy as np
 
+from .backend import array_module
+from .backend import to_device as _array_to_device
 from .lstm import cell_forward, lstm_backward, lstm_forward
 
 
@@ -37,9 +41,15 @@ def param_shapes(V, E, H, L):
     return shapes
 
 
-def alloc(shapes, dtype=np.float32):
+def alloc(shapes, dtype=np.float32, xp=np):
     """A zeroed flat buffer and a dict of C-contiguous views into it, one per name."""
-    flat = np.zeros(sum(int(np.prod(s)) for s in shapes.values()), dtype)
+    flat = xp.zeros(sum(int(np.prod(s)) for s in shapes.values()), dtype)
+    return flat, views(flat, shapes)
+
+
+def to_device(flat, shapes, device):
+    """(flat, views) moved to device "cpu" or "cuda" (the same buffer if it is already there)."""
+    flat = _array_to_device(flat, device)
     return flat, views(flat, shapes)
 
 
@@ -85,9 +95,9 @@ def init_params(V, model_cfg, rng, dtype=np.float32):
     return flat, params
 
 
-def init_state(L, B, H, dtype=np.float32):
+def init_state(L, B, H, dtype=np.float32, xp=np):
     """Zero hidden and cell state: (h, c), each (L, B, H)."""
-    return np.zeros((L, B, H), dtype), np.zeros((L, B, H), dtype)
+    return xp.zeros((L, B, H), dtype), xp.zeros((L, B, H), dtype)
 
 
 def _input_table(params):
@@ -103,11 +113,14 @@ def _input_table(params):
     return w.T + b                                           # one-hot input: the table is W_ih.T
 
 
-def _dropout_mask(shape, p, rng, dtype):
-    """Inverted dropout: keep with probability 1-p and scale by 1/(1-p), so eval needs no change."""
+def _dropout_mask(shape, p, rng, dtype, xp=np):
+    """Inverted dropout: keep with probability 1-p and scale by 1/(1-p), so eval needs no change.
+
+    Drawn by the host's generator on either device, so a GPU run draws the masks a CPU run would.
+    """
     mask = (rng.random(shape, dtype=np.float32) >= p).astype(dtype)
     mask *= 1.0 / (1.0 - p)
-    return mask
+    return xp.asarray(mask)
 
 
 def forward(params, x, y, state, dropout=0.0, rng=None, keep_cache=True, rows=None,
@@ -129,21 +142,22 @@ def forward(params, x, y, state, dropout=0.0, rng=None, keep_cache=True, rows=No
     V, E, H, L = dims(params)
     B, T = x.shape
     dt = params["head.weight"].dtype
+    xp = array_module(params["head.weight"])
     h0, c0 = state
-    xt = np.ascontiguousarray(x.T)                            # (T, B): time-major inside
+    xt = xp.ascontiguousarray(xp.asarray(x).T)               # (T, B): time-major inside
     table = _input_table(params)
     inp = None
-    layers, masks, h_new, c_new = [], [], np.empty_like(h0), np.empty_like(c0)
+    layers, masks, h_new, c_new = [], [], xp.empty_like(h0), xp.empty_like(c0)
     for k in range(L):
         w_hh = params[f"lstm.weight_hh_l{k}"]
         wmask = None
         if weight_drop > 0:                # drawn first, for every rank alike (same rng stream)
-            wmask = _dropout_mask(w_hh.shape, weight_drop, rng, dt)
+            wmask = _dropout_mask(w_hh.shape, weight_drop, rng, dt, xp)
             w_hh = w_hh * wmask
         if k == 0:
-            xproj = np.take(table, xt, axis=0)                # (T, B, 4H) row gather
+            xproj = xp.take(table, xt, axis=0)                # (T, B, 4H) row gather
         else:
-            w_ih_t = np.ascontiguousarray(params[f"lstm.weight_ih_l{k}"].T)   # faster than a view
+            w_ih_t = xp.ascontiguousarray(params[f"lstm.weight_ih_l{k}"].T)   # faster than a view
             xproj = inp.reshape(T * B, H) @ w_ih_t
             xproj += params[f"lstm.bias_ih_l{k}"]
             xproj += params[f"lstm.bias_hh_l{k}"]
@@ -153,9 +167,9 @@ def forward(params, x, y, state, dropout=0.0, rng=None, keep_cache=True, rows=No
         if dropout > 0:                    # (T or 1, B, H): a window mask broadcasts over time
             steps = T if dropout_mask == "step" else 1
             if rows is None:
-                mask = _dropout_mask((steps, B, H), dropout, rng, dt)
+                mask = _dropout_mask((steps, B, H), dropout, rng, dt, xp)
             else:
-                mask = _dropout_mask((steps, rows[1], H), dropout, rng, dt)[:, rows[0]]
+                mask = _dropout_mask((steps, rows[1], H), dropout, rng, dt, xp)[:, rows[0]]
             hs = hs * mask
         layers.append((inp, cache))
         masks.append((mask, wmask))
@@ -163,7 +177,7 @@ def forward(params, x, y, state, dropout=0.0, rng=None, keep_cache=True, rows=No
     top = inp.reshape(T * B, H)
     logits = top @ params["head.weight"].T                    # (T*B, V)
     logits += params["head.bias"]
-    targets = np.ascontiguousarray(y.T).reshape(-1)
+    targets = xp.ascontiguousarray(xp.asarray(y).T).reshape(-1)
     loss, probs = softmax_cross_entropy(logits, targets)
     cache = (xt, table, layers, masks, top, probs, targets) if keep_cache else None
     return loss, cache, (h_new, c_new)
@@ -176,12 +190,13 @@ def softmax_cross_entropy(logits, targets):
     Returns (loss, probs) with probs the same buffer as logits.
     """
     N = logits.shape[0]
+    xp = array_module(logits)
     logits -= logits.max(axis=1, keepdims=True)
-    picked = logits[np.arange(N), targets]                    # z[target] - max
-    np.exp(logits, out=logits)
+    picked = logits[xp.arange(N), targets]                    # z[target] - max
+    xp.exp(logits, out=logits)
     total = logits.sum(axis=1, keepdims=True)
     logits /= total
-    loss = float(np.mean(np.log(total[:, 0], dtype=np.float64) - picked))
+    loss = float(xp.mean(xp.log(total[:, 0].astype(np.float64)) - picked))
     return loss, logits
 
 
@@ -195,16 +210,17 @@ def backward(params, cache, grads=None):
     V, E, H, L = dims(params)
     xt, table, layers, masks, top, probs, targets = cache
     T, B = xt.shape
+    xp = array_module(probs)
     if grads is None:
-        _, grads = alloc(shapes_of(params), probs.dtype)
+        _, grads = alloc(shapes_of(params), probs.dtype, xp)
     # softmax + cross-entropy backward, in place: (probs - onehot(target)) / N
     dlogits = probs
-    dlogits[np.arange(T * B), targets] -= 1.0
+    dlogits[xp.arange(T * B), targets] -= 1.0
     dlogits /= T * B
-    np.matmul(dlogits.T, top, out=grads["head.weight"])       # (V, N) @ (N, H)
-    np.sum(dlogits, axis=0, out=grads["head.bias"])
+    xp.matmul(dlogits.T, top, out=grads["head.weight"])       # (V, N) @ (N, H)
+    xp.sum(dlogits, axis=0, out=grads["head.bias"])
     dout = (dlogits @ params["head.weight"]).reshape(T, B, H)
-    dh0, dc0 = np.empty((L, B, H), probs.dtype), np.empty((L, B, H), probs.dtype)
+    dh0, dc0 = xp.empty((L, B, H), probs.dtype), xp.empty((L, B, H), probs.dtype)
     for k in range(L - 1, -1, -1):
         inp, cache_k = layers[k]
         mask, wmask = masks[k]
@@ -215,18 +231,18 @@ def backward(params, cache, grads=None):
             dw_hh *= wmask                 # the gradient of W_hh through W_hh * mask
         grads[f"lstm.weight_hh_l{k}"][...] = dw_hh
         da = dxproj.reshape(T * B, 4 * H)
-        np.sum(da, axis=0, out=grads[f"lstm.bias_ih_l{k}"])
+        xp.sum(da, axis=0, out=grads[f"lstm.bias_ih_l{k}"])
         grads[f"lstm.bias_hh_l{k}"][...] = grads[f"lstm.bias_ih_l{k}"]
         if k > 0:
-            np.matmul(da.T, inp.reshape(T * B, H), out=grads[f"lstm.weight_ih_l{k}"])
+            xp.matmul(da.T, inp.reshape(T * B, H), out=grads[f"lstm.weight_ih_l{k}"])
             # dout is spent (BPTT above consumed it): the next layer's gradient goes in its place
-            np.matmul(da, params[f"lstm.weight_ih_l{k}"], out=dout.reshape(T * B, H))
+            xp.matmul(da, params[f"lstm.weight_ih_l{k}"], out=dout.reshape(T * B, H))
         else:
             dtable = _scatter_rows(da, xt.reshape(-1), V)      # (V, 4H)
             if E > 0:
-                np.matmul(dtable.T, params["embedding.weight"],
+                xp.matmul(dtable.T, params["embedding.weight"],
                           out=grads["lstm.weight_ih_l0"])
-                np.matmul(dtable, params["lstm.weight_ih_l0"], out=grads["embedding.weight"])
+                xp.matmul(dtable, params["lstm.weight_ih_l0"], out=grads["embedding.weight"])
             else:
                 grads["lstm.weight_ih_l0"][...] = dtable.T
         # Release this layer's activations now rather than when the cache goes: the peak memory
@@ -242,10 +258,11 @@ def _scatter_rows(rows, index, V):
     Done as a small one-hot matrix product over the characters present in the batch, which BLAS
     runs many times faster than np.add.at's unbuffered scatter.
     """
-    present, inverse = np.unique(index, return_inverse=True)
-    onehot = np.zeros((len(present), len(index)), rows.dtype)
-    onehot[inverse, np.arange(len(index))] = 1.0
-    out = np.zeros((V, rows.shape[1]), rows.dtype)
+    xp = array_module(rows)
+    present, inverse = xp.unique(index, return_inverse=True)
+    onehot = xp.zeros((len(present), len(index)), rows.dtype)
+    onehot[inverse.reshape(-1), xp.arange(len(index))] = 1.0
+    out = xp.zeros((V, rows.shape[1]), rows.dtype)
     out[present] = onehot @ rows
     return out
 
@@ -258,37 +275,39 @@ def prepare_step(params):
     """Precompute what `step` needs: layer 0's input table and, for the other layers, the input
     and recurrent weights stacked so each layer is one (B, D+H) @ (D+H, 4H) product per step."""
     V, E, H, L = dims(params)
+    xp = array_module(params["head.weight"])
     layers = []
     for k in range(L):
         w_hh_t = params[f"lstm.weight_hh_l{k}"].T
         if k == 0:
-            layers.append((np.ascontiguousarray(w_hh_t), None))
+            layers.append((xp.ascontiguousarray(w_hh_t), None))
         else:
-            w = np.concatenate([params[f"lstm.weight_ih_l{k}"].T, w_hh_t], axis=0)  # (2H, 4H)
+            w = xp.concatenate([params[f"lstm.weight_ih_l{k}"].T, w_hh_t], axis=0)  # (2H, 4H)
             b = params[f"lstm.bias_ih_l{k}"] + params[f"lstm.bias_hh_l{k}"]
             layers.append((w, b))
     return {"table": _input_table(params), "layers": layers,
-            "head_t": np.ascontiguousarray(params["head.weight"].T), "head_b": params["head.bias"]}
+            "head_t": xp.ascontiguousarray(params["head.weight"].T), "head_b": params["head.bias"]}
 
 
 def step(prep, tokens, h, c):
     """Advance the model one character: tokens (B,) ints; h, c (L, B, H) updated in place.
 
-    Returns logits (B, V) for the next character.
+    Returns logits (B, V) for the next character (on the parameters' device).
     """
     L, B, H = h.shape
-    xh = np.empty((B, 2 * H), h.dtype)
-    tanh_c = np.empty((B, H), h.dtype)
-    c_out = np.empty((B, H), h.dtype)
+    xp = array_module(h)
+    xh = xp.empty((B, 2 * H), h.dtype)
+    tanh_c = xp.empty((B, H), h.dtype)
+    c_out = xp.empty((B, H), h.dtype)
+    tokens = xp.asarray(tokens)
     for k, (w, b) in enumerate(prep["layers"]):
         if k == 0:
-            a = prep["table"][tokens] + h[0] @ w               # (B, 4H)
+            a, rec = prep["table"][tokens], h[0] @ w          # (B, 4H) input and recurrent parts
         else:
             xh[:, :H] = h[k - 1]                              # this step's output of the layer below
             xh[:, H:] = h[k]
-            a = xh @ w
-            a += b
-        cell_forward(a, c[k], c_out, h[k], tanh_c)
+            a, rec = xp.broadcast_to(b, (B, 4 * H)).copy(), xh @ w     # bias rows; one product
+        cell_forward(a, rec, c[k], c_out, h[k], tanh_c)
         c[k] = c_out
     logits = h[L - 1] @ prep["head_t"]
     logits += prep["head_b"]

@@ -1,7 +1,8 @@
 """AdamW on one flat parameter vector, global-norm gradient clipping and learning-rate schedules.
 
 The model's parameters and gradients are views into flat buffers (model.alloc), so every update
-here is a handful of whole-vector NumPy operations, whatever the number of layers.
+here is a handful of whole-vector NumPy operations, whatever the number of layers. On CuPy arrays
+the same functions run on the GPU, AdamW as one fused kernel (fused.adamw).
 
     opt = adamw_init(flat_params, flat_decay_mask)
     norm = clip_grad_norm(flat_grads, cfg.grad_clip)
@@ -11,6 +12,9 @@ here is a handful of whole-vector NumPy operations, whatever the number of layer
 import math
 
 import numpy as np
+
+from . import fused
+from .backend import array_module
 
 
 def adamw_init(flat, decay_mask):
@@ -35,7 +39,8 @@ def clip_grad_norm(grad, max_norm):
 
     Returns the norm before clipping (inf or nan if the gradient is not finite).
     """
-    norm = float(np.sqrt(np.dot(grad, grad, out=None)))
+    xp = array_module(grad)
+    norm = float(xp.sqrt(xp.dot(grad, grad)))
     if max_norm > 0 and norm > max_norm:
         grad *= max_norm / (norm + 1e-6)
     return norm
@@ -47,6 +52,9 @@ def adamw_step(flat, grad, state, lr, cfg):
     b1, b2 = cfg.beta1, cfg.beta2
     state["t"] += 1
     t = state["t"]
+    if array_module(flat) is not np:                # the lines below, as one GPU kernel
+        fused.adamw(flat, grad, m, v, state["decay_mask"], lr, cfg.weight_decay, b1, b2, cfg.eps, t)
+        return
     if cfg.weight_decay > 0:
         np.multiply(flat, state["decay_mask"], out=s)
         s *= lr * cfg.weight_decay
@@ -97,6 +105,6 @@ def ema_update(avg, flat, decay, step, scratch):
     average from being dominated by the initial weights early in a run.
     """
     d = min(decay, (1.0 + step) / (10.0 + step))
-    np.subtract(flat, avg, out=scratch)
+    array_module(avg).subtract(flat, avg, out=scratch)
     scratch *= 1.0 - d
     avg += scratch
