@@ -4,6 +4,10 @@ timed the way `charlstm bench` times charlstm.
 
     pip install torch==2.13.0        # into a scratch virtualenv
     python benchmarks/torch_reference.py --layers 2 --hidden 512 --batch 64 --seq 100 --json
+    python benchmarks/torch_reference.py --device cuda --layers 3 --hidden 1024 --batch 256
+
+On cuda, nn.LSTM runs cuDNN's fused LSTM; --tf32 on|off sets whether cuDNN and cuBLAS may use
+TF32 tensor cores for float32 (PyTorch's default lets cuDNN use them).
 """
 
 import argparse
@@ -13,16 +17,22 @@ import time
 import torch
 
 
-def train_rate(layers, hidden, batch, seq, vocab, embedding, steps, warmup=2):
-    emb = torch.nn.Embedding(vocab, embedding)
-    lstm = torch.nn.LSTM(embedding, hidden, layers, batch_first=True)
-    head = torch.nn.Linear(hidden, vocab)
+def sync(device):
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def train_rate(layers, hidden, batch, seq, vocab, embedding, steps, warmup=2, device="cpu"):
+    emb = torch.nn.Embedding(vocab, embedding).to(device)
+    lstm = torch.nn.LSTM(embedding, hidden, layers, batch_first=True).to(device)
+    head = torch.nn.Linear(hidden, vocab).to(device)
     params = [*emb.parameters(), *lstm.parameters(), *head.parameters()]
     opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.01)
-    x = torch.randint(0, vocab, (batch, seq))
-    y = torch.randint(0, vocab, (batch, seq))
+    x = torch.randint(0, vocab, (batch, seq), device=device)
+    y = torch.randint(0, vocab, (batch, seq), device=device)
     times = []
     for i in range(warmup + steps):
+        sync(device)
         tic = time.perf_counter()
         out, _ = lstm(emb(x))
         loss = torch.nn.functional.cross_entropy(head(out).reshape(-1, vocab), y.reshape(-1))
@@ -30,6 +40,7 @@ def train_rate(layers, hidden, batch, seq, vocab, embedding, steps, warmup=2):
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 5.0)
         opt.step()
+        sync(device)
         if i >= warmup:
             times.append(time.perf_counter() - tic)
     times.sort()
@@ -38,7 +49,7 @@ def train_rate(layers, hidden, batch, seq, vocab, embedding, steps, warmup=2):
 
 @torch.no_grad()
 def sample_rate(emb, lstm, head, chars=500):
-    tok, state = torch.zeros(1, 1, dtype=torch.long), None
+    tok, state = torch.zeros(1, 1, dtype=torch.long, device=head.weight.device), None
     for i in range(chars + 20):
         if i == 20:
             tic = time.perf_counter()
@@ -54,14 +65,20 @@ def main():
                           ("vocab", 65), ("embedding", 64), ("steps", 10), ("threads", 2)]:
         ap.add_argument(f"--{name}", type=int, default=default)
     ap.add_argument("--no-mkldnn", action="store_true", help="turn oneDNN off")
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    ap.add_argument("--tf32", choices=["on", "off"], default="on",
+                    help="cuda: let cuDNN and cuBLAS use TF32 for float32 (PyTorch's cuDNN default)")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     if a.no_mkldnn:
         torch.backends.mkldnn.enabled = False
-    rate, modules = train_rate(a.layers, a.hidden, a.batch, a.seq, a.vocab, a.embedding, a.steps)
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = a.tf32 == "on"
+    rate, modules = train_rate(a.layers, a.hidden, a.batch, a.seq, a.vocab, a.embedding, a.steps,
+                               device=a.device)
     result = {"train_chars_per_sec": rate, "sample_chars_per_sec": sample_rate(*modules),
-              "torch": torch.__version__, "threads": a.threads, "mkldnn": not a.no_mkldnn}
+              "torch": torch.__version__, "threads": a.threads, "mkldnn": not a.no_mkldnn,
+              "device": a.device, "tf32": a.tf32 if a.device == "cuda" else None}
     print(json.dumps(result) if a.json else result)
 
 

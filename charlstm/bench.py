@@ -7,6 +7,10 @@ A training step is what `charlstm train` does per batch: forward, backward, grad
 AdamW, on random tokens. Its floating-point rate counts the matrix products only (2*m*n*k each):
 per character the forward pass costs 2*4H*H per layer for the recurrent product, 2*4H*H per layer
 above the first for the input product, and 2*H*V for the head; backward costs twice the forward.
+
+With device="cuda" the same steps run on an NVIDIA GPU through CuPy (timed with the GPU's queue
+drained at each mark); memory is then the GPU memory CuPy's pool holds, and the machine's rate is
+a 4096^2 float32 product on that GPU (cuBLAS; TF32 only where CUPY_TF32=1 allows it).
 """
 
 import resource
@@ -15,7 +19,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from . import model, optim
+from . import backend, model, optim
 from .blas import set_threads
 from .data import Vocab
 from .sample import generate
@@ -36,16 +40,23 @@ def activation_floats(L, H, E, B, T, V):
     return total + B * T * V
 
 
-def machine_gflops(n=2048, seconds=1.0):
+def machine_gflops(n=2048, seconds=1.0, xp=np):
     """float32 rate of a large square product, the BLAS library's best case on this machine."""
-    a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
-    out = np.empty_like(a)
-    np.matmul(a, a, out=out)
+    a = xp.asarray(np.random.default_rng(0).standard_normal((n, n), dtype=np.float32))
+    out = xp.empty_like(a)
+    xp.matmul(a, a, out=out)
+    backend.synchronize(xp)
     count, tic = 0, time.perf_counter()
     while time.perf_counter() - tic < seconds:
-        np.matmul(a, a, out=out)
+        xp.matmul(a, a, out=out)
         count += 1
+        backend.synchronize(xp)
     return 2 * n ** 3 * count / (time.perf_counter() - tic) / 1e9
+
+
+def gpu_pool_mb(xp):
+    """GPU memory held by CuPy's pool (it keeps what it once allocated, so this is the peak)."""
+    return xp.get_default_memory_pool().total_bytes() / 2 ** 20
 
 
 def current_rss_mb():
@@ -75,37 +86,46 @@ def _median(xs):
 
 
 def run_bench(layers=2, hidden=512, batch=64, seq=100, vocab=65, embedding=64, steps=10,
-              warmup=2, sample_chars=500, threads=0, seed=0):
+              warmup=2, sample_chars=500, threads=0, seed=0, device="cpu"):
     """Time `steps` training steps after `warmup`; return a dict of figures (medians per step)."""
+    xp = backend.require(device)
     if threads:
         set_threads(threads)
-    peak = machine_gflops()                  # first: its buffers are freed before the baseline
+    # first: its buffers are freed before the baseline
+    peak = machine_gflops(4096, xp=xp) if xp is not np else machine_gflops()
     rng = np.random.default_rng(seed)
     cfg = SimpleNamespace(embedding_size=embedding, hidden_size=hidden, num_layers=layers,
                           forget_bias=1.0)
     flat, params = model.init_params(vocab, cfg, rng)
-    gflat, grads = model.alloc(model.shapes_of(params))
+    flat, params = model.to_device(flat, model.shapes_of(params), device)
+    gflat, grads = model.alloc(model.shapes_of(params), xp=xp)
     opt = optim.adamw_init(flat, optim.decay_mask_for(params, flat))
     ocfg = SimpleNamespace(beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01)
     x, y = rng.integers(0, vocab, (batch, seq)), rng.integers(0, vocab, (batch, seq))
-    state = model.init_state(layers, batch, hidden)
-    baseline = current_rss_mb()              # parameters, gradients and optimizer state included
+    state = model.init_state(layers, batch, hidden, xp=xp)
+    # parameters, gradients and optimizer state included
+    baseline = current_rss_mb() if xp is np else gpu_pool_mb(xp)
+
+    def mark():
+        backend.synchronize(xp)
+        return time.perf_counter()
+
     fwd, bwd, upd, ev = [], [], [], []
     for i in range(warmup + steps):
-        t0 = time.perf_counter()
+        t0 = mark()
         _, cache, new_state = model.forward(params, x, y, state)
-        t1 = time.perf_counter()
+        t1 = mark()
         model.backward(params, cache, grads)
         del cache                            # as in training: one step's activations at a time
-        t2 = time.perf_counter()
+        t2 = mark()
         optim.clip_grad_norm(gflat, 5.0)
         optim.adamw_step(flat, gflat, opt, 1e-3, ocfg)
-        t3 = time.perf_counter()
+        t3 = mark()
         model.forward(params, x, y, state, keep_cache=False)   # evaluation: forward only
-        t4 = time.perf_counter()
+        t4 = mark()
         if i >= warmup:
             fwd.append(t1 - t0), bwd.append(t2 - t1), upd.append(t3 - t2), ev.append(t4 - t3)
-    step_peak = peak_rss_mb()
+    step_peak = peak_rss_mb() if xp is np else gpu_pool_mb(xp)
     chars = batch * seq
     step = _median([a + b + c for a, b, c in zip(fwd, bwd, upd)])
     vocab_obj = Vocab([chr(0x21 + i) for i in range(vocab)])
@@ -119,7 +139,8 @@ def run_bench(layers=2, hidden=512, batch=64, seq=100, vocab=65, embedding=64, s
     achieved = matmul_flops_per_char(layers, hidden, vocab) * chars / step / 1e9
     return {
         "config": {"layers": layers, "hidden": hidden, "batch": batch, "seq": seq, "vocab": vocab,
-                   "embedding": embedding, "steps": steps, "threads": threads or None},
+                   "embedding": embedding, "steps": steps, "threads": threads or None,
+                   "device": device},
         "train_chars_per_sec": chars / step,
         "step_ms": 1e3 * step, "forward_ms": 1e3 * _median(fwd), "backward_ms": 1e3 * _median(bwd),
         "optimizer_ms": 1e3 * _median(upd),
@@ -127,6 +148,7 @@ def run_bench(layers=2, hidden=512, batch=64, seq=100, vocab=65, embedding=64, s
         "sample_chars_per_sec": sample_rate,
         "achieved_gflops": achieved, "machine_gflops": peak, "fraction_of_machine": achieved / peak,
         "peak_rss_mb": peak_rss_mb(),
+        "gpu_memory_mb": gpu_pool_mb(xp) if xp is not np else None,
         "step_memory_mb": step_peak - baseline,
         "activation_bound_mb": 4 * activation_floats(layers, hidden, embedding, batch, seq,
                                                      vocab) / 2 ** 20,
@@ -136,17 +158,21 @@ def run_bench(layers=2, hidden=512, batch=64, seq=100, vocab=65, embedding=64, s
 
 def format_report(r):
     c = r["config"]
+    gpu = c.get("device") == "cuda"
+    size = 4096 if gpu else 2048
+    memory = (f"memory:  GPU pool {r['gpu_memory_mb']:.0f} MB; a step's activations "
+              if gpu else f"memory:  peak RSS {r['peak_rss_mb']:.0f} MB; a step's activations ")
     return "\n".join([
         f"{c['layers']} x {c['hidden']} LSTM, batch {c['batch']}, seq {c['seq']}, vocab "
-        f"{c['vocab']}, {r['parameters']:,} parameters, median of {c['steps']} steps",
+        f"{c['vocab']}, {r['parameters']:,} parameters, median of {c['steps']} steps"
+        + (" on the GPU" if gpu else ""),
         f"train:   {r['train_chars_per_sec']:,.0f} chars/s  ({r['step_ms']:.1f} ms/step: forward "
         f"{r['forward_ms']:.1f}, backward {r['backward_ms']:.1f}, optimizer "
         f"{r['optimizer_ms']:.1f})",
         f"matmul:  {r['achieved_gflops']:.1f} GFLOP/s achieved, machine {r['machine_gflops']:.1f}"
-        f" GFLOP/s on a 2048^2 product ({100 * r['fraction_of_machine']:.0f}%)",
+        f" GFLOP/s on a {size}^2 product ({100 * r['fraction_of_machine']:.0f}%)",
         f"eval:    {r['eval_chars_per_sec']:,.0f} chars/s forward only "
         f"({r['eval_chars_per_sec'] / r['train_chars_per_sec']:.1f}x a training step)",
         f"sample:  {r['sample_chars_per_sec']:,.0f} chars/s at batch 1",
-        f"memory:  peak RSS {r['peak_rss_mb']:.0f} MB; a step's activations "
-        f"{r['step_memory_mb']:.0f} MB (torch-rnn's bound: {r['activation_bound_mb']:.0f} MB)",
+        memory + f"{r['step_memory_mb']:.0f} MB (torch-rnn's bound: {r['activation_bound_mb']:.0f} MB)",
     ])

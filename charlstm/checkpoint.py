@@ -22,6 +22,7 @@ import zlib
 
 import numpy as np
 
+from charlstm.backend import to_host
 from charlstm.errors import CheckpointError
 
 FORMAT = "charlstm-checkpoint"
@@ -119,7 +120,7 @@ def read_meta(path):
 def _plain_array(name, value):
     if not isinstance(name, str) or not name or name in _RESERVED or name.endswith(".npy"):
         raise ValueError(f"{name!r} cannot name a checkpoint array")
-    a = np.asarray(value)
+    a = to_host(value)                  # a GPU run's arrays are saved as host NumPy arrays
     if a.dtype.hasobject:
         raise ValueError(f"checkpoint array {name!r} has dtype {a.dtype}, which would need "
                          "pickle; store numbers, or put the value in the metadata")

@@ -13,7 +13,7 @@ import click
 import numpy as np
 import yaml
 
-from . import __version__, model
+from . import __version__, backend, model
 from .checkpoint import read_meta
 from .config import config_from_dict, config_to_dict, load_config, parse_override
 from .corpus import read_text
@@ -164,8 +164,10 @@ def _with_overrides(saved, overrides, source):
               help="Number of independent samples.")
 @click.option("--skip-unknown", is_flag=True, help="Drop prime characters that are not in the "
               "model's vocabulary instead of stopping.")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+              help="Run on the CPU, or on an NVIDIA GPU through CuPy (pip install 'charlstm[gpu]').")
 def sample(checkpoint, prime, length, temperature, top_k, top_p, argmax, seed, num_samples,
-           skip_unknown):
+           skip_unknown, device):
     """Generate text from a CHECKPOINT, streaming it as it is generated.
 
     Options not given take the values of the checkpoint's `sample` config section.
@@ -173,8 +175,10 @@ def sample(checkpoint, prime, length, temperature, top_k, top_p, argmax, seed, n
     \b
       charlstm sample runs/shakespeare/best.npz --prime "ROMEO:" --temperature 0.8
       charlstm sample runs/default/best.npz --top-p 0.9 --length 2000 --seed 1
+      charlstm sample runs/shakespeare-gpu/best.npz --device cuda
     """
     params, vocab, cfg, _ = load_model(checkpoint)
+    params = _on_device(params, device)
     s = cfg.sample
     prime = s.prime if prime is None else prime
     length = s.length if length is None else length
@@ -206,7 +210,9 @@ def sample(checkpoint, prime, length, temperature, top_k, top_p, argmax, seed, n
 @click.option("--split", type=click.Choice(["val", "test"]),
               help="Measure on this split of the data the checkpoint was trained on instead.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def eval_(checkpoint, text_file, split, as_json):
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+              help="Run on the CPU, or on an NVIDIA GPU through CuPy (pip install 'charlstm[gpu]').")
+def eval_(checkpoint, text_file, split, as_json, device):
     """Measure how well a CHECKPOINT predicts a text: nats and bits per character, perplexity.
 
     Every character after the first is predicted from all that precede it, from the zero state.
@@ -214,11 +220,12 @@ def eval_(checkpoint, text_file, split, as_json):
 
     \b
       charlstm eval runs/shakespeare/best.npz --text data/tinyshakespeare/input.txt --json
-      charlstm eval runs/shakespeare/best.npz --split test
+      charlstm eval runs/shakespeare/best.npz --split test --device cuda
     """
     if (text_file is None) == (split is None):
         raise click.UsageError("give either --text FILE or --split val|test")
     params, vocab, cfg, _ = load_model(checkpoint)
+    params = _on_device(params, device)
     if split:
         tokens = split_tokens(cfg, vocab, split, checkpoint)
         text_file = f"the {split} split of {checkpoint}"
@@ -324,7 +331,9 @@ def plot(run_dirs, output):
 @click.option("--threads", type=click.IntRange(min=0), default=0,
               help="BLAS threads (0 = the library's default).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def bench(layers, hidden, batch, seq, vocab, embedding, steps, threads, as_json):
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+              help="Run on the CPU, or on an NVIDIA GPU through CuPy (pip install 'charlstm[gpu]').")
+def bench(layers, hidden, batch, seq, vocab, embedding, steps, threads, as_json, device):
     """Time training steps, evaluation and sampling on random tokens; report speed and memory.
 
     Reports training chars/s with the forward / backward / optimizer split, the matrix-product
@@ -334,10 +343,20 @@ def bench(layers, hidden, batch, seq, vocab, embedding, steps, threads, as_json)
     \b
       charlstm bench                                   # 2 x 512, batch 64, seq 100
       charlstm bench --layers 2 --hidden 128 --batch 50 --seq 50 --json
+      charlstm bench --device cuda --layers 3 --hidden 1024 --batch 256   # on an NVIDIA GPU
     """
     from .bench import format_report, run_bench
-    result = run_bench(layers, hidden, batch, seq, vocab, embedding, steps, threads=threads)
+    result = run_bench(layers, hidden, batch, seq, vocab, embedding, steps, threads=threads,
+                       device=device)
     click.echo(json.dumps(result) if as_json else format_report(result))
+
+
+def _on_device(params, device):
+    """A checkpoint's parameters (host arrays) on `device`; one clear line if it is not usable."""
+    if device == "cpu":
+        return params
+    backend.require(device)
+    return {name: backend.to_device(p, device) for name, p in params.items()}
 
 
 def main():

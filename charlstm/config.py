@@ -79,6 +79,7 @@ class TrainConfig:
     log_every: int = 10
     seed: int = 1337
     threads: int = 0  # 0 = leave the BLAS library's default
+    device: str = "cpu"  # "cpu", or "cuda": an NVIDIA GPU through CuPy (pip install 'charlstm[gpu]')
     sample_length: int = 200  # chars sampled at each evaluation; 0 = none
     keep_last: int = 0  # step checkpoints kept besides last.npz and best.npz; 0 = none
     on_divergence: str = "stop"  # nan/inf/exploding loss: "stop", or "skip" the step and halve lr
@@ -157,6 +158,7 @@ _RULES: dict[str, tuple[str, Any]] = {
     "train.windows": _one_of("fixed", "shifted"), "train.max_steps": _ge1,
     "train.max_epochs": _gt0, "train.max_minutes": _gt0, "train.eval_every": _ge1, "train.eval_minutes": _gt0,
     "train.log_every": _ge1, "train.seed": _ge0, "train.threads": _ge0,
+    "train.device": _one_of("cpu", "cuda"),
     "train.sample_length": _ge0, "train.keep_last": _ge0,
     "train.on_divergence": _one_of("stop", "skip"),
     "train.explode_ratio": ("be > 1", lambda v: v > 1),

@@ -7,12 +7,15 @@ alone evaluates, logs and writes checkpoints; what it decides each step (evaluat
 is broadcast so that all ranks take the same path through the loop.
 
 MPI is optional: mpi4py is imported only when the process was started by an MPI launcher.
+With train.device=cuda each rank uses one GPU (rank modulo the GPUs it sees) and the collectives
+copy through host memory, so any MPI works, CUDA-aware or not.
 """
 
 import os
 
 import numpy as np
 
+from .backend import is_gpu_array, to_host
 from .errors import CharlstmError
 
 # Variables that MPI launchers set in every process they start: Open MPI, then MPICH / PMIx.
@@ -62,6 +65,11 @@ class Comm:
 
     def average_(self, flat):
         """Average a flat array over ranks, in place: one Allreduce for the whole buffer."""
+        if is_gpu_array(flat):                   # through the host: MPI may not read GPU memory
+            host = flat.get()
+            self.average_(host)
+            flat.set(host)
+            return
         self.comm.Allreduce(self.MPI.IN_PLACE, flat, op=self.MPI.SUM)
         flat /= self.size
 
@@ -70,6 +78,11 @@ class Comm:
 
     def broadcast_(self, array):
         """Overwrite `array` on every rank with rank 0's."""
+        if is_gpu_array(array):
+            host = array.get()
+            self.comm.Bcast(host, root=0)
+            array.set(host)
+            return
         self.comm.Bcast(array, root=0)
 
     def decide(self, value):
@@ -78,7 +91,7 @@ class Comm:
 
     def gather_rows(self, local, axis):
         """Concatenate every rank's block along `axis` (rank order); the result on rank 0 only."""
-        blocks = self.comm.gather(np.ascontiguousarray(local), root=0)
+        blocks = self.comm.gather(np.ascontiguousarray(to_host(local)), root=0)
         return np.concatenate(blocks, axis=axis) if self.rank == 0 else None
 
     def abort(self, code=1):

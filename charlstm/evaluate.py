@@ -13,6 +13,7 @@ import math
 import numpy as np
 
 from . import checkpoint, model
+from .backend import array_module
 from .config import config_from_dict
 from .corpus import prepare, remap
 from .data import Vocab, eval_streams, split
@@ -27,7 +28,8 @@ def evaluate(params, tokens, window=128, min_stream=10_000):
     """
     V, E, H, L = model.dims(params)
     x, y, (tail_x, tail_y) = eval_streams(tokens, min_stream)
-    state = model.init_state(L, x.shape[0], H, params["head.weight"].dtype)
+    w = params["head.weight"]
+    state = model.init_state(L, x.shape[0], H, w.dtype, array_module(w))
     with np.errstate(over="ignore", invalid="ignore"):      # a diverged model reports nan/inf
         return _evaluate_streams(params, x, y, tail_x, tail_y, state, window)
 

@@ -11,6 +11,7 @@ reaches p, "nucleus" sampling); `argmax` takes the most likely character instead
 import numpy as np
 
 from . import model
+from .backend import array_module, to_host
 from .errors import CharlstmError
 
 
@@ -56,14 +57,15 @@ def generate(params, vocab, length, rng, prime="", temperature=1.0, top_k=0, top
     check_options(temperature, top_k, top_p, length)
     V, E, H, L = model.dims(params)
     prep = model.prepare_step(params)
-    h, c = model.init_state(L, 1, H, params["head.weight"].dtype)
+    w = params["head.weight"]
+    h, c = model.init_state(L, 1, H, w.dtype, array_module(w))
     start = ("\n" if "\n" in vocab.chars else "") + prime or vocab.chars[0]
     tokens = vocab.encode(start)
     for tok in tokens[:-1]:                  # the prime's state; only the last logits matter
         model.step(prep, np.array([tok]), h, c)
     tok = int(tokens[-1])
     for _ in range(length):
-        logits = model.step(prep, np.array([tok]), h, c)[0]
+        logits = to_host(model.step(prep, np.array([tok]), h, c)[0])   # from the GPU, if there
         if argmax:
             tok = int(np.argmax(logits))
         else:

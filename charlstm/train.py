@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from . import __version__, checkpoint, model, optim
+from . import __version__, backend, checkpoint, model, optim
 from .blas import set_threads
 from .config import config_from_dict, config_to_dict, save_config
 from .corpus import prepare
@@ -52,6 +52,7 @@ class Run:
                                shifted=cfg.train.windows == "shifted")
         # Data-parallel under mpirun: this process trains its block of the batch rows.
         self.comm = world()
+        self.xp = np                      # numpy, or cupy once train() moves the run to a GPU
         self.rows = self.comm.rows(cfg.train.batch_size) if self.comm else slice(None)
         self.is_main = self.comm is None or self.comm.rank == 0
         cfg.model.vocab_size = len(vocab)
@@ -169,7 +170,26 @@ class Run:
     def zero_state(self):
         m, B = self.cfg.model, self.cfg.train.batch_size
         local = B // self.comm.size if self.comm else B
-        return model.init_state(m.num_layers, local, m.hidden_size)
+        return model.init_state(m.num_layers, local, m.hidden_size, xp=self.xp)
+
+    def to_device(self):
+        """Move weights, gradients, optimizer state, weight average and carried state to
+        train.device. Everything else stays on the host: data, random generator, checkpoints
+        (saving copies arrays back), so a run resumes on either device."""
+        device = self.cfg.train.device
+        self.xp = backend.require(device)
+        if self.xp is np:
+            return
+        if self.comm:                             # one GPU per rank, round robin
+            self.xp.cuda.Device(self.comm.rank % self.xp.cuda.runtime.getDeviceCount()).use()
+        shapes = model.shapes_of(self.params)
+        self.flat, self.params = model.to_device(self.flat, shapes, device)
+        self.gflat, self.grads = model.to_device(self.gflat, shapes, device)
+        for key in ("m", "v", "decay_mask", "scratch"):
+            self.opt[key] = backend.to_device(self.opt[key], device)
+        if self.ema is not None:
+            self.ema = backend.to_device(self.ema, device)
+        self.state = tuple(backend.to_device(s, device) for s in self.state)
 
     def decide(self, value):
         """Rank 0's decision on every rank (data-parallel runs must take the same branches)."""
@@ -192,6 +212,7 @@ class Run:
         cfg, t = self.cfg, self.cfg.train
         if t.threads:
             set_threads(t.threads)
+        self.to_device()
         if self.comm:                             # every rank starts from rank 0's weights
             self.comm.broadcast_(self.flat)
         if cfg.optim.ema > 0 and self.ema is None:
