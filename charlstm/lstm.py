@@ -131,13 +131,11 @@ def lstm_backward(dhs, cache, dh_T=None, dc_T=None):
     dt = gates.dtype
     xp = array_module(gates)
     _, _, dshift = gate_constants(H, dt, xp)
-    dh = xp.empty((B, H), dt)
     dh_next = xp.zeros((B, H), dt) if dh_T is None else dh_T.astype(dt, copy=True)
     dc = xp.zeros((B, H), dt) if dc_T is None else dc_T.astype(dt, copy=True)
-    tanh_c = xp.empty((B, H), dt)
-    s = xp.empty((B, H), dt)
-    up = xp.empty((B, G), dt)
-    local = xp.empty((B, G), dt)
+    if xp is np:                                         # scratch of the NumPy lines below
+        dh, tanh_c, s = np.empty((B, H), dt), np.empty((B, H), dt), np.empty((B, H), dt)
+        up, local = np.empty((B, G), dt), np.empty((B, G), dt)
     for t in range(T - 1, -1, -1):
         a = gates[t]
         c_prev = cs[t - 1] if t > 0 else c0
