@@ -10,6 +10,8 @@ from click.testing import CliRunner
 from charlstm import __version__
 from charlstm.cli import cli
 
+from conftest import no_internal_error
+
 
 def invoke(*args):
     return CliRunner().invoke(cli, [str(a) for a in args])
@@ -18,7 +20,7 @@ def invoke(*args):
 def one_line_error(result, *words):
     """A user error: non-zero exit, one line on stderr naming what is wrong, no traceback."""
     assert result.exit_code != 0, result.output
-    assert "Traceback" not in result.output
+    no_internal_error(result.output)
     lines = [ln for ln in result.output.strip().splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("Error:"), result.output
     for w in words:
