@@ -164,8 +164,8 @@ def _with_overrides(saved, overrides, source):
 @click.option("--top-p", type=float, default=None, help="Draw only from the smallest set of "
               "characters whose probability reaches P (nucleus sampling; 1 = off).")
 @click.option("--argmax", is_flag=True, help="Always take the most likely character (greedy).")
-@click.option("--seed", type=int, default=None, help="Random seed; the same seed, checkpoint "
-              "and options give the same text.")
+@click.option("--seed", type=click.IntRange(min=0), default=None, help="Random seed (>= 0); "
+              "the same seed, checkpoint and options give the same text.")
 @click.option("--num-samples", type=click.IntRange(min=1), default=1,
               help="Number of independent samples.")
 @click.option("--skip-unknown", is_flag=True, help="Drop prime characters that are not in the "

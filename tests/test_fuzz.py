@@ -7,6 +7,7 @@ line a bug becomes).
 """
 
 import itertools
+import json
 import string
 
 import pytest
@@ -129,11 +130,28 @@ def test_random_and_damaged_checkpoints(tmp_path, small_corpus, good_checkpoint,
 
 @FUZZ
 @given(prime=st.text(max_size=10), temperature=st.floats(allow_nan=True),
-       top_k=st.integers(-5, 100), top_p=st.floats(allow_nan=True), length=st.integers(-3, 30))
+       top_k=st.integers(-5, 100), top_p=st.floats(allow_nan=True), length=st.integers(-3, 30),
+       seed=st.integers(-3, 2 ** 70))
 def test_random_sampling_options(tmp_path, good_checkpoint, prime, temperature, top_k, top_p,
-                                 length):
+                                 length, seed):
     ckpt = tmp_path / "c.npz"
     ckpt.write_bytes(good_checkpoint)
     clean(CliRunner().invoke(cli, ["sample", str(ckpt), "--prime", prime, "--temperature",
                                    repr(temperature), "--top-k", str(top_k), "--top-p",
-                                   repr(top_p), "--length", str(length), "--seed", "1"]))
+                                   repr(top_p), "--length", str(length), "--seed", str(seed)]))
+
+
+RECORDS = st.dictionaries(
+    st.sampled_from(["step", "train_loss", "val_loss", "train_time", "skipped"]),
+    st.one_of(st.none(), st.booleans(), st.integers(-5, 10 ** 6), st.floats(allow_nan=True),
+              st.text(max_size=3), st.lists(st.integers(), max_size=2)))
+
+
+@settings(FUZZ, max_examples=20)
+@given(lines=st.lists(st.one_of(RECORDS.map(json.dumps), st.text(max_size=20)), max_size=6))
+def test_random_metrics_files_for_plot(tmp_path, lines):
+    pytest.importorskip("matplotlib")
+    run = tmp_path / "run"
+    run.mkdir(exist_ok=True)
+    (run / "metrics.jsonl").write_text("\n".join(lines), encoding="utf-8")
+    clean(CliRunner().invoke(cli, ["plot", str(run), "-o", str(tmp_path / "loss.png")]))
