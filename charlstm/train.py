@@ -328,7 +328,7 @@ class Run:
         bound = 3 * math.log(V) + 10
         if loss > bound:
             return (f"the loss {loss:.4g} is beyond any sane model's: above 3 ln V + 10 = "
-                    f"{bound:.1f} (ln V = {math.log(V):.2f} is a uniform guess over {V} characters)")
+                    f"{bound:.1f} (ln V = {math.log(V):.2f}: a uniform guess over {V} characters)")
         ratio = self.cfg.train.explode_ratio
         if ratio and math.isfinite(self.loss_floor) and loss > ratio * self.loss_floor:
             return (f"the loss {loss:.4f} exploded past {ratio} x its best running average "

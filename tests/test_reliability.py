@@ -220,7 +220,8 @@ def test_bad_loss_stops_with_the_step_and_leaves_checkpoints_untouched(tmp_path,
 
 @pytest.mark.parametrize("bad,words", BAD)
 def test_bad_loss_skip_keeps_weights_and_halves_lr(tmp_path, corpus, monkeypatch, bad, words):
-    run = Run.start(tiny_config(corpus, train__on_divergence="skip", train__max_steps=12), tmp_path / "r")
+    run = Run.start(tiny_config(corpus, train__on_divergence="skip", train__max_steps=12),
+                    tmp_path / "r")
     bad_loss_at(monkeypatch, 7, bad)
     run.out.mkdir()
     for _ in range(6):

@@ -24,7 +24,7 @@ from conftest import synthetic_text, tiny_config
 
 @pytest.fixture(scope="module")
 def torch():
-    """torch, float64 by default; skipped where it is missing unless CHARLSTM_REQUIRE_TORCH is set."""
+    """torch; skipped where it is missing, unless CHARLSTM_REQUIRE_TORCH is set (then a failure)."""
     if os.environ.get("CHARLSTM_REQUIRE_TORCH"):
         try:
             import torch
@@ -75,8 +75,8 @@ def test_checkpoint_loads_into_torch_and_matches(torch, tmp_path, corpus, layers
 
     x, y = run.batches.get(3)
     params64 = {k: v.astype(np.float64) for k, v in run.params.items()}
-    loss, _, (h, c) = model.forward(params64, x, y, model.init_state(layers, len(x), 32, np.float64),
-                                    keep_cache=False)
+    state = model.init_state(layers, len(x), 32, np.float64)
+    loss, _, (h, c) = model.forward(params64, x, y, state, keep_cache=False)
     with torch.no_grad():
         tloss, (th, tc) = torch_loss(torch, net, x, y, V)
     assert loss == pytest.approx(tloss.item(), rel=1e-10)
@@ -152,7 +152,8 @@ def test_twenty_training_steps_follow_torch_adamw(torch, emb):
     # torch, float64, from the same initial weights
     net = torch_net(torch, V, emb, m.hidden_size, m.num_layers, start)
     named = dict(net.named_parameters())
-    groups = [{"params": [p for p in named.values() if p.ndim >= 2], "weight_decay": o.weight_decay},
+    groups = [{"params": [p for p in named.values() if p.ndim >= 2],      # matrices: decayed
+               "weight_decay": o.weight_decay},
               {"params": [p for p in named.values() if p.ndim < 2], "weight_decay": 0.0}]
     adamw = torch.optim.AdamW(groups, lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps)
     theirs, tstate = [], None
