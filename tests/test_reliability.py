@@ -214,7 +214,6 @@ def test_nan_stops_with_the_step_and_leaves_checkpoints_untouched(tmp_path, corp
 def test_nan_skip_keeps_weights_and_halves_lr(tmp_path, corpus, monkeypatch):
     run = Run.start(tiny_config(corpus, train__on_divergence="skip", train__max_steps=12), tmp_path / "r")
     nan_at(monkeypatch, 7)
-    run.out.mkdir()
     for _ in range(6):
         run.train_step()
     before = run.flat.copy()
