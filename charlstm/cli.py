@@ -13,13 +13,12 @@ import click
 import numpy as np
 import yaml
 
-from . import __version__, model
+from . import __version__, model, runstate
 from .config import config_to_dict, load_config
 from .corpus import read_text
 from .distributed import launcher_rank
 from .errors import CharlstmError, Interrupted
 from .evaluate import bpc, evaluate, split_tokens
-from .runstate import inspect, load_model
 from .sample import check_options, generate
 from .train import Run
 
@@ -162,7 +161,7 @@ def sample(checkpoint, prime, length, temperature, top_k, top_p, argmax, seed, n
       charlstm sample runs/shakespeare/best.npz --prime "ROMEO:" --temperature 0.8
       charlstm sample runs/default/best.npz --top-p 0.9 --length 2000 --seed 1
     """
-    params, vocab, cfg, _ = load_model(checkpoint)
+    params, vocab, cfg, _ = runstate.load_model(checkpoint)
     s = cfg.sample
     prime = s.prime if prime is None else prime
     length = s.length if length is None else length
@@ -206,7 +205,7 @@ def eval_(checkpoint, text_file, split, as_json):
     """
     if (text_file is None) == (split is None):
         raise click.UsageError("give either --text FILE or --split val|test")
-    params, vocab, cfg, _ = load_model(checkpoint)
+    params, vocab, cfg, _ = runstate.load_model(checkpoint)
     if split:
         tokens = split_tokens(cfg, vocab, split, checkpoint)
         text_file = f"the {split} split of {checkpoint}"
@@ -261,7 +260,7 @@ def info(checkpoint):
     \b
       charlstm info runs/shakespeare/best.npz
     """
-    cfg, vocab, meta = inspect(checkpoint)
+    cfg, vocab, meta = runstate.inspect(checkpoint)
     m = cfg.model
     shapes = model.param_shapes(len(vocab), m.embedding_size, m.hidden_size, m.num_layers)
     n_params = sum(int(np.prod(s)) for s in shapes.values())

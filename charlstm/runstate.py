@@ -21,13 +21,9 @@ Metadata: charlstm_version, config (resolved), vocab (the characters in index or
 run's position (POSITION: step, epoch, window, optim_t, rng, ...), init_from (the checkpoint a
 fine-tuning run started from) and stream: the text the run trains on, as source files with size
 and SHA-256 and a token count, which check_stream holds a resumed run to.
-
-A run folder has one writer: training holds FolderLock on it.
 """
 
-import contextlib
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,11 +33,6 @@ from . import __version__, checkpoint, model
 from .config import KEYS, Config, config_from_dict, config_to_dict
 from .data import Vocab
 from .errors import CharlstmError, CheckpointError
-
-try:
-    import fcntl
-except ImportError:                      # Windows has no fcntl: run folders there go unguarded
-    fcntl = None
 
 # Where a run stands, besides its arrays; the losses that may be infinite are stored as null.
 POSITION = ("step", "epoch", "window", "optim_t", "rng", "train_time", "best_val_loss",
@@ -298,51 +289,3 @@ def _get(cfg, dotted):
 
 def _shown(value):
     return repr(value) if isinstance(value, str) else value   # a separator may be a newline
-
-
-# --- one writer per run folder -------------------------------------------------------------------
-
-class FolderLock:
-    """An exclusive advisory lock (flock) on RUN_DIR/.lock, which holds the holder's process id.
-
-    The kernel drops the lock when its holder ends, however it ends, so a killed run never leaves
-    a stale one. acquire() refuses, in one line, a folder that another process holds.
-    """
-
-    NAME = ".lock"
-
-    def __init__(self, folder):
-        self.folder, self.file, self.made = Path(folder), None, False
-
-    def acquire(self):
-        self.made = not self.folder.exists()
-        self.folder.mkdir(parents=True, exist_ok=True)
-        if fcntl is None:
-            return self
-        f = open(self.folder / self.NAME, "a+")
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.seek(0)
-            holder = f.read().strip() or "unknown"
-            f.close()
-            raise CharlstmError(f"run folder '{self.folder}' is in use by another training (pid "
-                                f"{holder}); wait for it to end, or choose another folder with "
-                                "--out") from None
-        except OSError:                  # a file system without locks: carry on unguarded
-            pass
-        f.truncate(0)
-        f.write(f"{os.getpid()}\n")
-        f.flush()
-        self.file = f
-        return self
-
-    def release(self, tidy=False):
-        """Let go; tidy: also remove the folder if acquire() made it and nothing else is there."""
-        if self.file is not None:
-            self.file.close()
-            self.file = None
-        if tidy and self.made:
-            with contextlib.suppress(OSError):
-                (self.folder / self.NAME).unlink()
-                self.folder.rmdir()

@@ -8,14 +8,13 @@ A checkpoint holds everything the loop's future depends on: weights, optimizer m
 the data position (epoch and window) and the hidden state carried into the next window, the random
 generator's state (dropout masks) and the best validation loss. So a run resumed from step k makes
 the same updates, and logs the same losses, as the uninterrupted run from step k on. runstate.py
-says how these are stored; it also refuses a resume onto another token stream, and holds the run
-folder's lock, which start and resume take before they touch the folder.
+says how these are stored and refuses a resume onto another token stream; runfolder.py holds the
+run folder's lock (start and resume take it before they touch the folder) and its files.
 """
 
 import contextlib
 import json
 import math
-import os
 import signal
 import sys
 import threading
@@ -25,12 +24,12 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from . import checkpoint, model, optim, runstate
+from . import model, optim, runfolder, runstate
 from .blas import set_threads
 from .config import Config, config_from_dict, config_to_dict, save_config
 from .corpus import fine_tune_tokens, prepare
 from .data import Batches, split
-from .distributed import launcher_rank, world
+from .distributed import world
 from .errors import CharlstmError, Diverged, Interrupted
 from .evaluate import bpc, evaluate
 
@@ -43,7 +42,7 @@ class Run:
         self.cfg, self.out = cfg, Path(out_dir)
         self.vocab, self.source = vocab, corpus.description
         self.stream = runstate.stream_of(corpus, tokens)
-        self.lock = None                  # runstate.FolderLock: rank 0 holds it while it may write
+        self.lock = None                  # runfolder.FolderLock: rank 0 holds it while it may write
         self.train_tokens, self.val_tokens, self.test_tokens = split(
             tokens, cfg.data.val_fraction, cfg.data.test_fraction)
         self.batches = Batches(self.train_tokens, cfg.train.batch_size, cfg.train.seq_len,
@@ -81,7 +80,7 @@ class Run:
         from, to fine-tune on new text; characters of the text outside that vocabulary are
         skipped or replaced as data.unknown says, and reported.
         """
-        with _holding(out_dir) as lock:
+        with runfolder.holding(out_dir) as lock:
             if (Path(out_dir) / "last.npz").exists():
                 raise CharlstmError(f"'{out_dir}' already holds a run; continue it with "
                                     f"--resume {out_dir}, or choose another folder with --out")
@@ -108,7 +107,7 @@ class Run:
         path = Path(run_dir) / "last.npz"
         if not Path(run_dir).is_dir():
             raise CharlstmError(f"run folder '{run_dir}' not found")
-        with _holding(run_dir) as lock:
+        with runfolder.holding(run_dir) as lock:
             if not path.exists():
                 raise CharlstmError(f"'{run_dir}' has no checkpoint (last.npz) to resume from; "
                                     "start it again without --resume")
@@ -199,10 +198,10 @@ class Run:
             echo = _quiet
         else:
             if self.lock is None:                 # let go by an earlier train(): take it again
-                self.lock = runstate.FolderLock(self.out).acquire()
-            _remove_stale_temporaries(self.out)
+                self.lock = runfolder.FolderLock(self.out).acquire()
+            runfolder.remove_stale_temporaries(self.out)
             save_config(cfg, self.out / "config.yaml")
-            self.truncate_metrics()
+            runfolder.truncate_metrics(self.out, self.step)
         ranks = f" on {self.comm.size} MPI ranks" if self.comm else ""
         echo(f"training on {self.source}{ranks}: {len(self.train_tokens):,} train / "
              f"{len(self.val_tokens):,} val characters, vocabulary {len(self.vocab)}, "
@@ -355,7 +354,7 @@ class Run:
         if improved:
             self.save(self.out / "best.npz", state)
         self.save(self.out / "last.npz", state)
-        self.keep_step_checkpoint()
+        runfolder.keep_step_checkpoint(self.out, self.step, self.cfg.train.keep_last)
         if self.cfg.train.sample_length > 0:
             from .sample import generate
             text = "".join(generate(params, self.vocab, length=self.cfg.train.sample_length,
@@ -387,41 +386,9 @@ class Run:
             state=state if state is not None else self.state, position=self.position(),
             init_from=self.init_from, stream=self.stream))
 
-    def keep_step_checkpoint(self):
-        """Keep last.npz as step_<N>.npz too (a hard link: no second write), then drop all but
-        the newest train.keep_last of them."""
-        keep = self.cfg.train.keep_last
-        if keep <= 0:
-            return
-        target = self.out / f"step_{self.step:08d}.npz"
-        target.unlink(missing_ok=True)
-        try:
-            os.link(self.out / "last.npz", target)
-        except OSError:                       # a file system without hard links
-            checkpoint.save_checkpoint(target, *checkpoint.load_checkpoint(self.out / "last.npz"))
-        for old in sorted(self.out.glob("step_*.npz"))[:-keep]:
-            old.unlink(missing_ok=True)
-
     def log(self, **record):
         with open(self.out / "metrics.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
-
-    def truncate_metrics(self):
-        """Drop logged lines past the checkpoint's step (a killed run logged them, then lost them),
-        so a resumed run's metrics read as if it had never stopped."""
-        path = self.out / "metrics.jsonl"
-        if not path.exists():
-            return
-        kept = []
-        for line in path.read_text().splitlines():
-            try:
-                if json.loads(line).get("step", 0) <= self.step:
-                    kept.append(line)
-            except (json.JSONDecodeError, AttributeError):
-                continue                                       # a line cut short by a kill
-        tmp = path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(line + "\n" for line in kept))
-        os.replace(tmp, path)
 
 
 @contextlib.contextmanager
@@ -445,25 +412,6 @@ def _stop_on_signals(run):
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
-
-
-def _remove_stale_temporaries(folder):
-    """Temporary checkpoint files left by a run killed mid-write (never a complete checkpoint)."""
-    for tmp in folder.glob(".*.tmp-*"):
-        tmp.unlink(missing_ok=True)
-
-
-@contextlib.contextmanager
-def _holding(folder):
-    """The run folder's lock, taken by rank 0 (alone) before the folder is read or written; let go
-    again, and a folder made only to hold it removed, if the run cannot be set up."""
-    lock = runstate.FolderLock(folder).acquire() if launcher_rank() == 0 else None
-    try:
-        yield lock
-    except BaseException:
-        if lock is not None:
-            lock.release(tidy=True)
-        raise
 
 
 def _quiet(*_):

@@ -189,9 +189,9 @@ def test_a_run_folder_in_use_is_refused_until_its_holder_dies(tmp_path, corpus):
 
 def test_the_lock_is_taken_before_the_folder_is_written(tmp_path, corpus):
     """A second training on a folder in use writes nothing there: not config.yaml, not metrics."""
-    from charlstm import runstate
+    from charlstm.runfolder import FolderLock
     out = tmp_path / "r"
-    lock = runstate.FolderLock(out)
+    lock = FolderLock(out)
     lock.acquire()
     other = subprocess.run(
         [sys.executable, "-m", "charlstm", "train", "configs/tiny.yaml", "--data", str(corpus),
@@ -272,3 +272,18 @@ def test_the_keys_held_fixed_are_derived_from_the_config():
         "data.unknown"}
     assert "train.seed" not in plain
     assert "train.seed" in fixed_keys(load_config(None, ["train.windows=shifted"]), False)
+
+
+def test_a_checkpoint_of_weights_alone_is_described_and_sampled(tmp_path, corpus):
+    """Optimizer, state and position are a run checkpoint's; sample and info need none of them."""
+    out = train(tmp_path / "r", corpus)
+    arrays, meta = checkpoint.load_checkpoint(out / "best.npz")
+    weights = {k: a for k, a in arrays.items() if not k.startswith(("optim.", "state."))}
+    checkpoint.save_checkpoint(tmp_path / "w.npz", weights, {k: meta[k] for k in ("config", "vocab")})
+    info = invoke("info", tmp_path / "w.npz")
+    assert info.exit_code == 0 and "progress" not in info.output, info.output
+    assert invoke("sample", tmp_path / "w.npz", "--length", 5).exit_code == 0
+    run = tmp_path / "w"
+    run.mkdir()
+    shutil.copy(tmp_path / "w.npz", run / "last.npz")
+    assert "lacks step, epoch" in error_line(invoke("train", "--resume", run))
