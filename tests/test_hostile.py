@@ -150,8 +150,9 @@ def all_claim_huge(path):
 def meta_deflated(path):
     data = meta_npy({"w": row(SMALL)})
     c = zlib.compressobj(9, zlib.DEFLATED, -15)
-    return checkpoint(path, entry("w.npy", npy(SMALL)), row(SMALL), entry(
-        "__meta__.npy", c.compress(data) + c.flush(), DEFLATED, size=len(data), crc=zlib.crc32(data)))
+    deflated = entry("__meta__.npy", c.compress(data) + c.flush(), DEFLATED, size=len(data),
+                     crc=zlib.crc32(data))
+    return checkpoint(path, entry("w.npy", npy(SMALL)), row(SMALL), deflated)
 
 
 def meta_bomb(path):
@@ -229,8 +230,8 @@ finally:
 def test_hostile_archive_through_the_cli(tmp_path, case, command):
     build, words = HOSTILE[case]
     path = build(tmp_path / f"{case}.npz")
-    out = subprocess.run([sys.executable, "-c", PEAK, *command.split(), str(path)], capture_output=True,
-                         text=True, timeout=60, stdin=subprocess.DEVNULL)
+    out = subprocess.run([sys.executable, "-c", PEAK, *command.split(), str(path)],
+                         capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
     *lines, peak = out.stderr.strip().splitlines()
     assert out.returncode == 1 and out.stdout == "", out.stderr
     assert len(lines) == 1 and lines[0].startswith(f"Error: '{path}' "), out.stderr
