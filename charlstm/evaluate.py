@@ -14,6 +14,7 @@ import numpy as np
 
 from . import checkpoint, model
 from .backend import array_module
+from .cells import Cell
 from .config import config_from_dict
 from .corpus import prepare, remap
 from .data import Vocab, eval_streams, split
@@ -72,14 +73,15 @@ def load_model(path):
     arrays, meta = checkpoint.load_checkpoint(path)
     require_meta(meta, ("config", "vocab"), path)
     cfg = config_from_dict(meta["config"], str(path))
-    V = len(meta["vocab"])
-    shapes = model.param_shapes(V, cfg.model.embedding_size, cfg.model.hidden_size,
-                                cfg.model.num_layers)
+    m = cfg.model
+    shapes = model.config_shapes(len(meta["vocab"]), m)
     _, params = model.alloc(shapes)
     for name, shape in shapes.items():
         if name not in arrays or arrays[name].shape != shape:
-            raise CheckpointError(f"'{path}' does not match its own config: parameter '{name}' "
-                                  "is missing or has the wrong shape")
+            raise CheckpointError(
+                f"'{path}' does not match its own config (a {m.num_layers} x {m.hidden_size} "
+                f"{Cell.of_config(m).describe()}, model.cell {m.cell}): parameter '{name}' is "
+                f"missing or has the wrong shape (expected {shape})")
         params[name][...] = arrays[name]
     return params, Vocab(meta["vocab"]), cfg, meta
 

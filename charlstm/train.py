@@ -33,8 +33,8 @@ from .errors import CharlstmError, CheckpointError, Diverged, Interrupted
 from .evaluate import bpc, evaluate, fine_tune_tokens, load_model, require_meta
 
 # Settings a resumed run cannot change: the architecture, and how the text is cut into streams.
-FIXED_KEYS = ("model.num_layers", "model.hidden_size", "model.embedding_size",
-              "data.val_fraction", "train.batch_size", "train.seq_len", "train.windows")
+FIXED_KEYS = ("model.num_layers", "model.hidden_size", "model.embedding_size", "model.cell",
+              "model.peepholes", "model.coupled_gates", "data.val_fraction", "train.batch_size", "train.seq_len", "train.windows")
 # What a checkpoint's metadata must hold to resume a run (load_model needs only config and vocab).
 RESUME_META = ("config", "vocab", "step", "epoch", "window", "optim_t", "rng", "train_time",
                "best_val_loss", "lr_scale", "smooth_loss", "loss_floor")
@@ -91,7 +91,8 @@ class Run:
         if init_from is None:
             return cls(cfg, out_dir, corpus.vocab, corpus.tokens, corpus.description)
         params, vocab, saved, _ = load_model(init_from)
-        for key in ("num_layers", "hidden_size", "embedding_size"):
+        for key in ("num_layers", "hidden_size", "embedding_size", "cell", "peepholes",
+                    "coupled_gates"):
             setattr(cfg.model, key, getattr(saved.model, key))
         tokens = fine_tune_tokens(corpus, vocab, cfg.data.unknown, echo)
         run = cls(cfg, out_dir, vocab, tokens, corpus.description)
