@@ -16,7 +16,8 @@ import yaml
 from . import __version__, backend, model
 from .cells import Cell
 from .checkpoint import read_meta
-from .config import CELLS, config_from_dict, config_to_dict, load_config, parse_override
+from .config import (CELLS, config_from_dict, config_to_dict, load_config, parse_override,
+                     stale_source_keys)
 from .corpus import read_text
 from .distributed import launcher_rank
 from .errors import CharlstmError, Interrupted
@@ -90,7 +91,7 @@ def cli(ctx, debug):
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a config key, e.g. --set optim.lr=0.001 (repeatable).")
 @click.option("--data", type=click.Path(), help="Text file to train on (short for "
-              "--set data.path=PATH).")
+              "--set data.path=PATH; drops the config's data.url and data.sha256).")
 @click.option("--out", type=click.Path(file_okay=False), help="Run folder "
               "[default: runs/<config name>].")
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False),
@@ -142,9 +143,14 @@ def train(config, overrides, data, out, resume_dir, init_from, no_progress):
 def _with_overrides(saved, overrides, source):
     """The config stored in a run's checkpoint with --set overrides applied on top."""
     d = {section: dict(keys) for section, keys in saved.items()}
+    overridden = []
     for text in overrides:
         section, key, value = parse_override(text)
         d.setdefault(section, {})[key] = value
+        overridden.append(f"{section}.{key}")
+    for dotted in stale_source_keys(overridden):       # a new data.path: a new data source
+        section, key = dotted.split(".")
+        d.get(section, {}).pop(key, None)
     return config_from_dict(d, f"{source} with --set")
 
 
@@ -159,8 +165,8 @@ def _with_overrides(saved, overrides, source):
 @click.option("--top-p", type=float, default=None, help="Draw only from the smallest set of "
               "characters whose probability reaches P (nucleus sampling; 1 = off).")
 @click.option("--argmax", is_flag=True, help="Always take the most likely character (greedy).")
-@click.option("--seed", type=int, default=None, help="Random seed; the same seed, checkpoint "
-              "and options give the same text.")
+@click.option("--seed", type=click.IntRange(min=0), default=None, help="Random seed (>= 0); "
+              "the same seed, checkpoint and options give the same text.")
 @click.option("--num-samples", type=click.IntRange(min=1), default=1,
               help="Number of independent samples.")
 @click.option("--skip-unknown", is_flag=True, help="Drop prime characters that are not in the "
@@ -254,7 +260,7 @@ def eval_(checkpoint, text_file, split, as_json, device):
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a config key, e.g. --set data.path=books/ (repeatable).")
 @click.option("--data", type=click.Path(), help="Text file, folder or glob (short for "
-              "--set data.path=PATH).")
+              "--set data.path=PATH; drops the config's data.url and data.sha256).")
 def prepare(config, overrides, data):
     """Encode a config's data into its token cache now, instead of at the start of training.
 

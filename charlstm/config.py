@@ -423,8 +423,25 @@ def parse_override(s: str) -> tuple[str, str, object]:
     return section, key, _coerce(name, value, where)
 
 
+def stale_source_keys(overridden: Sequence[str]) -> list[str]:
+    """The keys to drop from a config when `overridden` (dotted keys set on the command line)
+    gives it a new data source.
+
+    data.url and data.sha256 describe the file at the config's own data.path: kept beside a new
+    path, a missing file (a typo in --data) would be downloaded from the old url under the new
+    name, and the run would train on the wrong text. So a new data.path drops them, unless they
+    are set again in the same command.
+    """
+    if "data.path" not in overridden:
+        return []
+    return [k for k in ("data.url", "data.sha256") if k not in overridden]
+
+
 def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] = ()) -> Config:
-    """Defaults, then the YAML file at `path` (if any), then each override in order; checked."""
+    """Defaults, then the YAML file at `path` (if any), then each override in order; checked.
+
+    An override of data.path replaces the whole data source (see stale_source_keys).
+    """
     if isinstance(overrides, str):  # one override passed bare would otherwise iterate by char
         overrides = [overrides]
     values: dict = {}
@@ -432,9 +449,13 @@ def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] 
     if path is not None:
         name = os.fsdecode(path)
         _collect(_read_yaml(name), name, values)
+    overridden = []
     for s in overrides:
         section, key, value = parse_override(s)
         _put(values, f"{section}.{key}", value, f"--set {_show(s)}")
+        overridden.append(f"{section}.{key}")
+    for key in stale_source_keys(overridden):
+        values.pop(key, None)
     return _build(values, name)
 
 

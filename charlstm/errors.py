@@ -22,7 +22,8 @@ class CheckpointError(CharlstmError):
 
 
 class Diverged(CharlstmError):
-    """The loss or gradient stopped being finite (or exploded); the run stopped untouched."""
+    """The loss or gradient stopped being finite, or the loss went far above ln V (or exploded);
+    the run stopped untouched."""
 
 
 class Interrupted(Exception):

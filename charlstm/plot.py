@@ -25,13 +25,13 @@ def read_metrics(run_dir):
             m = json.loads(line)
         except json.JSONDecodeError:
             continue                                  # a line cut short by a killed run
-        if not isinstance(m, dict) or "step" not in m:
-            continue
-        minutes = m.get("train_time", 0.0) / 60
-        if "train_loss" in m:
-            train.append((m["step"], minutes, m["train_loss"]))
-        if "val_loss" in m:
-            val.append((m["step"], minutes, m["val_loss"]))
+        if not isinstance(m, dict) or not _is_number(m.get("step")):
+            continue                                  # not a record charlstm wrote
+        minutes = m.get("train_time", 0.0)
+        minutes = minutes / 60 if _is_number(minutes) else math.nan
+        for key, out in (("train_loss", train), ("val_loss", val)):
+            if _is_number(m.get(key)):
+                out.append((m["step"], minutes, m[key]))
     if not train and not val:
         raise CharlstmError(f"'{path}' holds no losses yet")
     return train, val
@@ -76,6 +76,10 @@ def plot_runs(run_dirs, out_path):
     finally:
         plt.close(fig)
     return out_path
+
+
+def _is_number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 def _smooth(values, weight=0.9):

@@ -292,9 +292,9 @@ class Run:
     def train_step(self):
         """One window: forward, backward, clip, AdamW; advances the data position.
 
-        A step whose loss or gradient is not finite, or whose loss explodes (train.explode_ratio),
-        changes no weights: it stops the run, or with on_divergence=skip is skipped and halves
-        the learning rate.
+        A step whose loss or gradient is not finite, or whose loss is far above ln V or explodes
+        (train.explode_ratio), changes no weights: it stops the run, or with on_divergence=skip
+        is skipped and halves the learning rate.
         """
         cfg = self.cfg
         if self.window >= self.batches.num_batches:            # epoch boundary: reset the state
@@ -332,11 +332,25 @@ class Run:
         return loss, lr, norm
 
     def divergence(self, loss, norm):
-        """Why this step's loss/gradient cannot be trusted, or None."""
+        """Why this step's loss/gradient cannot be trusted, or None.
+
+        Besides NaN and Inf, a finite loss that no sane model produces is divergent: weights blown
+        up by a huge learning rate can give a loss of 1e31 that stays finite for the whole run.
+        An untrained model starts near ln V (every character equally likely) and training only
+        brings that down; a healthy run's spikes stay within a small multiple of it. A loss above
+        3 ln V + 10 means the right character gets on average less than V^-3 e^-10 of the
+        probability, i.e. a model confidently wrong everywhere; the 10 nats keep the bound clear
+        of healthy spikes where ln V is small (a two-character text: ln 2 = 0.69).
+        """
         if not math.isfinite(loss):
             return f"the loss is {loss}"
         if not math.isfinite(norm):
             return f"the gradient norm is {norm}"
+        V = len(self.vocab)
+        bound = 3 * math.log(V) + 10
+        if loss > bound:
+            return (f"the loss {loss:.4g} is beyond any sane model's: above 3 ln V + 10 = "
+                    f"{bound:.1f} (ln V = {math.log(V):.2f}: a uniform guess over {V} characters)")
         ratio = self.cfg.train.explode_ratio
         if ratio and math.isfinite(self.loss_floor) and loss > ratio * self.loss_floor:
             return (f"the loss {loss:.4f} exploded past {ratio} x its best running average "
@@ -345,10 +359,11 @@ class Run:
 
     def on_divergence(self, problem, lr):
         if self.cfg.train.on_divergence == "skip":
-            self.lr_scale *= 0.5
-            self.log(step=self.step, skipped=problem, lr_scale=self.lr_scale)
-            tqdm.write(f"step {self.step}: {problem}; step skipped, learning rate halved to "
-                       f"{lr / 2:.3g}")
+            self.lr_scale *= 0.5                  # every rank: they must stay in step
+            if self.is_main:                      # rank 0 alone logs and reports
+                self.log(step=self.step, skipped=problem, lr_scale=self.lr_scale)
+                tqdm.write(f"step {self.step}: {problem}; step skipped, learning rate halved "
+                           f"to {lr / 2:.3g}")
             return
         last = self.out / "last.npz"
         kept = (f"{last} and best.npz are untouched" if last.exists() else

@@ -23,6 +23,13 @@ def synthetic_text(n=20_000, seed=0):
     return "".join(out)[:n]
 
 
+def no_internal_error(output):
+    """What a command printed holds no traceback and no "internal error": the CLI prints that for
+    an exception that is not a user error, i.e. a bug, so one such line is a failure too."""
+    assert "Traceback" not in output, output
+    assert "internal error" not in output, output
+
+
 @pytest.fixture
 def corpus(tmp_path):
     path = tmp_path / "corpus.txt"

@@ -9,6 +9,8 @@ from click.testing import CliRunner
 from charlstm.bench import activation_floats, matmul_flops_per_char
 from charlstm.cli import cli
 
+from conftest import no_internal_error
+
 
 def invoke(*args):
     return CliRunner().invoke(cli, [str(a) for a in args])
@@ -71,9 +73,11 @@ def test_plot_without_matplotlib_says_how_to_install(run_dir, monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_matplotlib)
     result = invoke("plot", run_dir)
     assert result.exit_code == 1 and "pip install 'charlstm[plot]'" in result.output
+    no_internal_error(result.output)
 
 
 def test_plot_errors(tmp_path):
     (tmp_path / "empty").mkdir()
     result = invoke("plot", tmp_path / "empty")
     assert result.exit_code == 1 and "metrics.jsonl" in result.output
+    no_internal_error(result.output)

@@ -3,12 +3,15 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from charlstm import __version__
 from charlstm.cli import cli
+
+from conftest import no_internal_error
 
 
 def invoke(*args):
@@ -18,7 +21,7 @@ def invoke(*args):
 def one_line_error(result, *words):
     """A user error: non-zero exit, one line on stderr naming what is wrong, no traceback."""
     assert result.exit_code != 0, result.output
-    assert "Traceback" not in result.output
+    no_internal_error(result.output)
     lines = [ln for ln in result.output.strip().splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("Error:"), result.output
     for w in words:
@@ -131,6 +134,54 @@ def test_info_describes_the_checkpoint(run_dir):
 def test_user_errors_are_one_line(args, words, tmp_path):
     one_line_error(invoke(*args, "--out", tmp_path / "o") if args[0] == "train" and "--resume"
                    not in args else invoke(*args), *words)
+
+
+@pytest.fixture
+def remote_config(tmp_path, corpus, monkeypatch):
+    """configs/tiny.yaml on a corpus the config downloads (url + sha256); a download fails the test
+    unless a test sets downloads["allow"]."""
+    import charlstm.corpus
+    cfg = tmp_path / "remote.yaml"
+    cfg.write_text(f"data:\n  path: {corpus}\n  url: https://example.invalid/input.txt\n"
+                   f"  sha256: {'ab' * 32}\n" + open("configs/tiny.yaml").read())
+    downloads = {"allow": False, "calls": []}
+
+    def download(url, dest, sha256=None, progress=False):
+        assert downloads["allow"], f"downloaded {url} to {dest}"
+        downloads["calls"].append((url, str(dest), sha256))
+        Path(dest).write_text(corpus.read_text())
+    monkeypatch.setattr(charlstm.corpus, "download", download)
+    return cfg, downloads
+
+
+@pytest.mark.parametrize("how", ["--data", "--set"])
+def test_data_replaces_the_configs_source_and_never_downloads(tmp_path, remote_config, how):
+    cfg, downloads = remote_config
+    typo = tmp_path / "mytxet.txt"
+    args = ["--data", typo] if how == "--data" else ["--set", f"data.path={typo}"]
+    one_line_error(invoke("train", cfg, *args, "--out", tmp_path / "o"), f"'{typo}' not found")
+    one_line_error(invoke("prepare", cfg, *args), f"'{typo}' not found")
+    assert not typo.exists() and not downloads["calls"]
+
+
+def test_data_with_its_own_url_downloads_that(tmp_path, remote_config, corpus):
+    cfg, downloads = remote_config
+    downloads["allow"] = True
+    other = tmp_path / "other.txt"
+    result = invoke("prepare", cfg, "--data", other, "--set", "data.url=https://example.invalid/o")
+    assert result.exit_code == 0, result.output
+    assert downloads["calls"] == [("https://example.invalid/o", str(other), None)]
+
+
+def test_resume_with_data_drops_the_saved_url_too(tmp_path, remote_config):
+    cfg, downloads = remote_config
+    out = tmp_path / "r"
+    result = invoke("train", cfg, "--out", out, "--no-progress", "--set", "train.max_steps=5")
+    assert result.exit_code == 0, result.output          # the config's own file: no download
+    typo = tmp_path / "mytxet.txt"
+    one_line_error(invoke("train", "--resume", out, "--data", typo, "--set", "train.max_steps=10"),
+                   f"'{typo}' not found")
+    assert not typo.exists() and not downloads["calls"]
 
 
 def test_too_short_text_is_a_clear_error(tmp_path):

@@ -150,6 +150,21 @@ data:                   # every key commented out
     assert cfg.data == DataConfig()
 
 
+def test_a_new_data_path_replaces_the_whole_data_source(tmp_path):
+    sha = "ab" * 32
+    p = write(tmp_path, f"data:\n  path: input.txt\n  url: https://host/input.txt\n"
+                        f"  sha256: {sha}\n  val_fraction: 0.2\n")
+    kept = load_config(p, ["optim.lr=0.01"]).data
+    assert (kept.path, kept.url, kept.sha256) == ("input.txt", "https://host/input.txt", sha)
+    for override in ["data.path=mytxet.txt", "data.path=null"]:
+        d = load_config(p, [override]).data
+        assert d.url is None and d.sha256 is None and d.val_fraction == 0.2
+    again = load_config(p, ["data.path=other.txt", "data.url=https://host/other.txt"]).data
+    assert again.url == "https://host/other.txt" and again.sha256 is None
+    both = load_config(p, [f"data.sha256={'cd' * 32}", "data.path=o.txt", "data.url=u"]).data
+    assert (both.url, both.sha256) == ("u", "cd" * 32)
+
+
 def test_missing_file_and_directory(tmp_path):
     assert error(tmp_path / "x.yaml") == f"config file '{tmp_path / 'x.yaml'}' not found"
     assert "is a directory" in error(tmp_path)
@@ -268,7 +283,7 @@ RANGES = [
     ("optim.ema", 1.0, 0.999, "be in [0, 1)"),
     ("train.batch_size", 0, 1, "be >= 1"), ("train.seq_len", 0, 1, "be >= 1"),
     ("train.windows", "random", "shifted", "be one of fixed, shifted"),
-    ("train.device", "tpu", "cuda", "be one of cpu, cuda"),
+    ("train.device", "gpu", "cuda", "be one of cpu, cuda"),
     ("train.max_steps", 0, 1, "be >= 1"), ("train.max_epochs", 0.0, 0.01, "be > 0"),
     ("train.max_minutes", -1.0, 0.5, "be > 0"), ("train.eval_every", 0, 1, "be >= 1"),
     ("train.log_every", 0, 1, "be >= 1"), ("train.seed", -1, 0, "be >= 0"),

@@ -18,7 +18,7 @@ from charlstm.config import load_config
 from charlstm.corpus import cache_dir, prepare
 from charlstm.errors import DataError
 
-from conftest import synthetic_text
+from conftest import no_internal_error, synthetic_text
 
 
 def data_cfg(path, **kw):
@@ -165,13 +165,16 @@ def test_eval_test_split_needs_one(tmp_path, corpus):
     invoke("train", "configs/tiny.yaml", "--data", corpus, "--out", out, "--no-progress")
     result = invoke("eval", out / "best.npz", "--split", "test")
     assert result.exit_code == 1 and "test_fraction" in result.output
+    no_internal_error(result.output)
 
 
 def test_prepare_command(folder):
     result = invoke("prepare", "--data", folder)
     assert result.exit_code == 0, result.output
     assert "3 files" in result.output and "vocabulary" in result.output
-    assert invoke("prepare", "--data", folder / "nope").exit_code == 1
+    missing = invoke("prepare", "--data", folder / "nope")
+    assert missing.exit_code == 1 and "nope' not found" in missing.output
+    no_internal_error(missing.output)
 
 
 class Server:
@@ -259,5 +262,7 @@ def test_fine_tuning_replacement_character(tmp_path, corpus):
     bad = invoke("train", "configs/tiny.yaml", "--data", new, "--out", tmp_path / "u",
                  "--init-from", base / "best.npz", "--set", "data.unknown=#")
     assert bad.exit_code == 1 and "not in the checkpoint's vocabulary" in bad.output
+    no_internal_error(bad.output)
     both = invoke("train", "--resume", base, "--init-from", base / "best.npz")
     assert both.exit_code == 1 and "--init-from" in both.output
+    no_internal_error(both.output)

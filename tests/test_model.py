@@ -162,6 +162,40 @@ def test_step_equals_window_forward():
     assert logits.shape == (2, 7)
 
 
+def log_softmax(z):
+    z = z - z.max(axis=-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+
+@pytest.mark.parametrize("L", [1, 2, 3])
+@pytest.mark.parametrize("E", [5, 0])
+def test_step_logits_equal_forward_logits(L, E):
+    """The sampler's step and the training forward are two implementations of one model: over two
+    windows (the state carried from one to the next), every step's logits are forward's.
+
+    forward keeps probabilities, not logits, and softmax forgets one constant per row, so the two
+    are compared as log-probabilities: the logits up to that constant, which nothing downstream
+    sees (temperature, top-k, top-p and argmax all ignore it). The loss the step's logits imply is
+    forward's loss.
+    """
+    V, H, B, T = 7, 6, 3, 5
+    _, params = make_params(V=V, E=E, H=H, L=L)
+    windows = [random_batch(V, B, T, seed=s) for s in (1, 3)]
+    state = random_state(L, B, H)
+    prep = model.prepare_step(params)
+    h, c = state[0].copy(), state[1].copy()
+    for x, y in windows:
+        loss, cache, state = model.forward(params, x, y, state)
+        *_, probs, _ = cache                             # (T*B, V), time-major
+        want = np.log(probs).reshape(T, B, V)
+        got = np.stack([log_softmax(model.step(prep, x[:, t], h, c)) for t in range(T)])
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-10)
+        implied = -np.take_along_axis(got, y.T[:, :, None], axis=2).mean()
+        assert implied == pytest.approx(loss, rel=1e-12)
+        np.testing.assert_allclose(h, state[0], atol=1e-12)
+        np.testing.assert_allclose(c, state[1], atol=1e-12)
+
+
 @pytest.mark.parametrize("dropout, weight_drop, kind", [
     (0.3, 0.0, "step"), (0.0, 0.4, "step"), (0.3, 0.4, "step"), (0.3, 0.4, "window")])
 def test_dropout_gradient_matches_finite_differences_with_fixed_mask(dropout, weight_drop, kind):
