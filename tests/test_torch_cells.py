@@ -1,13 +1,11 @@
 """The GRU and RNN cells against torch.nn.GRU and torch.nn.RNN: a checkpoint loads with
 load_state_dict, and the loss, final state, every gradient and a greedy sample agree.
 
-torch is a test-only extra: these tests are skipped where it is not installed, unless the
-environment sets CHARLSTM_REQUIRE_TORCH=1 (CI installs the extra and sets it), where a missing
-torch fails them instead.
+torch is a test-only extra, as for tests/test_torch_compat.py, whose `torch` fixture these tests
+use: skipped where torch is missing, unless CHARLSTM_REQUIRE_TORCH is set (CI), then a failure.
 """
 
 import json
-import os
 
 import numpy as np
 import pytest
@@ -19,17 +17,13 @@ from charlstm.train import Run
 
 from conftest import tiny_config
 from test_model import random_state, rel_error
-
-if os.environ.get("CHARLSTM_REQUIRE_TORCH"):
-    import torch                                   # CI has the extra: a missing torch must fail
-else:
-    torch = pytest.importorskip("torch")
+from test_torch_compat import torch  # noqa: F401  (the fixture: skip, or fail if required)
 
 CASES = [("gru", 2, 16), ("gru", 1, 0), ("rnn", 2, 16), ("rnn", 1, 0)]
 
 
 @pytest.fixture(params=CASES, ids=[f"{c}-{L}x-emb{E}" for c, L, E in CASES])
-def trained(request, tmp_path, corpus):
+def trained(request, tmp_path, corpus, torch):
     """A short run of the cell, and its last.npz loaded into PyTorch (float64), as the README's
     snippet does for the LSTM."""
     cell, layers, emb = request.param
@@ -51,7 +45,7 @@ def trained(request, tmp_path, corpus):
     return run, net, params64, cell
 
 
-def torch_loss(net, cell, x, y, h0):
+def torch_loss(torch, net, cell, x, y, h0):
     V = net["head"].out_features
     xt = torch.from_numpy(x)
     inp = (net["embedding"](xt) if "embedding" in net else
@@ -62,7 +56,7 @@ def torch_loss(net, cell, x, y, h0):
     return loss, hT
 
 
-def test_forward_and_gradients_match_torch(trained):
+def test_forward_and_gradients_match_torch(trained, torch):
     run, net, params, cell = trained
     x, y = run.batches.get(3)
     L, H = run.cfg.model.num_layers, run.cfg.model.hidden_size
@@ -70,7 +64,7 @@ def test_forward_and_gradients_match_torch(trained):
     loss, cache, (h, c) = model.forward(params, x, y, (h0, c0))
     grads, (dh0, _) = model.backward(params, cache)
     th0 = torch.from_numpy(h0.copy()).requires_grad_()
-    tloss, thT = torch_loss(net, cell, x, y, th0)
+    tloss, thT = torch_loss(torch, net, cell, x, y, th0)
     tloss.backward()
     assert loss == pytest.approx(tloss.item(), rel=1e-10)
     np.testing.assert_allclose(h, thT.detach().numpy(), atol=1e-12)
@@ -82,8 +76,7 @@ def test_forward_and_gradients_match_torch(trained):
     assert rel_error(dh0, th0.grad.numpy()) < 1e-10
 
 
-@torch.no_grad()
-def test_greedy_sample_matches_torch(trained):
+def test_greedy_sample_matches_torch(trained, torch):
     run, net, params, cell = trained
     vocab = Vocab(run.vocab.chars)
     ours = "".join(generate(params, vocab, 60, np.random.default_rng(0), prime="the ",
@@ -91,11 +84,12 @@ def test_greedy_sample_matches_torch(trained):
     V = len(vocab)
     tokens = [int(t) for t in vocab.encode("\nthe ")]
     state, out = None, []
-    for i in range(len(tokens) - 1 + 60):
-        tok = torch.tensor([[tokens[i] if i < len(tokens) else out[-1]]])
-        inp = net["embedding"](tok) if "embedding" in net else \
-            torch.nn.functional.one_hot(tok, V).double()
-        hs, state = net[cell](inp, state)
-        if i >= len(tokens) - 1:
-            out.append(int(net["head"](hs[0, -1]).argmax()))
+    with torch.no_grad():
+        for i in range(len(tokens) - 1 + 60):
+            tok = torch.tensor([[tokens[i] if i < len(tokens) else out[-1]]])
+            inp = net["embedding"](tok) if "embedding" in net else \
+                torch.nn.functional.one_hot(tok, V).double()
+            hs, state = net[cell](inp, state)
+            if i >= len(tokens) - 1:
+                out.append(int(net["head"](hs[0, -1]).argmax()))
     assert ours == "".join(vocab.chars[t] for t in out)
