@@ -13,15 +13,13 @@ import click
 import numpy as np
 import yaml
 
-from . import __version__, backend, model
+from . import __version__, backend, model, runstate
 from .cells import Cell
-from .checkpoint import read_meta
-from .config import (CELLS, config_from_dict, config_to_dict, load_config, parse_override,
-                     stale_source_keys)
+from .config import CELLS, config_to_dict, load_config
 from .corpus import read_text
 from .distributed import launcher_rank
 from .errors import CharlstmError, Interrupted
-from .evaluate import bpc, evaluate, load_model, split_tokens
+from .evaluate import bpc, evaluate, split_tokens
 from .sample import check_options, generate
 from .train import Run
 
@@ -119,10 +117,7 @@ def train(config, overrides, data, out, resume_dir, init_from, no_progress):
             raise CharlstmError("--resume takes the run's own config and folder; drop CONFIG, "
                                 "--out and --init-from (use --set to change settings such as "
                                 "train.max_steps)")
-        last = Path(resume_dir) / "last.npz"
-        cfg = _with_overrides(read_meta(last)["config"], overrides, resume_dir) \
-            if last.exists() else None
-        run = Run.resume(resume_dir, cfg, progress)
+        run = Run.resume(resume_dir, overrides, progress)
         if run.is_main:
             click.echo(f"resuming '{resume_dir}' at step {run.step}")
     else:
@@ -138,20 +133,6 @@ def train(config, overrides, data, out, resume_dir, init_from, no_progress):
     click.echo(f"done: step {run.step}, best val loss {run.best_val:.4f} nats/char "
                f"({bpc(run.best_val):.4f} bits/char)")
     click.echo(f"sample from it with:  charlstm sample {best}")
-
-
-def _with_overrides(saved, overrides, source):
-    """The config stored in a run's checkpoint with --set overrides applied on top."""
-    d = {section: dict(keys) for section, keys in saved.items()}
-    overridden = []
-    for text in overrides:
-        section, key, value = parse_override(text)
-        d.setdefault(section, {})[key] = value
-        overridden.append(f"{section}.{key}")
-    for dotted in stale_source_keys(overridden):       # a new data.path: a new data source
-        section, key = dotted.split(".")
-        d.get(section, {}).pop(key, None)
-    return config_from_dict(d, f"{source} with --set")
 
 
 @cli.command()
@@ -184,7 +165,7 @@ def sample(checkpoint, prime, length, temperature, top_k, top_p, argmax, seed, n
       charlstm sample runs/default/best.npz --top-p 0.9 --length 2000 --seed 1
       charlstm sample runs/shakespeare-gpu/best.npz --device cuda
     """
-    params, vocab, cfg, _ = load_model(checkpoint)
+    params, vocab, cfg, _ = runstate.load_model(checkpoint)
     params = _on_device(params, device)
     s = cfg.sample
     prime = s.prime if prime is None else prime
@@ -231,7 +212,7 @@ def eval_(checkpoint, text_file, split, as_json, device):
     """
     if (text_file is None) == (split is None):
         raise click.UsageError("give either --text FILE or --split val|test")
-    params, vocab, cfg, _ = load_model(checkpoint)
+    params, vocab, cfg, _ = runstate.load_model(checkpoint)
     params = _on_device(params, device)
     if split:
         tokens = split_tokens(cfg, vocab, split, checkpoint)
@@ -281,23 +262,26 @@ def prepare(config, overrides, data):
 def info(checkpoint):
     """Describe a CHECKPOINT: config, parameter count, progress, best val loss, vocabulary.
 
+    Checks the file as `sample` does (its arrays against its config and vocabulary), from its
+    metadata alone: no array data is read.
+
     \b
       charlstm info runs/shakespeare/best.npz
     """
-    meta = read_meta(checkpoint)
-    cfg = config_from_dict(meta["config"], checkpoint)
+    cfg, vocab, meta = runstate.inspect(checkpoint)
     m = cfg.model
-    shapes = model.config_shapes(len(meta["vocab"]), m)
+    shapes = model.config_shapes(len(vocab), m)
     n_params = sum(int(np.prod(s)) for s in shapes.values())
     best = meta.get("best_val_loss")
     click.echo(f"checkpoint: {checkpoint} (charlstm {meta.get('charlstm_version', '?')})")
     click.echo(f"model: {m.num_layers} x {m.hidden_size} {Cell.of_config(m).describe()}, "
                f"embedding {m.embedding_size}, {n_params:,} parameters")
-    click.echo(f"progress: step {meta['step']}, epoch {meta['epoch']}, "
-               f"{meta.get('train_time', 0) / 60:.1f} training minutes")
+    if "step" in meta:                            # a run checkpoint, not weights alone
+        click.echo(f"progress: step {meta['step']}, epoch {meta.get('epoch', '?')}, "
+                   f"{meta.get('train_time', 0) / 60:.1f} training minutes")
     click.echo("best val loss: " + ("none yet" if best is None else
                                      f"{best:.4f} nats/char ({bpc(best):.4f} bits/char)"))
-    click.echo(f"vocabulary ({len(meta['vocab'])}): {meta['vocab']!r}")
+    click.echo(f"vocabulary ({len(vocab)}): {vocab.chars!r}")
     click.echo("config:")
     click.echo(yaml.safe_dump(config_to_dict(cfg), sort_keys=False).rstrip())
 

@@ -2,7 +2,7 @@
 
     cfg = load_config("run.yaml", ["optim.lr=1e-3", "train.max_steps=500"])
     save_config(cfg, run_dir / "config.yaml")        # load_config reads it back to an equal Config
-    cfg = config_from_dict(ckpt_config, "ckpt.npz")   # rebuilt from a checkpoint, old ones too
+    cfg = config_from_dict(saved, "x.npz", ["train.max_steps=900"])  # a checkpoint's, old ones too
 
 This is the only module that reads YAML. Keys are spelled `section.key` exactly like the dataclass
 fields (`KEYS` lists them). Every user mistake raises ConfigError with one line naming the file or
@@ -449,6 +449,21 @@ def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] 
     if path is not None:
         name = os.fsdecode(path)
         _collect(_read_yaml(name), name, values)
+    _override(values, overrides)
+    return _build(values, name)
+
+
+def config_from_dict(d: dict, source: str, overrides: Sequence[str] = ()) -> Config:
+    """Build and check a Config from nested dicts (a checkpoint's); missing keys take defaults.
+    `overrides` (--set strings) apply on top, as in load_config."""
+    values: dict = {}
+    _collect(d, source, values)
+    _override(values, overrides)
+    return _build(values, source)
+
+
+def _override(values: dict, overrides: Sequence[str]) -> None:
+    """Apply --set strings in order; a new data.path replaces the whole data source."""
     overridden = []
     for s in overrides:
         section, key, value = parse_override(s)
@@ -456,14 +471,6 @@ def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] 
         overridden.append(f"{section}.{key}")
     for key in stale_source_keys(overridden):
         values.pop(key, None)
-    return _build(values, name)
-
-
-def config_from_dict(d: dict, source: str) -> Config:
-    """Build and check a Config from nested dicts (a checkpoint's); missing keys take defaults."""
-    values: dict = {}
-    _collect(d, source, values)
-    return _build(values, source)
 
 
 def config_to_dict(cfg: Config) -> dict:

@@ -1,6 +1,6 @@
 """Where the text comes from: files, folders, globs and downloads, encoded once into a token cache.
 
-    corpus = prepare(cfg.data, progress=True)      # Corpus(tokens, vocab, description)
+    corpus = prepare(cfg.data, progress=True)      # Corpus(tokens, vocab, description, sources)
 
 `data.path` names a file, a folder (every text file below it, in sorted order), a glob, or a list
 of these; the files are joined with `data.separator`. The first run streams the text in chunks:
@@ -36,6 +36,7 @@ class Corpus:
     tokens: np.ndarray     # (N,) token ids, usually a read-only memory map
     vocab: Vocab
     description: str
+    sources: list          # {"path", "size", "sha256"} of each source file, in order
 
 
 def prepare(data_cfg, progress=False, echo=tqdm.write):
@@ -43,7 +44,9 @@ def prepare(data_cfg, progress=False, echo=tqdm.write):
     if data_cfg.path is None:
         text = builtin_corpus()
         vocab = Vocab.from_text(text)
-        return Corpus(vocab.encode(text), vocab, BUILTIN)
+        raw = text.encode()
+        source = {"path": BUILTIN, "size": len(raw), "sha256": hashlib.sha256(raw).hexdigest()}
+        return Corpus(vocab.encode(text), vocab, BUILTIN, [source])
     sources = resolve_sources(data_cfg, progress)
     cache = cache_dir(data_cfg)
     key = hashlib.sha256(json.dumps([[str(p) for p in sources], data_cfg.separator,
@@ -55,7 +58,8 @@ def prepare(data_cfg, progress=False, echo=tqdm.write):
     vocab = Vocab(meta["vocab"])
     tokens = np.memmap(token_file, dtype=vocab.dtype, mode="r", shape=(meta["tokens"],))
     what = f"'{sources[0]}'" if len(sources) == 1 else f"{len(sources)} files"
-    return Corpus(tokens, vocab, what)
+    records = [{k: r[k] for k in ("path", "size", "sha256")} for r in meta["sources"]]
+    return Corpus(tokens, vocab, what, records)
 
 
 def cache_dir(data_cfg):
@@ -285,3 +289,16 @@ def remap(tokens, source_vocab, target_vocab, unknown):
         parts.append(lut[chunk].astype(target_vocab.dtype))
     out = np.concatenate(parts) if parts else np.zeros(0, target_vocab.dtype)
     return out, missing
+
+
+def fine_tune_tokens(corpus, vocab, unknown, echo):
+    """The corpus in a checkpoint's vocabulary, reporting the characters it does not have."""
+    if unknown != "skip" and unknown not in vocab.chars:
+        raise DataError(f"data.unknown: {unknown!r} is not in the checkpoint's vocabulary; "
+                            "use 'skip' or one of its characters")
+    tokens, missing = remap(corpus.tokens, corpus.vocab, vocab, unknown)
+    if missing:
+        action = "skipped" if unknown == "skip" else f"replaced by {unknown!r}"
+        echo(f"{len(missing)} characters of the new text are not in the checkpoint's vocabulary"
+             f" and are {action}: {''.join(missing)[:40]!r}")
+    return tokens

@@ -1,24 +1,22 @@
-"""Measuring a trained model: its loss on a text, and rebuilding it from a checkpoint alone.
+"""Measuring a model: its loss on a text, in nats and bits per character.
 
-    params, vocab, cfg, meta = load_model("runs/shakespeare/best.npz")
+    params, vocab, cfg, meta = runstate.load_model("runs/shakespeare/best.npz")
     loss, chars, streams = evaluate(params, vocab.encode(text))     # nats per character
     print(bpc(loss))                                                # bits per character
 
-Sampling and evaluation never need the YAML or data that trained a model: the checkpoint holds
-its config and vocabulary.
+Evaluating a checkpoint never needs the YAML or data that trained it (the checkpoint holds its
+config and vocabulary), except to measure the run's own validation or test split.
 """
 
 import math
 
 import numpy as np
 
-from . import checkpoint, model
+from . import model
 from .backend import array_module
-from .cells import Cell
-from .config import config_from_dict
-from .corpus import prepare, remap
-from .data import Vocab, eval_streams, split
-from .errors import CharlstmError, CheckpointError
+from .corpus import fine_tune_tokens, prepare
+from .data import eval_streams, split
+from .errors import CharlstmError
 
 
 def evaluate(params, tokens, window=128, min_stream=10_000):
@@ -66,41 +64,3 @@ def split_tokens(cfg, vocab, which, source):
         tokens = fine_tune_tokens(corpus, vocab, cfg.data.unknown, lambda *a: None)
     _, val, test = split(tokens, cfg.data.val_fraction, cfg.data.test_fraction)
     return val if which == "val" else test
-
-
-def load_model(path):
-    """Everything sampling and evaluation need, from a checkpoint alone: (params, vocab, cfg, meta)."""
-    arrays, meta = checkpoint.load_checkpoint(path)
-    require_meta(meta, ("config", "vocab"), path)
-    cfg = config_from_dict(meta["config"], str(path))
-    m = cfg.model
-    shapes = model.config_shapes(len(meta["vocab"]), m)
-    _, params = model.alloc(shapes)
-    for name, shape in shapes.items():
-        if name not in arrays or arrays[name].shape != shape:
-            raise CheckpointError(
-                f"'{path}' does not match its own config (a {m.num_layers} x {m.hidden_size} "
-                f"{Cell.of_config(m).describe()}, model.cell {m.cell}): parameter '{name}' is "
-                f"missing or has the wrong shape (expected {shape})")
-        params[name][...] = arrays[name]
-    return params, Vocab(meta["vocab"]), cfg, meta
-
-
-def fine_tune_tokens(corpus, vocab, unknown, echo):
-    """The corpus in a checkpoint's vocabulary, reporting the characters it does not have."""
-    if unknown != "skip" and unknown not in vocab.chars:
-        raise CharlstmError(f"data.unknown: {unknown!r} is not in the checkpoint's vocabulary; "
-                            "use 'skip' or one of its characters")
-    tokens, missing = remap(corpus.tokens, corpus.vocab, vocab, unknown)
-    if missing:
-        action = "skipped" if unknown == "skip" else f"replaced by {unknown!r}"
-        echo(f"{len(missing)} characters of the new text are not in the checkpoint's vocabulary"
-             f" and are {action}: {''.join(missing)[:40]!r}")
-    return tokens
-
-
-def require_meta(meta, keys, path):
-    missing = [k for k in keys if k not in meta]
-    if missing:
-        raise CheckpointError(f"'{path}' lacks {', '.join(missing)} in its metadata; it was not "
-                              "written by charlstm train (or by an incompatible version)")

@@ -1,19 +1,20 @@
 """The training loop: batches -> forward -> backward -> clip -> AdamW, with evaluation, metrics and
 checkpoints that let a run continue exactly where it stopped.
 
-    run = Run.start(cfg, out_dir)          # or Run.resume(run_dir, overrides)
+    run = Run.start(cfg, out_dir)          # or Run.resume(run_dir, ["train.max_steps=9000"])
     run.train(progress=True)
 
 A checkpoint holds everything the loop's future depends on: weights, optimizer moments and step,
 the data position (epoch and window) and the hidden state carried into the next window, the random
 generator's state (dropout masks) and the best validation loss. So a run resumed from step k makes
-the same updates, and logs the same losses, as the uninterrupted run from step k on.
+the same updates, and logs the same losses, as the uninterrupted run from step k on. runstate.py
+says how these are stored and refuses a resume onto another token stream; runfolder.py holds the
+run folder's lock (start and resume take it before they touch the folder) and its files.
 """
 
 import contextlib
 import json
 import math
-import os
 import signal
 import sys
 import threading
@@ -23,29 +24,25 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from . import __version__, backend, checkpoint, model, optim
+from . import backend, model, optim, runfolder, runstate
 from .blas import set_threads
-from .config import config_from_dict, config_to_dict, save_config
-from .corpus import prepare
-from .data import Batches, Vocab, split
+from .config import Config, config_from_dict, config_to_dict, save_config
+from .corpus import fine_tune_tokens, prepare
+from .data import Batches, split
 from .distributed import world
-from .errors import CharlstmError, CheckpointError, Diverged, Interrupted
-from .evaluate import bpc, evaluate, fine_tune_tokens, load_model, require_meta
-
-# Settings a resumed run cannot change: the architecture, and how the text is cut into streams.
-FIXED_KEYS = ("model.num_layers", "model.hidden_size", "model.embedding_size", "model.cell",
-              "model.peepholes", "model.coupled_gates", "data.val_fraction", "train.batch_size", "train.seq_len", "train.windows")
-# What a checkpoint's metadata must hold to resume a run (load_model needs only config and vocab).
-RESUME_META = ("config", "vocab", "step", "epoch", "window", "optim_t", "rng", "train_time",
-               "best_val_loss", "lr_scale", "smooth_loss", "loss_floor")
+from .errors import CharlstmError, Diverged, Interrupted
+from .evaluate import bpc, evaluate
 
 
 class Run:
     """One training run: its folder, data, parameters, optimizer and position."""
 
-    def __init__(self, cfg, out_dir, vocab, tokens, source="the corpus"):
+    def __init__(self, cfg, out_dir, vocab, tokens, corpus):
+        """tokens: the corpus's (or, fine-tuning, the corpus mapped into `vocab`)."""
         self.cfg, self.out = cfg, Path(out_dir)
-        self.vocab, self.source = vocab, source
+        self.vocab, self.source = vocab, corpus.description
+        self.stream = runstate.stream_of(corpus, tokens)
+        self.lock = None                  # runfolder.FolderLock: rank 0 holds it while it may write
         self.train_tokens, self.val_tokens, self.test_tokens = split(
             tokens, cfg.data.val_fraction, cfg.data.test_fraction)
         self.batches = Batches(self.train_tokens, cfg.train.batch_size, cfg.train.seq_len,
@@ -84,87 +81,85 @@ class Run:
         from, to fine-tune on new text; characters of the text outside that vocabulary are
         skipped or replaced as data.unknown says, and reported.
         """
-        if (Path(out_dir) / "last.npz").exists():
-            raise CharlstmError(f"'{out_dir}' already holds a run; continue it with "
-                                f"--resume {out_dir}, or choose another folder with --out")
-        corpus = prepare(cfg.data, progress, echo)
-        if init_from is None:
-            return cls(cfg, out_dir, corpus.vocab, corpus.tokens, corpus.description)
-        params, vocab, saved, _ = load_model(init_from)
-        for key in ("num_layers", "hidden_size", "embedding_size", "cell", "peepholes",
-                    "coupled_gates"):
-            setattr(cfg.model, key, getattr(saved.model, key))
-        tokens = fine_tune_tokens(corpus, vocab, cfg.data.unknown, echo)
-        run = cls(cfg, out_dir, vocab, tokens, corpus.description)
-        for name, p in run.params.items():
-            p[...] = params[name]
-        run.init_from = str(init_from)
+        with runfolder.holding(out_dir) as lock:
+            if (Path(out_dir) / "last.npz").exists():
+                raise CharlstmError(f"'{out_dir}' already holds a run; continue it with "
+                                    f"--resume {out_dir}, or choose another folder with --out")
+            corpus = prepare(cfg.data, progress, echo)
+            if init_from is None:
+                run = cls(cfg, out_dir, corpus.vocab, corpus.tokens, corpus)
+            else:
+                params, vocab, saved, _ = runstate.load_model(init_from)
+                for key in ("num_layers", "hidden_size", "embedding_size", "cell", "peepholes",
+                            "coupled_gates"):
+                    setattr(cfg.model, key, getattr(saved.model, key))
+                tokens = fine_tune_tokens(corpus, vocab, cfg.data.unknown, echo)
+                run = cls(cfg, out_dir, vocab, tokens, corpus)
+                for name, p in run.params.items():
+                    p[...] = params[name]
+                run.init_from = str(init_from)
+            run.lock = lock
         return run
 
     @classmethod
-    def resume(cls, run_dir, overrides_cfg=None, progress=False, echo=tqdm.write):
-        """Continue the run in run_dir from its last.npz.
-
-        overrides_cfg: the run's own config with the user's --set overrides applied (None: as
-        saved). Keys in FIXED_KEYS cannot change.
-        """
+    def resume(cls, run_dir, overrides=(), progress=False, echo=tqdm.write):
+        """Continue the run in run_dir from its last.npz, with --set `overrides` ("key=value")
+        on its config (or a whole Config to continue with). What would change its stream of
+        windows is refused: see runstate.check_stream."""
         path = Path(run_dir) / "last.npz"
         if not Path(run_dir).is_dir():
             raise CharlstmError(f"run folder '{run_dir}' not found")
-        if not path.exists():
-            raise CharlstmError(f"'{run_dir}' has no checkpoint (last.npz) to resume from; "
-                                "start it again without --resume")
-        arrays, meta = checkpoint.load_checkpoint(path)
-        require_meta(meta, RESUME_META, path)
-        saved = config_from_dict(meta["config"], str(path))
-        cfg = overrides_cfg or saved
-        changed = [k for k in FIXED_KEYS if _get(cfg, k) != _get(saved, k)]
-        if changed:
-            diffs = ", ".join(f"{k}: {_get(saved, k)} -> {_get(cfg, k)}" for k in changed)
-            raise CharlstmError(f"cannot resume '{run_dir}' with a different architecture or "
-                                f"batch layout ({diffs}); start a new run with --out instead")
-        corpus = prepare(cfg.data, progress, echo)
-        vocab = Vocab(meta["vocab"])
-        if meta.get("init_from"):                  # a fine-tuning run: the same mapping again
-            tokens = fine_tune_tokens(corpus, vocab, cfg.data.unknown, lambda *a: None)
-        elif corpus.vocab.chars != vocab.chars:
-            new = vocab.missing(corpus.vocab.chars)
-            gone = corpus.vocab.missing(vocab.chars)
-            raise CharlstmError(
-                f"the data {corpus.description} is not the text run '{run_dir}' was trained"
-                f" on: its vocabulary differs (new {''.join(new)[:20]!r}, absent "
-                f"{''.join(gone)[:20]!r}); resume with the run's own data.path")
-        else:
+        with runfolder.holding(run_dir) as lock:
+            if not path.exists():
+                raise CharlstmError(f"'{run_dir}' has no checkpoint (last.npz) to resume from; "
+                                    "start it again without --resume")
+            saved = runstate.load_run(path)
+            cfg = overrides if isinstance(overrides, Config) else \
+                config_from_dict(config_to_dict(saved.cfg), str(path), overrides)
+            corpus = prepare(cfg.data, progress, echo)
             tokens = corpus.tokens
-        run = cls(cfg, run_dir, vocab, tokens, corpus.description)
-        _check_arrays(arrays, run.params, path)
-        run.load_arrays(arrays, meta)
-        run.init_from = meta.get("init_from")
-        total = run.total_steps()
-        if total is not None and run.step >= total:
-            raise CharlstmError(f"run '{run_dir}' already finished at step {run.step}; to train "
-                                f"longer, resume with --set train.max_steps=N (N > {run.step})")
+            if saved.init_from is not None:       # a fine-tuning run: its text mapped as before
+                tokens = fine_tune_tokens(corpus, saved.vocab, cfg.data.unknown, _quiet)
+            runstate.check_stream(run_dir, saved, cfg, corpus, tokens)
+            run = cls(cfg, run_dir, saved.vocab, tokens, corpus)
+            run.restore(saved)
+            total = run.total_steps()
+            if total is not None and run.step >= total:
+                raise CharlstmError(f"run '{run_dir}' already finished at step {run.step}; to "
+                                    f"train longer, resume with --set train.max_steps=N "
+                                    f"(N > {run.step})")
+            run.lock = lock
         return run
 
-    def load_arrays(self, arrays, meta):
-        averaged = _has_average(arrays, self.params)
-        for name, p in self.params.items():       # with optim.ema, the names hold the average
-            p[...] = arrays[f"train.{name}"] if averaged else arrays[name]
-        if averaged:
+    def restore(self, saved):
+        """Take up the run where a checkpoint (a runstate.RunState) left it."""
+        shapes = model.shapes_of(self.params)
+        for name, p in self.params.items():
+            p[...] = saved.weights[name]
+        if saved.average is not None:
             self.ema = np.empty_like(self.flat)
-            for name, view in self.eval_params().items():
-                view[...] = arrays[name]
-        for key in ("m", "v"):
-            for name, view in model.views(self.opt[key], model.shapes_of(self.params)).items():
-                view[...] = arrays[f"optim.{key}.{name}"]
-        self.opt["t"] = meta["optim_t"]
-        self.state = (arrays["state.h"][:, self.rows].copy(), arrays["state.c"][:, self.rows].copy())
-        self.step, self.epoch, self.window = meta["step"], meta["epoch"], meta["window"]
-        self.rng.bit_generator.state = meta["rng"]
-        self.best_val = meta["best_val_loss"] if meta["best_val_loss"] is not None else math.inf
-        self.train_time = meta["train_time"]
-        self.lr_scale, self.smooth_loss = meta["lr_scale"], meta["smooth_loss"]
-        self.loss_floor = math.inf if meta["loss_floor"] is None else meta["loss_floor"]
+            for name, view in model.views(self.ema, shapes).items():
+                view[...] = saved.average[name]
+        for key, moments in zip("mv", saved.moments):
+            for name, view in model.views(self.opt[key], shapes).items():
+                view[...] = moments[name]
+        h, c = saved.state
+        self.state = (h[:, self.rows].copy(), c[:, self.rows].copy())
+        p = saved.position
+        self.step, self.epoch, self.window = p["step"], p["epoch"], p["window"]
+        self.opt["t"], self.rng.bit_generator.state = p["optim_t"], p["rng"]
+        self.train_time, self.best_val = p["train_time"], p["best_val_loss"]
+        self.lr_scale, self.smooth_loss, self.loss_floor = (p["lr_scale"], p["smooth_loss"],
+                                                            p["loss_floor"])
+        self.init_from = saved.init_from
+
+    def position(self):
+        """Where the run stands, besides its arrays (runstate.POSITION)."""
+        return {"step": self.step, "epoch": self.epoch, "window": self.window,
+                "optim_t": self.opt["t"], "rng": self.rng.bit_generator.state,
+                "train_time": self.train_time, "best_val_loss": self.best_val,
+                "lr_scale": self.lr_scale, "smooth_loss": self.smooth_loss,
+                "loss_floor": self.loss_floor}
 
     # --- the loop -------------------------------------------------------------------------
 
@@ -224,10 +219,11 @@ class Run:
         if not self.is_main:
             echo = _quiet
         else:
-            self.out.mkdir(parents=True, exist_ok=True)
-            _remove_stale_temporaries(self.out)
+            if self.lock is None:                 # let go by an earlier train(): take it again
+                self.lock = runfolder.FolderLock(self.out).acquire()
+            runfolder.remove_stale_temporaries(self.out)
             save_config(cfg, self.out / "config.yaml")
-            self.truncate_metrics()
+            runfolder.truncate_metrics(self.out, self.step)
         ranks = f" on {self.comm.size} MPI ranks" if self.comm else ""
         echo(f"training on {self.source}{ranks}: {len(self.train_tokens):,} train / "
              f"{len(self.val_tokens):,} val characters, vocabulary {len(self.vocab)}, "
@@ -271,6 +267,9 @@ class Run:
             raise
         finally:
             bar.close()
+            if self.lock is not None:
+                self.lock.release()
+                self.lock = None
         return self
 
     def minute_mark(self, dt):
@@ -392,7 +391,7 @@ class Run:
         if improved:
             self.save(self.out / "best.npz", state)
         self.save(self.out / "last.npz", state)
-        self.keep_step_checkpoint()
+        runfolder.keep_step_checkpoint(self.out, self.step, self.cfg.train.keep_last)
         if self.cfg.train.sample_length > 0:
             from .sample import generate
             text = "".join(generate(params, self.vocab, length=self.cfg.train.sample_length,
@@ -415,58 +414,18 @@ class Run:
         return model.views(self.ema, model.shapes_of(self.params))
 
     def save(self, path, state=None):
-        arrays = dict(self.eval_params())         # what sample/eval/PyTorch load
-        if self.ema is not None:                  # the weights training continues from
-            arrays.update({f"train.{name}": p for name, p in self.params.items()})
-        for key in ("m", "v"):
-            for name, view in model.views(self.opt[key], model.shapes_of(self.params)).items():
-                arrays[f"optim.{key}.{name}"] = view
-        arrays["state.h"], arrays["state.c"] = state if state is not None else self.state
-        meta = {"charlstm_version": __version__, "config": config_to_dict(self.cfg),
-                "vocab": self.vocab.chars, "step": self.step, "epoch": self.epoch,
-                "window": self.window, "optim_t": self.opt["t"],
-                "rng": self.rng.bit_generator.state, "train_time": self.train_time,
-                "best_val_loss": None if math.isinf(self.best_val) else self.best_val,
-                "lr_scale": self.lr_scale, "smooth_loss": self.smooth_loss,
-                "loss_floor": None if math.isinf(self.loss_floor) else self.loss_floor,
-                "init_from": self.init_from}
-        checkpoint.save_checkpoint(path, arrays, meta)
-
-    def keep_step_checkpoint(self):
-        """Keep last.npz as step_<N>.npz too (a hard link: no second write), then drop all but
-        the newest train.keep_last of them."""
-        keep = self.cfg.train.keep_last
-        if keep <= 0:
-            return
-        target = self.out / f"step_{self.step:08d}.npz"
-        target.unlink(missing_ok=True)
-        try:
-            os.link(self.out / "last.npz", target)
-        except OSError:                       # a file system without hard links
-            checkpoint.save_checkpoint(target, *checkpoint.load_checkpoint(self.out / "last.npz"))
-        for old in sorted(self.out.glob("step_*.npz"))[:-keep]:
-            old.unlink(missing_ok=True)
+        """A checkpoint of the run (runstate.py); `state`: the whole batch's, under MPI."""
+        shapes = model.shapes_of(self.params)
+        runstate.save(path, runstate.RunState(
+            self.cfg, self.vocab, weights=self.params,
+            average=None if self.ema is None else self.eval_params(),
+            moments=tuple(model.views(self.opt[key], shapes) for key in "mv"),
+            state=state if state is not None else self.state, position=self.position(),
+            init_from=self.init_from, stream=self.stream))
 
     def log(self, **record):
         with open(self.out / "metrics.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
-
-    def truncate_metrics(self):
-        """Drop logged lines past the checkpoint's step (a killed run logged them, then lost them),
-        so a resumed run's metrics read as if it had never stopped."""
-        path = self.out / "metrics.jsonl"
-        if not path.exists():
-            return
-        kept = []
-        for line in path.read_text().splitlines():
-            try:
-                if json.loads(line).get("step", 0) <= self.step:
-                    kept.append(line)
-            except (json.JSONDecodeError, AttributeError):
-                continue                                       # a line cut short by a kill
-        tmp = path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(line + "\n" for line in kept))
-        os.replace(tmp, path)
 
 
 @contextlib.contextmanager
@@ -492,35 +451,5 @@ def _stop_on_signals(run):
             signal.signal(s, h)
 
 
-def _remove_stale_temporaries(folder):
-    """Temporary checkpoint files left by a run killed mid-write (never a complete checkpoint)."""
-    for tmp in folder.glob(".*.tmp-*"):
-        tmp.unlink(missing_ok=True)
-
-
-def _has_average(arrays, params):
-    """Whether a checkpoint was saved with optim.ema: its raw weights are then under train.*."""
-    return f"train.{next(iter(params))}" in arrays
-
-
-def _check_arrays(arrays, params, path):
-    """Every parameter, optimizer moment and state array present with the shape the config implies."""
-    averaged = _has_average(arrays, params)
-    for name, p in params.items():
-        keys = (name, f"optim.m.{name}", f"optim.v.{name}") + ((f"train.{name}",) if averaged else ())
-        for key in keys:
-            if key not in arrays or arrays[key].shape != p.shape:
-                raise CheckpointError(f"'{path}' does not match its own config: '{key}' is "
-                                      "missing or has the wrong shape")
-    for key in ("state.h", "state.c"):
-        if key not in arrays:
-            raise CheckpointError(f"'{path}' lacks the carried state '{key}'")
-
-
 def _quiet(*_):
     pass
-
-
-def _get(cfg, dotted):
-    section, key = dotted.split(".")
-    return getattr(getattr(cfg, section), key)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from charlstm import checkpoint, model
-from charlstm.evaluate import load_model
+from charlstm.runstate import load_model
 from charlstm.train import Run
 
 from conftest import tiny_config
@@ -88,11 +88,12 @@ def test_resume_refuses_another_cell_or_variant(tmp_path, corpus):
     out = tmp_path / "r"
     assert invoke("train", "configs/tiny.yaml", "--data", corpus, "--out", out, "--no-progress",
                   "--set", "train.max_steps=5").exit_code == 0
-    for change, words in [("model.cell=gru", "model.cell: lstm -> gru"),
-                          ("model.peepholes=true", "model.peepholes: False -> True"),
-                          ("model.coupled_gates=true", "model.coupled_gates: False -> True")]:
+    for change, words in [("model.cell=gru", "model.cell: 'lstm' -> 'gru'"),
+                          ("model.peepholes=true", "model.peepholes: false -> true"),
+                          ("model.coupled_gates=true", "model.coupled_gates: false -> true")]:
         one_line_error(invoke("train", "--resume", out, "--set", change, "--set",
-                              "train.max_steps=10"), "cannot resume", words)
+                              "train.max_steps=10"), "cannot resume", words,
+                       "a resumed run keeps its model")
 
 
 def test_plot_overlays_runs_of_different_cells(tmp_path, corpus):
@@ -155,14 +156,13 @@ def test_checkpoint_whose_arrays_do_not_fit_its_cell_is_one_line(tmp_path, corpu
         progress=False, echo=quiet)
     last = tmp_path / "r" / "last.npz"
     _rewrite_meta(last, lambda m: m.update(cell="gru"))
-    for args in (["sample", last], ["eval", last, "--text", corpus]):
-        one_line_error(invoke(*args), str(last), "1 x 32 GRU, model.cell gru",
-                       "parameter 'gru.weight_ih_l0' is missing")
-    one_line_error(invoke("train", "--resume", tmp_path / "r", "--set", "train.max_steps=9"),
-                   "'gru.weight_ih_l0' is missing or has the wrong shape")
+    for args in (["sample", last], ["eval", last, "--text", corpus], ["info", last],
+                 ["train", "--resume", tmp_path / "r", "--set", "train.max_steps=9"]):
+        one_line_error(invoke(*args), f"'{last}' does not match its own config (1 x 32 GRU,",
+                       "it holds 'lstm.weight_ih_l0', which such a model does not have")
     _rewrite_meta(last, lambda m: m.update(cell="lstm", coupled_gates=True))
-    one_line_error(invoke("sample", last), "LSTM with coupled gates",
-                   "parameter 'lstm.weight_ih_l0' is missing or has the wrong shape (expected (96, 16))")
+    one_line_error(invoke("sample", last), "(1 x 32 LSTM with coupled gates,",
+                   "'lstm.weight_ih_l0' is <f4 (128, 16), not float (96, 16)")
     _rewrite_meta(last, lambda m: m.update(cell="transformer"))
     one_line_error(invoke("sample", last), "model.cell: must be one of lstm, gru, rnn, got "
                    "'transformer'")

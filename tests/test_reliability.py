@@ -223,7 +223,6 @@ def test_bad_loss_skip_keeps_weights_and_halves_lr(tmp_path, corpus, monkeypatch
     run = Run.start(tiny_config(corpus, train__on_divergence="skip", train__max_steps=12),
                     tmp_path / "r")
     bad_loss_at(monkeypatch, 7, bad)
-    run.out.mkdir()
     for _ in range(6):
         run.train_step()
     before = run.flat.copy()
@@ -248,7 +247,6 @@ def test_the_sanity_bound_sits_far_above_a_uniform_guess(tmp_path, corpus):
 
 def test_only_rank_0_logs_and_reports_a_skipped_step(tmp_path, corpus, capsys):
     run = Run.start(tiny_config(corpus, train__on_divergence="skip"), tmp_path / "r")
-    run.out.mkdir()
     run.is_main = False                              # as on MPI rank 1
     run.on_divergence("the loss is nan", 0.01)
     assert run.lr_scale == 0.5                       # every rank halves, to stay in step

@@ -9,7 +9,8 @@ import pytest
 
 from charlstm import checkpoint, model, optim
 from charlstm.errors import CharlstmError
-from charlstm.evaluate import evaluate, load_model
+from charlstm.evaluate import evaluate
+from charlstm.runstate import load_model
 from charlstm.train import Run
 
 from conftest import synthetic_text, tiny_config
@@ -56,8 +57,9 @@ def test_resume_equals_uninterrupted_run(tmp_path, corpus, mask, windows):
     whole.train(progress=False, echo=quiet)
     part = Run.start(tiny_config(corpus, **dict(sets, train__max_steps=20)), tmp_path / "part")
     part.train(progress=False, echo=quiet)
-    # raising max_steps on resume extends the run
-    resumed = Run.resume(tmp_path / "part", tiny_config(corpus, **sets))
+    # raising max_steps on resume extends the run (given as --set strings, or a whole Config)
+    resumed = Run.resume(tmp_path / "part", ["train.max_steps=30"] if mask == "step" else
+                         tiny_config(corpus, **sets))
     assert resumed.step == 20
     resumed.train(progress=False, echo=quiet)
     a = {m["step"]: m for m in metrics(tmp_path / "whole") if "train_loss" in m}
@@ -100,8 +102,9 @@ def test_metrics_logged_after_the_checkpoint_are_dropped_on_resume(tmp_path, cor
     run = Run.start(tiny_config(corpus, train__max_steps=20), tmp_path / "r")
     run.train(progress=False, echo=quiet)
     with open(tmp_path / "r" / "metrics.jsonl", "a") as f:        # a killed run's extra lines
-        f.write(json.dumps({"step": 25, "train_loss": 1.0}) + "\n" + '{"step": 2')
-    resumed = Run.resume(tmp_path / "r", tiny_config(corpus, train__max_steps=40))
+        f.write(json.dumps({"step": 25, "train_loss": 1.0}) + "\n" + '{"step": "x"}\n'
+                + '{"step": null}\n[3]\n' + '{"step": 2')               # and lines not ours
+    resumed = Run.resume(tmp_path / "r", ["train.max_steps=40"])
     resumed.train(progress=False, echo=quiet)
     steps = [m["step"] for m in metrics(tmp_path / "r") if "train_loss" in m]
     assert steps == sorted(steps) and steps.count(25) == 1
@@ -123,7 +126,7 @@ def test_checkpoint_holds_everything_to_rebuild_the_model(tmp_path, corpus):
 def test_resume_refuses_architecture_change_and_finished_runs(tmp_path, corpus):
     Run.start(tiny_config(corpus), tmp_path / "r").train(progress=False, echo=quiet)
     with pytest.raises(CharlstmError, match="model.hidden_size: 32 -> 64"):
-        Run.resume(tmp_path / "r", tiny_config(corpus, model__hidden_size=64))
+        Run.resume(tmp_path / "r", ["model.hidden_size=64"])
     with pytest.raises(CharlstmError, match="already finished at step 40"):
         Run.resume(tmp_path / "r")
     with pytest.raises(CharlstmError, match="no checkpoint"):

@@ -1,0 +1,122 @@
+"""The run folder: one writer at a time, and the chores on its files that resuming relies on.
+
+    with holding("runs/x") as lock: ...              # FolderLock, by rank 0, before any read/write
+    truncate_metrics("runs/x", step)                 # on (re)start: lines past the checkpoint go
+    keep_step_checkpoint("runs/x", step, keep=3)     # last.npz kept as step_NNNNNNNN.npz too
+
+A run folder holds config.yaml, metrics.jsonl, last.npz, best.npz, step_NNNNNNNN.npz (see
+runstate.py for what a checkpoint holds) and .lock, the lock's file.
+"""
+
+import contextlib
+import json
+import os
+from pathlib import Path
+
+from . import checkpoint
+from .distributed import launcher_rank
+from .errors import CharlstmError
+
+try:
+    import fcntl
+except ImportError:                      # Windows has no fcntl: run folders there go unguarded
+    fcntl = None
+
+
+class FolderLock:
+    """An exclusive advisory lock (flock) on RUN_DIR/.lock, which holds the holder's process id.
+
+    The kernel drops the lock when its holder ends, however it ends, so a killed run never leaves
+    a stale one. acquire() refuses, in one line, a folder that another process holds.
+    """
+
+    NAME = ".lock"
+
+    def __init__(self, folder):
+        self.folder, self.file, self.made = Path(folder), None, False
+
+    def acquire(self):
+        self.made = not self.folder.exists()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        if fcntl is None:
+            return self
+        f = open(self.folder / self.NAME, "a+")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read(20).strip() or "unknown"
+            f.close()
+            raise CharlstmError(f"run folder '{self.folder}' is in use by another training (pid "
+                                f"{holder}); wait for it to end, or choose another folder with "
+                                "--out") from None
+        except OSError:                  # a file system without locks: carry on unguarded
+            pass
+        f.truncate(0)
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        self.file = f
+        return self
+
+    def release(self, tidy=False):
+        """Let go; tidy: also remove the folder if acquire() made it and nothing else is there."""
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+        if tidy and self.made:
+            with contextlib.suppress(OSError):
+                (self.folder / self.NAME).unlink()
+                self.folder.rmdir()
+
+
+@contextlib.contextmanager
+def holding(folder):
+    """The folder's lock, taken by rank 0 alone (None on other ranks) while a run is set up in it;
+    let go again, and a folder made only to hold it removed, if that fails."""
+    lock = FolderLock(folder).acquire() if launcher_rank() == 0 else None
+    try:
+        yield lock
+    except BaseException:
+        if lock is not None:
+            lock.release(tidy=True)
+        raise
+
+
+def remove_stale_temporaries(folder):
+    """Temporary checkpoint files left by a run killed mid-write (never a complete checkpoint)."""
+    for tmp in Path(folder).glob(".*.tmp-*"):
+        tmp.unlink(missing_ok=True)
+
+
+def truncate_metrics(folder, step):
+    """Drop logged lines past the checkpoint's step (a killed run logged them, then lost them),
+    so a resumed run's metrics read as if it had never stopped."""
+    path = Path(folder) / "metrics.jsonl"
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line).get("step", 0) <= step:
+                kept.append(line)
+        except (json.JSONDecodeError, AttributeError, TypeError):   # not a record we wrote
+            continue                                       # a line cut short by a kill
+    tmp = path.with_suffix(".jsonl.tmp")
+    tmp.write_text("".join(line + "\n" for line in kept))
+    os.replace(tmp, path)
+
+
+def keep_step_checkpoint(folder, step, keep):
+    """Keep last.npz as step_<N>.npz too (a hard link: no second write), then drop all but the
+    newest `keep` of them (train.keep_last; 0 keeps none)."""
+    if keep <= 0:
+        return
+    folder = Path(folder)
+    target = folder / f"step_{step:08d}.npz"
+    target.unlink(missing_ok=True)
+    try:
+        os.link(folder / "last.npz", target)
+    except OSError:                       # a file system without hard links
+        checkpoint.save_checkpoint(target, *checkpoint.load_checkpoint(folder / "last.npz"))
+    for old in sorted(folder.glob("step_*.npz"))[:-keep]:
+        old.unlink(missing_ok=True)
