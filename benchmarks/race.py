@@ -1,7 +1,7 @@
-"""The race of the README: every cell and LSTM variant trained for the same minutes on one corpus,
-one after another, then a table and one plot overlaying their curves.
+"""The README's race: every cell and LSTM variant trained for the same minutes on one corpus, one
+after another, then a table and one plot overlaying their curves.
 
-    python benchmarks/race.py                                  # configs/shakespeare.yaml, 10 min each
+    python benchmarks/race.py                      # configs/shakespeare.yaml, 10 minutes each
     python benchmarks/race.py --minutes 5 --only lstm,gru --out runs/race-5
     python benchmarks/race.py --entry gru-lr2e-3:model.cell=gru,optim.lr=0.002
     python benchmarks/race.py --data notes.txt --set train.threads=2

@@ -1,16 +1,16 @@
-"""Which recurrent cell a model runs (model.cell and the LSTM's variants), behind one layer interface.
+"""Which recurrent cell a model runs (model.cell, the LSTM's variants), behind one layer interface.
 
     cell = Cell("gru")                      # or Cell("lstm", peepholes=True, coupled_gates=True)
     cell = of_params(params)                # read back from the parameter names and shapes
     hs, (h_T, c_T), cache = cell.forward(xproj, cell.layer(params, k), h0, c0)
     dxproj, grads, dh0, dc0 = cell.backward(dhs, cache)    # grads: short name -> gradient
 
-| cell | kernels | gates (G columns) | parameters of layer k besides weight_ih, weight_hh, biases |
-| --- | --- | --- | --- |
-| lstm | lstm.py | i, f, g, o (4H) | - |
-| lstm, peepholes and/or coupled gates | lstm_variants.py | i, f, g, o, or f, g, o (3H) | weight_ci, weight_cf, weight_co (H,) |
-| gru | gru.py | r, z, n (3H) | - |
-| rnn | rnn.py | tanh (H) | - |
+    cell                            kernels            gates (G columns)
+    lstm                            lstm.py            i, f, g, o (4H)
+    lstm, peepholes                 lstm_variants.py   i, f, g, o (4H); + weight_ci, _cf, _co (H,)
+    lstm, coupled gates (+ peep.)   lstm_variants.py   f, g, o (3H); (+ weight_cf, _co (H,))
+    gru                             gru.py             r, z, n (3H)
+    rnn                             rnn.py             tanh (H)
 
 Names, shapes and gate order are those of torch.nn.LSTM, nn.GRU and nn.RNN under the prefixes
 `lstm.`, `gru.` and `rnn.`, so the parameter dict says which cell it is: the model needs no other

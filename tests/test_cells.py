@@ -125,33 +125,33 @@ def test_backward_matches_finite_differences(spec, E, L):
             assert rel_error(analytic, numeric) < 1e-6, name
 
 
-def _layer(kernel, T=4, B=2, H=3, seed=3):
-    """Random inputs of one layer's kernel pair, as (forward(xproj, h0, c0, keep), backward)."""
-    rng = np.random.default_rng(seed)
+def _layer(kernel, H, rng):
+    """One layer's kernels with random weights: (G, forward(xproj, h0, c0, keep), weights)."""
     if kernel == "gru":
         w, b = rng.uniform(-1, 1, (3 * H, H)), rng.uniform(-1, 1, 3 * H)
-        return 3 * H, (lambda xp, h, c, keep=True: gru_forward(xp, w, b, h, c, keep)), (w, b)
+        return 3 * H, lambda xp, h, c, keep=True: gru_forward(xp, w, b, h, c, keep), [w, b]
     if kernel == "rnn":
         w = rng.uniform(-1, 1, (H, H))
-        return H, (lambda xp, h, c, keep=True: rnn_forward(xp, w, h, c, keep)), (w,)
+        return H, lambda xp, h, c, keep=True: rnn_forward(xp, w, h, c, keep), [w]
     coupled = kernel.endswith("coupled")
     G = (3 if coupled else 4) * H
     w = rng.uniform(-1, 1, (G, H))
-    peep = [None if coupled else rng.uniform(-1, 1, H), rng.uniform(-1, 1, H),
-            rng.uniform(-1, 1, H)]
-    return G, (lambda xp, h, c, keep=True: variant_forward(xp, w, tuple(peep), h, c, coupled,
-                                                           keep)), (w, *[v for v in peep if v is not None])
+    peep = (None if coupled else rng.uniform(-1, 1, H), rng.uniform(-1, 1, H),
+            rng.uniform(-1, 1, H))
+    return G, lambda xp, h, c, keep=True: variant_forward(xp, w, peep, h, c, coupled, keep), \
+        [w] + [v for v in peep if v is not None]
 
 
 @pytest.mark.parametrize("kernel", ["gru", "rnn", "peepholes", "peepholes+coupled"])
 def test_layer_backward_with_final_state_gradients(kernel):
     """dh_T / dc_T flowing in from a later window reach every input, every weight included."""
     T, B, H = 4, 2, 3
-    G, forward, weights = _layer(kernel, T, B, H)
     rng = np.random.default_rng(4)
+    G, forward, weights = _layer(kernel, H, rng)
     xproj = rng.uniform(-1, 1, (T, B, G))
     h0, c0 = rng.uniform(-1, 1, (B, H)), rng.uniform(-1, 1, (B, H))
-    dhs, dh_T, dc_T = rng.standard_normal((T, B, H)), rng.standard_normal((B, H)), rng.standard_normal((B, H))
+    dhs = rng.standard_normal((T, B, H))
+    dh_T, dc_T = rng.standard_normal((B, H)), rng.standard_normal((B, H))
 
     def objective():
         hs, (hT, cT), _ = forward(xproj.copy(), h0, c0, keep=False)
@@ -159,17 +159,15 @@ def test_layer_backward_with_final_state_gradients(kernel):
 
     _, _, cache = forward(xproj.copy(), h0, c0)
     backward = {"gru": gru_backward, "rnn": rnn_backward}.get(kernel, variant_backward)
-    out = backward(dhs, cache, dh_T, dc_T)
+    dx, dw, *rest, dh0, dc0 = backward(dhs, cache, dh_T, dc_T)
     if kernel == "gru":
-        dx, dw, db, dh0, dc0 = out
-        pairs = [(xproj, dx), (weights[0], dw), (weights[1], db), (h0, dh0), (c0, dc0)]
+        weight_grads = [dw, rest[0]]                       # W_hh, b_hh
     elif kernel == "rnn":
-        dx, dw, dh0, dc0 = out
-        pairs = [(xproj, dx), (weights[0], dw), (h0, dh0), (c0, dc0)]
+        weight_grads = [dw]
     else:
-        dx, dw, dpeep, dh0, dc0 = out
-        pairs = [(xproj, dx), (weights[0], dw), *zip(weights[1:], [g for g in dpeep if g is not None]),
-                 (h0, dh0), (c0, dc0)]
+        weight_grads = [dw] + [g for g in rest[0] if g is not None]     # W_hh, peepholes
+    pairs = [(xproj, dx), *zip(weights, weight_grads), (h0, dh0), (c0, dc0)]
+    assert len(pairs) == len(weights) + 3
     eps = 1e-6
     for arg, analytic in pairs:
         numeric = np.zeros_like(arg)

@@ -1,11 +1,12 @@
 """The GRU and RNN cells against torch.nn.GRU and torch.nn.RNN: a checkpoint loads with
 load_state_dict, and the loss, final state, every gradient and a greedy sample agree.
 
-torch is a test-only extra, as for tests/test_torch_compat.py, whose `torch` fixture these tests
-use: skipped where torch is missing, unless CHARLSTM_REQUIRE_TORCH is set (CI), then a failure.
+torch is a test-only extra, as for tests/test_torch_compat.py, and these tests take it the same
+way: skipped where torch is missing, unless CHARLSTM_REQUIRE_TORCH is set (CI), then a failure.
 """
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -17,7 +18,21 @@ from charlstm.train import Run
 
 from conftest import tiny_config
 from test_model import random_state, rel_error
-from test_torch_compat import torch  # noqa: F401  (the fixture: skip, or fail if required)
+
+@pytest.fixture(scope="module")
+def torch():
+    """torch; skipped where it is missing, unless CHARLSTM_REQUIRE_TORCH is set (then a failure)."""
+    if os.environ.get("CHARLSTM_REQUIRE_TORCH"):
+        try:
+            import torch
+        except ImportError as e:
+            pytest.fail(f"CHARLSTM_REQUIRE_TORCH is set but torch cannot be imported ({e}): "
+                        "pip install -e '.[torch]'")
+    else:
+        torch = pytest.importorskip("torch", reason="PyTorch cross-checks: pip install -e "
+                                                    "'.[torch]'")
+    return torch
+
 
 CASES = [("gru", 2, 16), ("gru", 1, 0), ("rnn", 2, 16), ("rnn", 1, 0)]
 
