@@ -175,8 +175,8 @@ def format_report(r):
     bound = r["activation_bound_mb"]
     cell = Cell(c.get("cell", "lstm"), c.get("peepholes", False), c.get("coupled_gates", False))
     return "\n".join([
-        f"{c['layers']} x {c['hidden']} {cell.describe()}, batch {c['batch']}, seq {c['seq']}, vocab "
-        f"{c['vocab']}, {r['parameters']:,} parameters, median of {c['steps']} steps"
+        f"{c['layers']} x {c['hidden']} {cell.describe()}, batch {c['batch']}, seq {c['seq']}, "
+        f"vocab {c['vocab']}, {r['parameters']:,} parameters, median of {c['steps']} steps"
         + (" on the GPU" if gpu else ""),
         f"train:   {r['train_chars_per_sec']:,.0f} chars/s  ({r['step_ms']:.1f} ms/step: forward "
         f"{r['forward_ms']:.1f}, backward {r['backward_ms']:.1f}, optimizer "

@@ -1,4 +1,4 @@
-"""The character model: embedding -> L recurrent layers -> dropout -> linear head, forward and backward.
+"""The character model: embedding -> L recurrent layers -> dropout -> head, forward and backward.
 
 Dimension letters: B batch, T time, V vocabulary, E embedding, H hidden, L layers, G the gate
 columns of a layer (4H for the LSTM; see cells.py).
@@ -84,8 +84,8 @@ def dims(params):
 
 
 def init_params(V, model_cfg, rng, dtype=np.float32):
-    """PyTorch's initialization: recurrent layers and head uniform in +-1/sqrt(fan), embedding N(0, 1)
-    (peephole vectors like the other weights of their layer).
+    """PyTorch's initialization: recurrent layers (peephole vectors too) and head uniform in
+    +-1/sqrt(fan), embedding N(0, 1).
 
     For the LSTM, the forget gate's total bias (b_ih + b_hh) is set to `forget_bias`, which helps
     gradients flow through the cell early in training. Returns (flat, params).

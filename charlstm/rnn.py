@@ -1,4 +1,4 @@
-"""The vanilla (Elman) RNN layer with tanh, as torch.nn.RNN computes it: pure forward/backward kernels.
+"""The vanilla (Elman) RNN layer with tanh, as torch.nn.RNN computes it: pure forward and backward.
 
 Dimension letters: T time steps, B batch, H hidden size (G = H: one "gate").
 
@@ -34,7 +34,7 @@ def rnn_forward(xproj, w_hh, h0, c0, keep_cache=True):
     """
     T, B, H = xproj.shape
     xp = array_module(xproj)
-    w_hh_t = xp.ascontiguousarray(w_hh.T)            # one copy per window, a faster product per step
+    w_hh_t = xp.ascontiguousarray(w_hh.T)            # one copy per window, faster products per step
     hs = xp.empty((T, B, H), xproj.dtype)
     rec = xp.empty((B, H), xproj.dtype)              # reused each step for h_{t-1} @ W_hh.T
     h_prev = h0
