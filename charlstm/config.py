@@ -15,6 +15,7 @@ import math
 import numbers
 import os
 import reprlib
+import stat
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -358,6 +359,14 @@ def _one_line(text: str) -> str:
 
 
 def _read_yaml(name: str) -> object:
+    try:
+        mode = os.stat(name).st_mode
+    except OSError:
+        mode = None  # missing or unreadable: open says so below
+    # Looked at before open: opening a pipe blocks, and reading a device may never end.
+    if mode is not None and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise ConfigError(f"config file {name!r} is not a regular file (a device, pipe or "
+                          "socket), expected a YAML file")
     try:
         with open(name, "rb") as f:
             raw = f.read()

@@ -92,6 +92,9 @@ def resolve_sources(data_cfg, progress=False):
                                 "file or a folder that holds some")
             files += found
         elif os.path.exists(path):
+            if not os.path.isfile(path):           # a pipe or a device: would block or never end
+                raise DataError(f"data file '{spec}' is not a regular file (a device, pipe or "
+                                "socket); point data.path at a text file")
             files.append(path)
         elif data_cfg.url and len(specs) == 1:
             download(data_cfg.url, path, data_cfg.sha256, progress)
@@ -109,6 +112,9 @@ def read_text(path, errors="strict"):
         raise DataError(f"data file '{path}' not found; check the path")
     if p.is_dir():
         raise DataError(f"'{path}' is a directory; point at a text file")
+    if not p.is_file():
+        raise DataError(f"data file '{path}' is not a regular file (a device, pipe or socket); "
+                        "point at a text file")
     text = "".join(chunk for _, chunk in _decoded_chunks(p, errors))
     if not text:
         raise DataError(f"data file '{path}' is empty; give it some text")
