@@ -1,12 +1,15 @@
-"""Reproduce the README's performance table: `charlstm bench` on each configuration, the median of
-several runs, beside PyTorch's nn.LSTM measured in the same sitting when a Python with torch is
-given.
+"""Reproduce the README's performance tables: `charlstm bench` on each configuration, the median of
+several runs, beside PyTorch's nn.LSTM (nn.GRU, nn.RNN with --cell) measured in the same sitting
+when a Python with torch is given.
 
     python benchmarks/run.py                                  # charlstm only
     python benchmarks/run.py --torch-python /path/to/venv/bin/python --repeats 3
+    python benchmarks/run.py --cell gru --configs 2x128,2x256,2x512 --torch-python python
     python benchmarks/run.py --native-blas                    # see the README on OPENBLAS_CORETYPE
 
-Each run is a separate process, so memory and thread settings do not leak between them.
+Each run is a separate process, so memory and thread settings do not leak between them. With
+torch, each repeat runs charlstm then PyTorch, so that a machine whose load changes during the
+sitting slows both alike.
 """
 
 import argparse
@@ -31,11 +34,6 @@ def run_json(cmd, env):
     return json.loads(out.strip().splitlines()[-1])
 
 
-def median_of(cmd, env, repeats, key):
-    results = [run_json(cmd, env) for _ in range(repeats)]
-    return statistics.median(r[key] for r in results), results
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
@@ -43,36 +41,49 @@ def main():
     ap.add_argument("--torch-python", help="a Python interpreter that has torch installed")
     ap.add_argument("--native-blas", action="store_true",
                     help="unset OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE for charlstm's runs")
+    ap.add_argument("--cell", choices=["lstm", "gru", "rnn"], default="lstm")
+    ap.add_argument("--configs", default=",".join(f"{L}x{H}" for L, H, _, _ in CONFIGS),
+                    help="which configurations, as LxH, comma-separated")
     a = ap.parse_args()
+    wanted = a.configs.split(",")
     env = dict(os.environ)
     if a.native_blas:
         env.pop("OPENBLAS_CORETYPE", None)
         env.pop("OPENBLAS_L2_SIZE", None)
     rows = []
     for L, H, B, T in CONFIGS:
+        if f"{L}x{H}" not in wanted:
+            continue
         shape = ["--layers", str(L), "--hidden", str(H), "--batch", str(B), "--seq", str(T),
-                 "--threads", str(a.threads)]
+                 "--threads", str(a.threads), "--cell", a.cell]
         steps = ["--steps", "30" if H <= 128 else "10"]
-        ours, runs = median_of([sys.executable, "-m", "charlstm", "bench", *shape, *steps, "--json"],
-                               env, a.repeats, "train_chars_per_sec")
-        row = {"config": f"{L}x{H}, {B}, {T}", "charlstm": ours,
+        runs, truns = [], []
+        for _ in range(a.repeats):                      # ours, then theirs, in turn
+            runs.append(run_json([sys.executable, "-m", "charlstm", "bench", *shape, *steps,
+                                  "--json"], env))
+            if a.torch_python:
+                ref = [a.torch_python, str(HERE / "torch_reference.py"), *shape, *steps, "--json"]
+                truns.append(run_json(ref, os.environ))
+        ours = statistics.median(r["train_chars_per_sec"] for r in runs)
+        row = {"config": f"{L}x{H}, {B}, {T}", "cell": a.cell, "charlstm": ours,
                "gflops": statistics.median(r["achieved_gflops"] for r in runs),
                "machine": statistics.median(r["machine_gflops"] for r in runs),
                "sample": statistics.median(r["sample_chars_per_sec"] for r in runs),
                "rss": statistics.median(r["peak_rss_mb"] for r in runs)}
         if a.torch_python:
-            ref = [a.torch_python, str(HERE / "torch_reference.py"), *shape, *steps, "--json"]
-            row["torch"], truns = median_of(ref, os.environ, a.repeats, "train_chars_per_sec")
+            row["torch"] = statistics.median(r["train_chars_per_sec"] for r in truns)
             row["torch_sample"] = statistics.median(r["sample_chars_per_sec"] for r in truns)
+            row["ratios"] = [round(o["train_chars_per_sec"] / t["train_chars_per_sec"], 3)
+                             for o, t in zip(runs, truns)]
         rows.append(row)
         print(json.dumps(row), file=sys.stderr, flush=True)
-    print("| config (layers x hidden, batch, seq) | charlstm chars/s | GFLOP/s (machine) |"
+    print("| cell, config (layers x hidden, batch, seq) | charlstm chars/s | GFLOP/s (machine) |"
           " peak RSS MB | sampling chars/s | PyTorch chars/s | ratio |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         torch_cols = (f"{r['torch']:,.0f} | {r['charlstm'] / r['torch']:.2f}x" if "torch" in r
                       else "- | -")
-        print(f"| {r['config']} | {r['charlstm']:,.0f} | {r['gflops']:.0f} ({r['machine']:.0f}) |"
+        print(f"| {r['cell']} {r['config']} | {r['charlstm']:,.0f} | {r['gflops']:.0f} ({r['machine']:.0f}) |"
               f" {r['rss']:.0f} | {r['sample']:,.0f} | {torch_cols} |")
 
 

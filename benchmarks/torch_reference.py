@@ -1,9 +1,10 @@
 """The PyTorch baseline of the README's performance table (developers only; torch is never a
-charlstm dependency): Embedding -> nn.LSTM -> Linear with Adam and gradient clipping, float32,
-timed the way `charlstm bench` times charlstm.
+charlstm dependency): Embedding -> nn.LSTM (or nn.GRU, nn.RNN with --cell) -> Linear with Adam and
+gradient clipping, float32, timed the way `charlstm bench` times charlstm.
 
     pip install torch==2.13.0        # into a scratch virtualenv
     python benchmarks/torch_reference.py --layers 2 --hidden 512 --batch 64 --seq 100 --json
+    python benchmarks/torch_reference.py --cell gru --layers 2 --hidden 128 --batch 50 --seq 50
     python benchmarks/torch_reference.py --device cuda --layers 3 --hidden 1024 --batch 256
 
 On cuda, nn.LSTM runs cuDNN's fused LSTM; --tf32 on|off sets whether cuDNN and cuBLAS may use
@@ -22,11 +23,15 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def train_rate(layers, hidden, batch, seq, vocab, embedding, steps, warmup=2, device="cpu"):
+CELLS = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}   # nn.RNN: tanh
+
+
+def train_rate(layers, hidden, batch, seq, vocab, embedding, steps, warmup=2, device="cpu",
+               cell="lstm"):
     emb = torch.nn.Embedding(vocab, embedding).to(device)
-    lstm = torch.nn.LSTM(embedding, hidden, layers, batch_first=True).to(device)
+    rnn = CELLS[cell](embedding, hidden, layers, batch_first=True).to(device)
     head = torch.nn.Linear(hidden, vocab).to(device)
-    params = [*emb.parameters(), *lstm.parameters(), *head.parameters()]
+    params = [*emb.parameters(), *rnn.parameters(), *head.parameters()]
     opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.01)
     x = torch.randint(0, vocab, (batch, seq), device=device)
     y = torch.randint(0, vocab, (batch, seq), device=device)
@@ -34,7 +39,7 @@ def train_rate(layers, hidden, batch, seq, vocab, embedding, steps, warmup=2, de
     for i in range(warmup + steps):
         sync(device)
         tic = time.perf_counter()
-        out, _ = lstm(emb(x))
+        out, _ = rnn(emb(x))
         loss = torch.nn.functional.cross_entropy(head(out).reshape(-1, vocab), y.reshape(-1))
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -44,16 +49,16 @@ def train_rate(layers, hidden, batch, seq, vocab, embedding, steps, warmup=2, de
         if i >= warmup:
             times.append(time.perf_counter() - tic)
     times.sort()
-    return batch * seq / times[len(times) // 2], (emb, lstm, head)
+    return batch * seq / times[len(times) // 2], (emb, rnn, head)
 
 
 @torch.no_grad()
-def sample_rate(emb, lstm, head, chars=500):
+def sample_rate(emb, rnn, head, chars=500):
     tok, state = torch.zeros(1, 1, dtype=torch.long, device=head.weight.device), None
     for i in range(chars + 20):
         if i == 20:
             tic = time.perf_counter()
-        out, state = lstm(emb(tok), state)
+        out, state = rnn(emb(tok), state)
         p = torch.softmax(head(out[0, -1]), -1)
         tok = torch.multinomial(p, 1).view(1, 1)
     return chars / (time.perf_counter() - tic)
@@ -66,6 +71,7 @@ def main():
         ap.add_argument(f"--{name}", type=int, default=default)
     ap.add_argument("--no-mkldnn", action="store_true", help="turn oneDNN off")
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    ap.add_argument("--cell", choices=list(CELLS), default="lstm")
     ap.add_argument("--tf32", choices=["on", "off"], default="on",
                     help="cuda: let cuDNN and cuBLAS use TF32 for float32 (PyTorch's cuDNN default)")
     ap.add_argument("--json", action="store_true")
@@ -75,10 +81,11 @@ def main():
         torch.backends.mkldnn.enabled = False
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = a.tf32 == "on"
     rate, modules = train_rate(a.layers, a.hidden, a.batch, a.seq, a.vocab, a.embedding, a.steps,
-                               device=a.device)
+                               device=a.device, cell=a.cell)
     result = {"train_chars_per_sec": rate, "sample_chars_per_sec": sample_rate(*modules),
               "torch": torch.__version__, "threads": a.threads, "mkldnn": not a.no_mkldnn,
-              "device": a.device, "tf32": a.tf32 if a.device == "cuda" else None}
+              "device": a.device, "tf32": a.tf32 if a.device == "cuda" else None,
+              "cell": a.cell}
     print(json.dumps(result) if a.json else result)
 
 

@@ -2,11 +2,13 @@
 matrix-multiply rate for comparison.
 
     result = run_bench(layers=2, hidden=512, batch=64, seq=100, vocab=65, steps=10)
+    result = run_bench(cell="gru")                  # or cell="lstm", peepholes=True, ...
 
 A training step is what `charlstm train` does per batch: forward, backward, gradient clipping and
 AdamW, on random tokens. Its floating-point rate counts the matrix products only (2*m*n*k each):
-per character the forward pass costs 2*4H*H per layer for the recurrent product, 2*4H*H per layer
-above the first for the input product, and 2*H*V for the head; backward costs twice the forward.
+per character the forward pass costs 2*G*H per layer for the recurrent product, 2*G*H per layer
+above the first for the input product, and 2*H*V for the head, with G the gate columns (4H for
+the LSTM, 3H for the GRU or coupled gates, H for the RNN); backward costs twice the forward.
 
 With device="cuda" the same steps run on an NVIDIA GPU through CuPy (timed with the GPU's queue
 drained at each mark); memory is then the GPU memory CuPy's pool holds, and the machine's rate is
@@ -21,13 +23,16 @@ import numpy as np
 
 from . import backend, model, optim
 from .blas import set_threads
+from .cells import Cell
 from .data import Vocab
 from .sample import generate
 
 
-def matmul_flops_per_char(L, H, V):
-    """Matrix-product FLOPs of one training step, per character (forward + backward = 3x forward)."""
-    forward = 2 * 4 * H * H * L + 2 * 4 * H * H * (L - 1) + 2 * H * V
+def matmul_flops_per_char(L, H, V, gates=4):
+    """Matrix-product FLOPs of one training step, per character (forward + backward = 3x forward);
+    `gates`: the H-wide gate blocks of a layer (Cell.gates)."""
+    G = gates * H
+    forward = 2 * G * H * L + 2 * G * H * (L - 1) + 2 * H * V
     return 3 * forward
 
 
@@ -86,8 +91,10 @@ def _median(xs):
 
 
 def run_bench(layers=2, hidden=512, batch=64, seq=100, vocab=65, embedding=64, steps=10,
-              warmup=2, sample_chars=500, threads=0, seed=0, device="cpu"):
+              warmup=2, sample_chars=500, threads=0, seed=0, device="cpu", cell="lstm",
+              peepholes=False, coupled_gates=False):
     """Time `steps` training steps after `warmup`; return a dict of figures (medians per step)."""
+    spec = Cell(cell, peepholes, coupled_gates)
     xp = backend.require(device)
     if threads:
         set_threads(threads)
@@ -95,7 +102,8 @@ def run_bench(layers=2, hidden=512, batch=64, seq=100, vocab=65, embedding=64, s
     peak = machine_gflops(4096, xp=xp) if xp is not np else machine_gflops()
     rng = np.random.default_rng(seed)
     cfg = SimpleNamespace(embedding_size=embedding, hidden_size=hidden, num_layers=layers,
-                          forget_bias=1.0)
+                          forget_bias=1.0, cell=cell, peepholes=peepholes,
+                          coupled_gates=coupled_gates)
     flat, params = model.init_params(vocab, cfg, rng)
     flat, params = model.to_device(flat, model.shapes_of(params), device)
     gflat, grads = model.alloc(model.shapes_of(params), xp=xp)
@@ -136,11 +144,12 @@ def run_bench(layers=2, hidden=512, batch=64, seq=100, vocab=65, embedding=64, s
     for _ in gen:
         pass
     sample_rate = sample_chars / (time.perf_counter() - tic)
-    achieved = matmul_flops_per_char(layers, hidden, vocab) * chars / step / 1e9
+    achieved = matmul_flops_per_char(layers, hidden, vocab, spec.gates) * chars / step / 1e9
     return {
         "config": {"layers": layers, "hidden": hidden, "batch": batch, "seq": seq, "vocab": vocab,
                    "embedding": embedding, "steps": steps, "threads": threads or None,
-                   "device": device},
+                   "device": device, "cell": cell, "peepholes": peepholes,
+                   "coupled_gates": coupled_gates},
         "train_chars_per_sec": chars / step,
         "step_ms": 1e3 * step, "forward_ms": 1e3 * _median(fwd), "backward_ms": 1e3 * _median(bwd),
         "optimizer_ms": 1e3 * _median(upd),
@@ -150,8 +159,9 @@ def run_bench(layers=2, hidden=512, batch=64, seq=100, vocab=65, embedding=64, s
         "peak_rss_mb": peak_rss_mb(),
         "gpu_memory_mb": gpu_pool_mb(xp) if xp is not np else None,
         "step_memory_mb": step_peak - baseline,
+        # torch-rnn's bound is the plain LSTM's; the other cells keep other buffers
         "activation_bound_mb": 4 * activation_floats(layers, hidden, embedding, batch, seq,
-                                                     vocab) / 2 ** 20,
+                                                     vocab) / 2 ** 20 if spec.plain else None,
         "parameters": int(flat.size),
     }
 
@@ -162,9 +172,11 @@ def format_report(r):
     size = 4096 if gpu else 2048
     memory = (f"memory:  GPU pool {r['gpu_memory_mb']:.0f} MB; a step's activations "
               if gpu else f"memory:  peak RSS {r['peak_rss_mb']:.0f} MB; a step's activations ")
+    bound = r["activation_bound_mb"]
+    cell = Cell(c.get("cell", "lstm"), c.get("peepholes", False), c.get("coupled_gates", False))
     return "\n".join([
-        f"{c['layers']} x {c['hidden']} LSTM, batch {c['batch']}, seq {c['seq']}, vocab "
-        f"{c['vocab']}, {r['parameters']:,} parameters, median of {c['steps']} steps"
+        f"{c['layers']} x {c['hidden']} {cell.describe()}, batch {c['batch']}, seq {c['seq']}, "
+        f"vocab {c['vocab']}, {r['parameters']:,} parameters, median of {c['steps']} steps"
         + (" on the GPU" if gpu else ""),
         f"train:   {r['train_chars_per_sec']:,.0f} chars/s  ({r['step_ms']:.1f} ms/step: forward "
         f"{r['forward_ms']:.1f}, backward {r['backward_ms']:.1f}, optimizer "
@@ -174,5 +186,6 @@ def format_report(r):
         f"eval:    {r['eval_chars_per_sec']:,.0f} chars/s forward only "
         f"({r['eval_chars_per_sec'] / r['train_chars_per_sec']:.1f}x a training step)",
         f"sample:  {r['sample_chars_per_sec']:,.0f} chars/s at batch 1",
-        memory + f"{r['step_memory_mb']:.0f} MB (torch-rnn's bound: {r['activation_bound_mb']:.0f} MB)",
+        memory + f"{r['step_memory_mb']:.0f} MB"
+        + (f" (torch-rnn's bound: {bound:.0f} MB)" if bound is not None else ""),
     ])

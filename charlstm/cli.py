@@ -14,7 +14,8 @@ import numpy as np
 import yaml
 
 from . import __version__, backend, model, runstate
-from .config import config_to_dict, load_config
+from .cells import Cell
+from .config import CELLS, config_to_dict, load_config
 from .corpus import read_text
 from .distributed import launcher_rank
 from .errors import CharlstmError, Interrupted
@@ -105,6 +106,7 @@ def train(config, overrides, data, out, resume_dir, init_from, no_progress):
       charlstm train configs/shakespeare-30min.yaml  # 30 minutes, more regularized
       charlstm train --data notes.txt --set model.weight_drop=0.2 --set optim.ema=0.999
       charlstm train --data notes.txt --set model.dropout=0.25 --set model.dropout_mask=window
+      charlstm train configs/shakespeare.yaml --set model.cell=gru --out runs/sh-gru
       charlstm train --data notes.txt              # default model on your own text
       charlstm train --resume runs/shakespeare     # continue where it stopped
       charlstm train --data lyrics.txt --init-from runs/shakespeare/best.npz --out runs/lyrics
@@ -269,12 +271,12 @@ def info(checkpoint):
     """
     cfg, vocab, meta = runstate.inspect(checkpoint)
     m = cfg.model
-    shapes = model.param_shapes(len(vocab), m.embedding_size, m.hidden_size, m.num_layers)
+    shapes = model.config_shapes(len(vocab), m)
     n_params = sum(int(np.prod(s)) for s in shapes.values())
     best = meta.get("best_val_loss")
     click.echo(f"checkpoint: {checkpoint} (charlstm {meta.get('charlstm_version', '?')})")
-    click.echo(f"model: {m.num_layers} x {m.hidden_size} LSTM, embedding {m.embedding_size}, "
-               f"{n_params:,} parameters")
+    click.echo(f"model: {m.num_layers} x {m.hidden_size} {Cell.of_config(m).describe()}, "
+               f"embedding {m.embedding_size}, {n_params:,} parameters")
     if "step" in meta:                            # a run checkpoint, not weights alone
         click.echo(f"progress: step {meta['step']}, epoch {meta.get('epoch', '?')}, "
                    f"{meta.get('train_time', 0) / 60:.1f} training minutes")
@@ -320,10 +322,17 @@ def plot(run_dirs, output):
               help="Timed training steps (after 2 warm-up steps).")
 @click.option("--threads", type=click.IntRange(min=0), default=0,
               help="BLAS threads (0 = the library's default).")
+@click.option("--cell", type=click.Choice(CELLS), default="lstm", show_default=True,
+              help="The recurrent cell (model.cell).")
+@click.option("--peepholes", is_flag=True, help="LSTM with peephole connections "
+              "(model.peepholes).")
+@click.option("--coupled-gates", is_flag=True, help="LSTM with coupled input and forget gates "
+              "(model.coupled_gates).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
               help="Run on the CPU, or on an NVIDIA GPU through CuPy (pip install 'charlstm[gpu]').")
-def bench(layers, hidden, batch, seq, vocab, embedding, steps, threads, as_json, device):
+def bench(layers, hidden, batch, seq, vocab, embedding, steps, threads, cell, peepholes,
+          coupled_gates, as_json, device):
     """Time training steps, evaluation and sampling on random tokens; report speed and memory.
 
     Reports training chars/s with the forward / backward / optimizer split, the matrix-product
@@ -334,10 +343,15 @@ def bench(layers, hidden, batch, seq, vocab, embedding, steps, threads, as_json,
       charlstm bench                                   # 2 x 512, batch 64, seq 100
       charlstm bench --layers 2 --hidden 128 --batch 50 --seq 50 --json
       charlstm bench --device cuda --layers 3 --hidden 1024 --batch 256   # on an NVIDIA GPU
+      charlstm bench --cell gru                        # or --cell rnn, --peepholes, --coupled-gates
     """
     from .bench import format_report, run_bench
+    for option, on in (("--peepholes", peepholes), ("--coupled-gates", coupled_gates)):
+        if on and cell != "lstm":
+            raise click.BadParameter(f"the {cell} cell has no such variant (only lstm has); drop "
+                                     f"{option}, or use --cell lstm", param_hint=option)
     result = run_bench(layers, hidden, batch, seq, vocab, embedding, steps, threads=threads,
-                       device=device)
+                       device=device, cell=cell, peepholes=peepholes, coupled_gates=coupled_gates)
     click.echo(json.dumps(result) if as_json else format_report(result))
 
 

@@ -43,6 +43,9 @@ class ModelConfig:
     num_layers: int = 2
     hidden_size: int = 128
     embedding_size: int = 64  # 0 = one-hot input
+    cell: str = "lstm"  # "lstm", "gru" or "rnn" (tanh)
+    peepholes: bool = False  # lstm only: the gates i, f, o also read the cell state
+    coupled_gates: bool = False  # lstm only: no input gate, c = f * c + (1 - f) * g
     dropout: float = 0.0
     dropout_mask: str = "step"  # "step": a fresh mask every time step; "window": one per window
     weight_drop: float = 0.0  # DropConnect on the recurrent weights W_hh (AWD-LSTM)
@@ -124,6 +127,8 @@ _TYPES = _field_types()
 KEYS: list[str] = list(_TYPES)
 _OPTIONAL = [k for k, (_, optional) in _TYPES.items() if optional]
 
+CELLS = ("lstm", "gru", "rnn")  # model.cell
+
 _ge0 = ("be >= 0", lambda v: v >= 0)
 _ge1 = ("be >= 1", lambda v: v >= 1)
 _gt0 = ("be > 0", lambda v: v > 0)
@@ -149,6 +154,7 @@ _RULES: dict[str, tuple[str, Any]] = {
     "model.num_layers": _ge1, "model.hidden_size": _ge1, "model.embedding_size": _ge0,
     "model.dropout": _unit_half, "model.weight_drop": _unit_half,
     "model.dropout_mask": _one_of("step", "window"),
+    "model.cell": _one_of(*CELLS),
     "model.vocab_size": _ge1,
     "optim.lr": _gt0, "optim.weight_decay": _ge0, "optim.beta1": _unit_half,
     "optim.beta2": _unit_half, "optim.eps": _gt0, "optim.grad_clip": _ge0,
@@ -168,7 +174,7 @@ _RULES: dict[str, tuple[str, Any]] = {
 }
 assert set(_RULES) <= set(_TYPES)
 
-_WANT = {int: "an integer", float: "a number", str: "a string"}
+_WANT = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
 _LISTS = ("data.path",)  # string keys that also take a list of strings
 _STOPS = ("train.max_steps", "train.max_epochs", "train.max_minutes")
 _NULLS = ("null", "Null", "NULL", "~")  # YAML's spellings of null, honoured by --set data.path=null
@@ -251,6 +257,8 @@ def _coerce(key: str, value: object, where: str | None) -> object:
         return paths
     if base is str:
         v = str(value) if isinstance(value, (str, os.PathLike)) else None  # Path for data.path
+    elif base is bool:
+        v = value if isinstance(value, bool) else None  # YAML's true/false; not 0, 1 or 'true'
     else:
         v = _number(value, integer=base is int)
     if v is None:
@@ -309,7 +317,11 @@ def _build(values: dict, fallback: str | None) -> Config:
         srcs = [w for k, (_, w) in values.items() if k in keys and w]
         return ", ".join(dict.fromkeys(srcs)) or fallback
 
-    t, o, d = cfg.train, cfg.optim, cfg.data
+    t, o, d, m = cfg.train, cfg.optim, cfg.data, cfg.model
+    for key, flag in (("model.peepholes", m.peepholes), ("model.coupled_gates", m.coupled_gates)):
+        if flag and m.cell != "lstm":
+            _fail(where(key, "model.cell"), f"{key}: the {m.cell} cell has no such variant (only "
+                  f"lstm has); set {key}: false, or model.cell: lstm")
     if d.val_fraction + d.test_fraction >= 1:
         _fail(where("data.val_fraction", "data.test_fraction"),
               f"data.val_fraction + data.test_fraction must be < 1, got {d.val_fraction!r} + "

@@ -1,11 +1,14 @@
-"""The character model: embedding -> L LSTM layers -> dropout -> linear head, forward and backward.
+"""The character model: embedding -> L recurrent layers -> dropout -> head, forward and backward.
 
-Dimension letters: B batch, T time, V vocabulary, E embedding, H hidden, L layers, G = 4H.
+Dimension letters: B batch, T time, V vocabulary, E embedding, H hidden, L layers, G the gate
+columns of a layer (4H for the LSTM; see cells.py).
 
 Parameters are one flat `name -> array` dict whose names, shapes and gate order are exactly those of
     Embedding(V, E) -> LSTM(E, H, L) -> Linear(H, V)
 in PyTorch (`embedding.weight`, `lstm.weight_ih_l{k}`, `lstm.weight_hh_l{k}`, `lstm.bias_ih_l{k}`,
-`lstm.bias_hh_l{k}`, `head.weight`, `head.bias`), so `load_state_dict` takes them as they are. With
+`lstm.bias_hh_l{k}`, `head.weight`, `head.bias`), so `load_state_dict` takes them as they are; with
+model.cell gru or rnn, nn.GRU or nn.RNN under `gru.` or `rnn.`, and the LSTM's variants add their
+peephole vectors (cells.py). The names say which cell a dict is for (`cells.of_params`). With
 `embedding_size == 0` there is no embedding: the first layer reads one-hot characters (char-rnn).
 All arrays of a dict are views into one flat buffer (see `alloc`), so the optimizer, gradient
 clipping and checkpoints can treat the model as one vector. The arrays may be NumPy or CuPy
@@ -15,30 +18,35 @@ module `xp`, and token arrays may come from the host either way.
 Usage:
     params = init_params(V, model_cfg, rng)
     loss, cache, state = forward(params, x, y, state, dropout, rng)   # x, y: (B, T) tokens
-    grads = backward(params, cache)                                    # same names and shapes
+    grads, (dh0, dc0) = backward(params, cache)                        # same names and shapes
 """
 
 import numpy as np
 
 from .backend import array_module
 from .backend import to_device as _array_to_device
-from .lstm import cell_forward, lstm_backward, lstm_forward
+from .cells import Cell, of_params
 
 
-def param_shapes(V, E, H, L):
+def param_shapes(V, E, H, L, cell="lstm", peepholes=False, coupled_gates=False):
     """Ordered name -> shape, in the order of PyTorch's state_dict."""
+    spec = Cell(cell, peepholes, coupled_gates)
     shapes = {}
     if E > 0:
         shapes["embedding.weight"] = (V, E)
     for k in range(L):
         d_in = (E if E > 0 else V) if k == 0 else H
-        shapes[f"lstm.weight_ih_l{k}"] = (4 * H, d_in)
-        shapes[f"lstm.weight_hh_l{k}"] = (4 * H, H)
-        shapes[f"lstm.bias_ih_l{k}"] = (4 * H,)
-        shapes[f"lstm.bias_hh_l{k}"] = (4 * H,)
+        shapes.update(spec.layer_shapes(k, d_in, H))
     shapes["head.weight"] = (V, H)
     shapes["head.bias"] = (V,)
     return shapes
+
+
+def config_shapes(V, model_cfg):
+    """param_shapes for a ModelConfig: what a checkpoint of that config must hold."""
+    m = model_cfg
+    return param_shapes(V, m.embedding_size, m.hidden_size, m.num_layers, m.cell, m.peepholes,
+                        m.coupled_gates)
 
 
 def alloc(shapes, dtype=np.float32, xp=np):
@@ -71,27 +79,31 @@ def dims(params):
     """(V, E, H, L) read back from the parameter shapes."""
     V, H = params["head.weight"].shape
     E = params["embedding.weight"].shape[1] if "embedding.weight" in params else 0
-    L = sum(1 for name in params if name.startswith("lstm.weight_hh_l"))
+    L = sum(1 for name in params if ".weight_hh_l" in name)
     return V, E, H, L
 
 
 def init_params(V, model_cfg, rng, dtype=np.float32):
-    """PyTorch's initialization: LSTM and head uniform in +-1/sqrt(fan), embedding N(0, 1).
+    """PyTorch's initialization: recurrent layers (peephole vectors too) and head uniform in
+    +-1/sqrt(fan), embedding N(0, 1).
 
-    The forget gate's total bias (b_ih + b_hh) is set to `forget_bias`, which helps gradients flow
-    through the cell early in training. Returns (flat, params).
+    For the LSTM, the forget gate's total bias (b_ih + b_hh) is set to `forget_bias`, which helps
+    gradients flow through the cell early in training. Returns (flat, params).
     """
     E, H, L = model_cfg.embedding_size, model_cfg.hidden_size, model_cfg.num_layers
-    flat, params = alloc(param_shapes(V, E, H, L), dtype)
+    cell = Cell.of_config(model_cfg)
+    flat, params = alloc(param_shapes(V, E, H, L, cell.name, cell.peepholes, cell.coupled_gates),
+                         dtype)
     for name, p in params.items():
         if name == "embedding.weight":
             p[...] = rng.standard_normal(p.shape)
-        else:                                 # LSTM and Linear(H, V) both use fan H
+        else:                                 # recurrent layers and Linear(H, V) all use fan H
             bound = 1.0 / np.sqrt(H)
             p[...] = rng.uniform(-bound, bound, p.shape)
-    for k in range(L):
-        params[f"lstm.bias_ih_l{k}"][H:2 * H] = model_cfg.forget_bias
-        params[f"lstm.bias_hh_l{k}"][H:2 * H] = 0.0
+    forget = cell.forget_columns(H)
+    for k in range(L if forget else 0):
+        params[f"lstm.bias_ih_l{k}"][forget] = model_cfg.forget_bias
+        params[f"lstm.bias_hh_l{k}"][forget] = 0.0
     return flat, params
 
 
@@ -100,16 +112,16 @@ def init_state(L, B, H, dtype=np.float32, xp=np):
     return xp.zeros((L, B, H), dtype), xp.zeros((L, B, H), dtype)
 
 
-def _input_table(params):
-    """Layer 0's input projection for every character, biases included: (V, 4H).
+def _input_table(params, cell):
+    """Layer 0's input projection for every character, its input biases included: (V, G).
 
     The first layer's input is a character, so x_t @ W_ih.T is a row of this table: the projection
     of a whole window is a row gather instead of a matrix product over B*T rows.
     """
-    w = params["lstm.weight_ih_l0"]
-    b = params["lstm.bias_ih_l0"] + params["lstm.bias_hh_l0"]
+    w = params[f"{cell.name}.weight_ih_l0"]
+    b = sum(cell.input_biases(params, 0))
     if "embedding.weight" in params:
-        return params["embedding.weight"] @ w.T + b          # (V, E) @ (E, 4H)
+        return params["embedding.weight"] @ w.T + b          # (V, E) @ (E, G)
     return w.T + b                                           # one-hot input: the table is W_ih.T
 
 
@@ -140,29 +152,30 @@ def forward(params, x, y, state, dropout=0.0, rng=None, keep_cache=True, rows=No
     keep_cache is False (evaluation).
     """
     V, E, H, L = dims(params)
+    cell = of_params(params)
     B, T = x.shape
     dt = params["head.weight"].dtype
     xp = array_module(params["head.weight"])
     h0, c0 = state
     xt = xp.ascontiguousarray(xp.asarray(x).T)               # (T, B): time-major inside
-    table = _input_table(params)
+    table = _input_table(params, cell)
     inp = None
     layers, masks, h_new, c_new = [], [], xp.empty_like(h0), xp.empty_like(c0)
     for k in range(L):
-        w_hh = params[f"lstm.weight_hh_l{k}"]
+        layer = cell.layer(params, k)
         wmask = None
         if weight_drop > 0:                # drawn first, for every rank alike (same rng stream)
-            wmask = _dropout_mask(w_hh.shape, weight_drop, rng, dt, xp)
-            w_hh = w_hh * wmask
+            wmask = _dropout_mask(layer["weight_hh"].shape, weight_drop, rng, dt, xp)
+            layer["weight_hh"] = layer["weight_hh"] * wmask
         if k == 0:
-            xproj = xp.take(table, xt, axis=0)                # (T, B, 4H) row gather
+            xproj = xp.take(table, xt, axis=0)                # (T, B, G) row gather
         else:
-            w_ih_t = xp.ascontiguousarray(params[f"lstm.weight_ih_l{k}"].T)   # faster than a view
+            w_ih_t = xp.ascontiguousarray(params[f"{cell.name}.weight_ih_l{k}"].T)  # faster
             xproj = inp.reshape(T * B, H) @ w_ih_t
-            xproj += params[f"lstm.bias_ih_l{k}"]
-            xproj += params[f"lstm.bias_hh_l{k}"]
-            xproj = xproj.reshape(T, B, 4 * H)
-        hs, (h_new[k], c_new[k]), cache = lstm_forward(xproj, w_hh, h0[k], c0[k], keep_cache)
+            for b in cell.input_biases(params, k):
+                xproj += b
+            xproj = xproj.reshape(T, B, w_ih_t.shape[1])
+        hs, (h_new[k], c_new[k]), cache = cell.forward(xproj, layer, h0[k], c0[k], keep_cache)
         mask = None
         if dropout > 0:                    # (T or 1, B, H): a window mask broadcasts over time
             steps = T if dropout_mask == "step" else 1
@@ -208,6 +221,8 @@ def backward(params, cache, grads=None):
     Also returns (dh0, dc0), each (L, B, H): the gradient of the initial state.
     """
     V, E, H, L = dims(params)
+    cell = of_params(params)
+    p = cell.name
     xt, table, layers, masks, top, probs, targets = cache
     T, B = xt.shape
     xp = array_module(probs)
@@ -226,29 +241,30 @@ def backward(params, cache, grads=None):
         mask, wmask = masks[k]
         if mask is not None:
             dout *= mask
-        dxproj, dw_hh, dh0[k], dc0[k] = lstm_backward(dout, cache_k)
+        dxproj, layer_grads, dh0[k], dc0[k] = cell.backward(dout, cache_k)
         if wmask is not None:
-            dw_hh *= wmask                 # the gradient of W_hh through W_hh * mask
-        grads[f"lstm.weight_hh_l{k}"][...] = dw_hh
-        da = dxproj.reshape(T * B, 4 * H)
-        xp.sum(da, axis=0, out=grads[f"lstm.bias_ih_l{k}"])
-        grads[f"lstm.bias_hh_l{k}"][...] = grads[f"lstm.bias_ih_l{k}"]
+            layer_grads["weight_hh"] *= wmask      # the gradient of W_hh through W_hh * mask
+        for name, g in layer_grads.items():        # weight_hh, and bias_hh, peepholes if apart
+            grads[f"{p}.{name}_l{k}"][...] = g
+        da = dxproj.reshape(T * B, dxproj.shape[2])
+        xp.sum(da, axis=0, out=grads[f"{p}.bias_ih_l{k}"])
+        if "bias_hh" not in layer_grads:           # both biases were summed into xproj
+            grads[f"{p}.bias_hh_l{k}"][...] = grads[f"{p}.bias_ih_l{k}"]
         if k > 0:
-            xp.matmul(da.T, inp.reshape(T * B, H), out=grads[f"lstm.weight_ih_l{k}"])
+            xp.matmul(da.T, inp.reshape(T * B, H), out=grads[f"{p}.weight_ih_l{k}"])
             # dout is spent (BPTT above consumed it): the next layer's gradient goes in its place
-            xp.matmul(da, params[f"lstm.weight_ih_l{k}"], out=dout.reshape(T * B, H))
+            xp.matmul(da, params[f"{p}.weight_ih_l{k}"], out=dout.reshape(T * B, H))
         else:
-            dtable = _scatter_rows(da, xt.reshape(-1), V)      # (V, 4H)
+            dtable = _scatter_rows(da, xt.reshape(-1), V)      # (V, G)
             if E > 0:
-                xp.matmul(dtable.T, params["embedding.weight"],
-                          out=grads["lstm.weight_ih_l0"])
-                xp.matmul(dtable, params["lstm.weight_ih_l0"], out=grads["embedding.weight"])
+                xp.matmul(dtable.T, params["embedding.weight"], out=grads[f"{p}.weight_ih_l0"])
+                xp.matmul(dtable, params[f"{p}.weight_ih_l0"], out=grads["embedding.weight"])
             else:
-                grads["lstm.weight_ih_l0"][...] = dtable.T
+                grads[f"{p}.weight_ih_l0"][...] = dtable.T
         # Release this layer's activations now rather than when the cache goes: the peak memory
         # of a step is then the forward's caches plus one layer's gradients, not two layers'.
         layers[k] = masks[k] = None
-        del inp, cache_k, dxproj, da
+        del inp, cache_k, dxproj, da, layer_grads
     return grads, (dh0, dc0)
 
 
@@ -273,19 +289,25 @@ def _scatter_rows(rows, index, V):
 
 def prepare_step(params):
     """Precompute what `step` needs: layer 0's input table and, for the other layers, the input
-    and recurrent weights stacked so each layer is one (B, D+H) @ (D+H, 4H) product per step."""
+    and recurrent weights stacked so each layer is one (B, D+H) @ (D+H, G) product per step (the
+    GRU, whose two parts meet inside the cell, keeps them apart: two products)."""
     V, E, H, L = dims(params)
+    cell = of_params(params)
     xp = array_module(params["head.weight"])
     layers = []
     for k in range(L):
-        w_hh_t = params[f"lstm.weight_hh_l{k}"].T
+        layer = cell.layer(params, k)
+        w_hh_t = xp.ascontiguousarray(layer["weight_hh"].T)                     # (H, G)
+        w_ih_t = params[f"{cell.name}.weight_ih_l{k}"].T
+        b = sum(cell.input_biases(params, k))
         if k == 0:
-            layers.append((xp.ascontiguousarray(w_hh_t), None))
+            layers.append((w_hh_t, None, None, layer))
+        elif cell.splits_recurrent:
+            layers.append((w_hh_t, xp.ascontiguousarray(w_ih_t), b, layer))
         else:
-            w = xp.concatenate([params[f"lstm.weight_ih_l{k}"].T, w_hh_t], axis=0)  # (2H, 4H)
-            b = params[f"lstm.bias_ih_l{k}"] + params[f"lstm.bias_hh_l{k}"]
-            layers.append((w, b))
-    return {"table": _input_table(params), "layers": layers,
+            w = xp.concatenate([w_ih_t, w_hh_t], axis=0)                      # (2H, G)
+            layers.append((w, None, b, layer))
+    return {"cell": cell, "table": _input_table(params, cell), "layers": layers,
             "head_t": xp.ascontiguousarray(params["head.weight"].T), "head_b": params["head.bias"]}
 
 
@@ -296,19 +318,20 @@ def step(prep, tokens, h, c):
     """
     L, B, H = h.shape
     xp = array_module(h)
+    cell = prep["cell"]
     xh = xp.empty((B, 2 * H), h.dtype)
-    tanh_c = xp.empty((B, H), h.dtype)
-    c_out = xp.empty((B, H), h.dtype)
     tokens = xp.asarray(tokens)
-    for k, (w, b) in enumerate(prep["layers"]):
+    for k, (w, w_ih_t, b, layer) in enumerate(prep["layers"]):
         if k == 0:
-            a, rec = prep["table"][tokens], h[0] @ w          # (B, 4H) input and recurrent parts
+            a, rec = prep["table"][tokens], h[0] @ w          # (B, G) input and recurrent parts
+        elif w_ih_t is not None:                              # the GRU: two products
+            a, rec = h[k - 1] @ w_ih_t, h[k] @ w
+            a += b
         else:
             xh[:, :H] = h[k - 1]                              # this step's output of the layer below
             xh[:, H:] = h[k]
-            a, rec = xp.broadcast_to(b, (B, 4 * H)).copy(), xh @ w     # bias rows; one product
-        cell_forward(a, rec, c[k], c_out, h[k], tanh_c)
-        c[k] = c_out
+            a, rec = xp.broadcast_to(b, (B, w.shape[1])).copy(), xh @ w   # bias rows; one product
+        cell.step(a, rec, layer, h[k], c[k])
     logits = h[L - 1] @ prep["head_t"]
     logits += prep["head_b"]
     return logits

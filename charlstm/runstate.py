@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__, checkpoint, model
+from .cells import Cell
 from .config import KEYS, Config, config_from_dict, config_to_dict
 from .data import Vocab
 from .errors import CharlstmError, CheckpointError
@@ -138,8 +139,9 @@ def _validated(path, meta, run=False):
                               f"head.weight has shape {head}")
     want = _layout(cfg, V, table, run)
     m = cfg.model
-    where = (f"'{path}' does not match its own config ({m.num_layers} x {m.hidden_size} LSTM, "
-             f"embedding {m.embedding_size}, vocabulary {V}, batch {cfg.train.batch_size}):")
+    where = (f"'{path}' does not match its own config ({m.num_layers} x {m.hidden_size} "
+             f"{Cell.of_config(m).describe()}, embedding {m.embedding_size}, vocabulary {V}, "
+             f"batch {cfg.train.batch_size}):")
     for name in table:
         if name not in want:
             raise CheckpointError(f"{where} it holds '{name}', which such a model does not have")
@@ -155,8 +157,7 @@ def _validated(path, meta, run=False):
 
 
 def _parameter_shapes(cfg, V):
-    m = cfg.model
-    return model.param_shapes(V, m.embedding_size, m.hidden_size, m.num_layers)
+    return model.config_shapes(V, cfg.model)
 
 
 def _layout(cfg, V, table, run):
@@ -224,7 +225,8 @@ def _check_position(meta, path):
 _NOT_STREAM = ("data.path", "data.url", "data.sha256", "data.cache_dir")
 # Outside the data section: how the text is cut into windows, and the architecture.
 _LAYOUT = ("train.batch_size", "train.seq_len", "train.windows", "model.num_layers",
-           "model.hidden_size", "model.embedding_size")
+           "model.hidden_size", "model.embedding_size", "model.cell", "model.peepholes",
+           "model.coupled_gates")
 
 
 def fixed_keys(saved_cfg, fine_tuning):
@@ -288,4 +290,6 @@ def _get(cfg, dotted):
 
 
 def _shown(value):
+    if isinstance(value, bool):
+        return str(value).lower()                             # as YAML and --set spell it
     return repr(value) if isinstance(value, str) else value   # a separator may be a newline

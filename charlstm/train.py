@@ -90,7 +90,8 @@ class Run:
                 run = cls(cfg, out_dir, corpus.vocab, corpus.tokens, corpus)
             else:
                 params, vocab, saved, _ = runstate.load_model(init_from)
-                for key in ("num_layers", "hidden_size", "embedding_size"):
+                for key in ("num_layers", "hidden_size", "embedding_size", "cell", "peepholes",
+                            "coupled_gates"):
                     setattr(cfg.model, key, getattr(saved.model, key))
                 tokens = fine_tune_tokens(corpus, vocab, cfg.data.unknown, echo)
                 run = cls(cfg, out_dir, vocab, tokens, corpus)

@@ -212,7 +212,7 @@ def test_section_not_a_mapping(tmp_path):
     ("model:\n  hiden_size: 3\n",
      "unknown key 'model.hiden_size'; did you mean 'model.hidden_size'?"),
     ("train:\n  lr: 3\n", "unknown key 'train.lr'; did you mean 'optim.lr'?"),
-    ("model:\n  zzz: 3\n", "unknown key 'model.zzz'; valid keys in model: num_layers, hidden_size"),
+    ("model:\n  zzzzzz: 3\n", "unknown key 'model.zzzzzz'; valid keys in model: num_layers, hidden_size"),
     ("model.hidden_size: 3\n", "unknown section 'model.hidden_size'; nest the key"),
 ])
 def test_unknown_section_or_key_suggests(tmp_path, text, expected):
@@ -272,6 +272,7 @@ RANGES = [
     ("model.embedding_size", -1, 0, "be >= 0"), ("model.dropout", 1.0, 0.0, "be in [0, 1)"),
     ("model.weight_drop", 1.0, 0.5, "be in [0, 1)"),
     ("model.dropout_mask", "locked", "window", "be one of step, window"),
+    ("model.cell", "lstn", "gru", "be one of lstm, gru, rnn"),
     ("model.vocab_size", 0, 1, "be >= 1"), ("optim.lr", -1.0, 1e-12, "be > 0"),
     ("optim.weight_decay", -0.1, 0, "be >= 0"), ("optim.beta1", 1.0, 0, "be in [0, 1)"),
     ("optim.beta2", -0.5, 0.5, "be in [0, 1)"), ("optim.eps", 0.0, 1e-30, "be > 0"),
@@ -309,7 +310,34 @@ def test_range_messages_from_the_spec(tmp_path):
 def test_every_ranged_key_is_tested():
     tested = {k for k, *_ in RANGES}
     untested = {"model.forget_bias", "sample.prime", "data.url", "data.separator"}  # any finite float, any string
-    assert tested | untested == set(KEYS)
+    booleans = {"model.peepholes", "model.coupled_gates"}    # test_boolean_keys
+    assert tested | untested | booleans == set(KEYS)
+
+
+@pytest.mark.parametrize("key", ["model.peepholes", "model.coupled_gates"])
+def test_boolean_keys(tmp_path, key):
+    """true/false from YAML, --set and a checkpoint's JSON; anything else names the key."""
+    section, name = key.split(".")
+    assert getattr(load_config(None, [f"{key}=true"]).model, name) is True
+    assert getattr(load_config(write(tmp_path, f"model: {{{name}: false}}\n")).model, name) is False
+    assert getattr(config_from_dict({section: {name: True}}, "ckpt").model, name) is True
+    for bad, shown in [(1, "1 (int)"), ("true", "'true' (str)"), (None, "null")]:
+        with pytest.raises(ConfigError) as info:
+            config_from_dict({section: {name: bad}}, "x.yaml")
+        assert str(info.value).startswith(f"x.yaml: {key}: expected true or false, got {shown}")
+    with pytest.raises(ConfigError, match=f"--set '{key}=': {key}: expected true or false"):
+        load_config(None, [f"{key}="])
+
+
+@pytest.mark.parametrize("cell", ["gru", "rnn"])
+@pytest.mark.parametrize("key", ["model.peepholes", "model.coupled_gates"])
+def test_lstm_variants_on_another_cell_are_one_line(tmp_path, cell, key):
+    p = write(tmp_path, f"model: {{cell: {cell}}}\n")
+    msg = error(p, [f"{key}=true"])
+    assert msg == (f"{p}, --set '{key}=true': {key}: the {cell} cell has no such variant (only "
+                   f"lstm has); set {key}: false, or model.cell: lstm")
+    both = load_config(None, ["model.peepholes=true", "model.coupled_gates=true"]).model
+    assert (both.cell, both.peepholes, both.coupled_gates) == ("lstm", True, True)
 
 
 def test_some_stop_condition_required(tmp_path):

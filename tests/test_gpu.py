@@ -17,6 +17,7 @@ from charlstm.sample import generate
 from charlstm.train import Run
 
 from conftest import tiny_config
+import test_cells
 from test_model import make_params, random_batch, random_state, rel_error
 
 
@@ -110,6 +111,31 @@ def test_forward_and_gradients_equal_cpu_in_float64(cp, E, L):
         assert rel_error(ours.get(), ref) < 1e-10
     for name in params:
         assert rel_error(ggrads[name].get(), grads[name]) < 1e-10, name
+
+
+@pytest.mark.parametrize("spec", test_cells.CELLS, ids=test_cells.IDS)
+def test_every_cell_forward_gradients_and_step_equal_cpu_in_float64(cp, spec):
+    """The new cells run the generic xp lines on the GPU (no fused kernels): the same numbers."""
+    _, params = test_cells.make_params(*spec, E=5, L=2, H=6)
+    x, y = random_batch(7, 4, 9)
+    state = random_state(2, 4, 6)
+    loss, cache, (h, c) = model.forward(params, x, y, state)
+    grads, (dh0, dc0) = model.backward(params, cache)
+    gp = to_gpu(params, cp)
+    gstate = tuple(cp.asarray(s) for s in state)
+    gloss, gcache, (gh, gc) = model.forward(gp, x, y, gstate)
+    ggrads, (gdh0, gdc0) = model.backward(gp, gcache)
+    assert gloss == pytest.approx(loss, rel=1e-10)
+    for ours, ref in [(gh, h), (gc, c), (gdh0, dh0), (gdc0, dc0)]:
+        assert rel_error(ours.get(), ref) < 1e-10
+    for name in params:
+        assert rel_error(ggrads[name].get(), grads[name]) < 1e-10, name
+    hh, cc = (s.copy() for s in state)
+    gh, gc = (cp.asarray(s) for s in state)
+    prep, gprep = model.prepare_step(params), model.prepare_step(gp)
+    for t in range(3):
+        ref = model.step(prep, x[:, t], hh, cc)
+        assert rel_error(model.step(gprep, x[:, t], gh, gc).get(), ref) < 1e-10
 
 
 def test_gradients_match_finite_differences_on_the_gpu(cp):

@@ -1,0 +1,287 @@
+"""Every cell and LSTM variant against independent oracles: finite differences in float64 for every
+parameter and the initial state, a naive per-gate loop written from the equations, a chunked run
+equal to a whole run, and the sampler's step equal to the training forward."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from charlstm import cells, model
+from charlstm.gru import gru_backward, gru_forward
+from charlstm.lstm_variants import variant_backward, variant_forward
+from charlstm.rnn import rnn_backward, rnn_forward
+
+from test_model import random_batch, random_state, rel_error, sigmoid
+
+# (cell, peepholes, coupled_gates): the plain LSTM is tested in test_model.py, and here too
+CELLS = [("lstm", False, False), ("lstm", True, False), ("lstm", False, True),
+         ("lstm", True, True), ("gru", False, False), ("rnn", False, False)]
+IDS = ["lstm", "peepholes", "coupled", "peepholes+coupled", "gru", "rnn"]
+
+
+def make_params(cell, peepholes=False, coupled=False, V=7, E=5, H=6, L=2, seed=0,
+                dtype=np.float64):
+    """Every parameter random, biases and peephole vectors included."""
+    cfg = SimpleNamespace(embedding_size=E, hidden_size=H, num_layers=L, forget_bias=1.0,
+                          cell=cell, peepholes=peepholes, coupled_gates=coupled)
+    rng = np.random.default_rng(seed)
+    flat, params = model.init_params(V, cfg, rng, dtype)
+    flat[...] = rng.uniform(-0.8, 0.8, flat.shape)
+    return flat, params
+
+
+def naive_forward(params, x, y, state):
+    """The equations of each cell, one gate and one step at a time, from the parameter names."""
+    V, E, H, L = model.dims(params)
+    cell = cells.of_params(params)
+    p = cell.name
+    B, T = x.shape
+    h, c = [s.copy() for s in state]
+    total = 0.0
+    for t in range(T):
+        inp = params["embedding.weight"][x[:, t]] if E > 0 else np.eye(V)[x[:, t]]
+        for k in range(L):
+            def part(gate, side, arg):   # W_{side}{gate} arg + b_{side}{gate}, one gate's rows
+                order = {"lstm": "fgo" if cell.coupled_gates else "ifgo", "gru": "rzn",
+                         "rnn": "h"}[p]
+                rows = slice(order.index(gate) * H, (order.index(gate) + 1) * H)
+                w, b = params[f"{p}.weight_{side}_l{k}"], params[f"{p}.bias_{side}_l{k}"]
+                return arg @ w[rows].T + b[rows]
+
+            def peep(name):
+                return params.get(f"{p}.weight_{name}_l{k}", np.zeros(H))
+
+            if p == "rnn":
+                h[k] = np.tanh(part("h", "ih", inp) + part("h", "hh", h[k]))
+            elif p == "gru":
+                r = sigmoid(part("r", "ih", inp) + part("r", "hh", h[k]))
+                z = sigmoid(part("z", "ih", inp) + part("z", "hh", h[k]))
+                n = np.tanh(part("n", "ih", inp) + r * part("n", "hh", h[k]))
+                h[k] = (1 - z) * n + z * h[k]
+            else:
+                pre = {g: part(g, "ih", inp) + part(g, "hh", h[k])
+                       for g in ("fgo" if cell.coupled_gates else "ifgo")}
+                f = sigmoid(pre["f"] + peep("cf") * c[k])
+                g = np.tanh(pre["g"])
+                if cell.coupled_gates:
+                    c_new = f * c[k] + (1 - f) * g
+                else:
+                    i = sigmoid(pre["i"] + peep("ci") * c[k])
+                    c_new = f * c[k] + i * g
+                o = sigmoid(pre["o"] + peep("co") * c_new)
+                c[k] = c_new
+                h[k] = o * np.tanh(c_new)
+            inp = h[k]
+        logits = inp @ params["head.weight"].T + params["head.bias"]
+        logp = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+        total -= logp[np.arange(B), y[:, t]].sum()
+    return total / (B * T), (np.array(h), np.array(c))
+
+
+@pytest.mark.parametrize("spec", CELLS, ids=IDS)
+@pytest.mark.parametrize("E", [5, 0])
+def test_forward_equals_naive_loop(spec, E):
+    _, params = make_params(*spec, E=E)
+    x, y = random_batch(7, 3, 5)
+    state = random_state(2, 3, 6)
+    loss, _, (h, c) = model.forward(params, x, y, state)
+    loss_ref, (h_ref, c_ref) = naive_forward(params, x, y, state)
+    assert loss == pytest.approx(loss_ref, rel=1e-12)
+    np.testing.assert_allclose(h, h_ref, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(c, c_ref, rtol=1e-12, atol=1e-12)
+    if spec[0] != "lstm":                      # no cell state: c passes through unchanged
+        np.testing.assert_array_equal(c, state[1])
+
+
+@pytest.mark.parametrize("spec", CELLS, ids=IDS)
+@pytest.mark.parametrize("E,L", [(4, 2), (0, 1)])
+def test_backward_matches_finite_differences(spec, E, L):
+    flat, params = make_params(*spec, E=E, L=L, H=4)
+    x, y = random_batch(7, 3, 5)
+    h0, c0 = random_state(L, 3, 4)
+    _, cache, _ = model.forward(params, x, y, (h0, c0))
+    grads, (dh0, dc0) = model.backward(params, cache)
+    assert set(grads) == set(params)
+
+    def loss_at():
+        return model.forward(params, x, y, (h0, c0), keep_cache=False)[0]
+
+    eps = 1e-6
+    for name, p in list(params.items()) + [("h0", h0), ("c0", c0)]:
+        analytic = {"h0": dh0, "c0": dc0}.get(name, grads.get(name))
+        numeric = np.zeros_like(p)
+        for idx in np.ndindex(p.shape):
+            old = p[idx]
+            p[idx] = old + eps
+            up = loss_at()
+            p[idx] = old - eps
+            down = loss_at()
+            p[idx] = old
+            numeric[idx] = (up - down) / (2 * eps)
+        if name == "c0" and spec[0] != "lstm":
+            assert not analytic.any() and not numeric.any()    # c does not reach the loss
+        else:
+            assert rel_error(analytic, numeric) < 1e-6, name
+
+
+def _layer(kernel, H, rng):
+    """One layer's kernels with random weights: (G, forward(xproj, h0, c0, keep), weights)."""
+    if kernel == "gru":
+        w, b = rng.uniform(-1, 1, (3 * H, H)), rng.uniform(-1, 1, 3 * H)
+        return 3 * H, lambda xp, h, c, keep=True: gru_forward(xp, w, b, h, c, keep), [w, b]
+    if kernel == "rnn":
+        w = rng.uniform(-1, 1, (H, H))
+        return H, lambda xp, h, c, keep=True: rnn_forward(xp, w, h, c, keep), [w]
+    coupled = kernel.endswith("coupled")
+    G = (3 if coupled else 4) * H
+    w = rng.uniform(-1, 1, (G, H))
+    peep = (None if coupled else rng.uniform(-1, 1, H), rng.uniform(-1, 1, H),
+            rng.uniform(-1, 1, H))
+    return G, lambda xp, h, c, keep=True: variant_forward(xp, w, peep, h, c, coupled, keep), \
+        [w] + [v for v in peep if v is not None]
+
+
+@pytest.mark.parametrize("kernel", ["gru", "rnn", "peepholes", "peepholes+coupled"])
+def test_layer_backward_with_final_state_gradients(kernel):
+    """dh_T / dc_T flowing in from a later window reach every input, every weight included."""
+    T, B, H = 4, 2, 3
+    rng = np.random.default_rng(4)
+    G, forward, weights = _layer(kernel, H, rng)
+    xproj = rng.uniform(-1, 1, (T, B, G))
+    h0, c0 = rng.uniform(-1, 1, (B, H)), rng.uniform(-1, 1, (B, H))
+    dhs = rng.standard_normal((T, B, H))
+    dh_T, dc_T = rng.standard_normal((B, H)), rng.standard_normal((B, H))
+
+    def objective():
+        hs, (hT, cT), _ = forward(xproj.copy(), h0, c0, keep=False)
+        return (hs * dhs).sum() + (hT * dh_T).sum() + (cT * dc_T).sum()
+
+    _, _, cache = forward(xproj.copy(), h0, c0)
+    backward = {"gru": gru_backward, "rnn": rnn_backward}.get(kernel, variant_backward)
+    dx, dw, *rest, dh0, dc0 = backward(dhs, cache, dh_T, dc_T)
+    if kernel == "gru":
+        weight_grads = [dw, rest[0]]                       # W_hh, b_hh
+    elif kernel == "rnn":
+        weight_grads = [dw]
+    else:
+        weight_grads = [dw] + [g for g in rest[0] if g is not None]     # W_hh, peepholes
+    pairs = [(xproj, dx), *zip(weights, weight_grads), (h0, dh0), (c0, dc0)]
+    assert len(pairs) == len(weights) + 3
+    eps = 1e-6
+    for arg, analytic in pairs:
+        numeric = np.zeros_like(arg)
+        for idx in np.ndindex(arg.shape):
+            old = arg[idx]
+            arg[idx] = old + eps
+            up = objective()
+            arg[idx] = old - eps
+            down = objective()
+            arg[idx] = old
+            numeric[idx] = (up - down) / (2 * eps)
+        assert rel_error(analytic, numeric) < 1e-6
+
+
+@pytest.mark.parametrize("spec", CELLS, ids=IDS)
+def test_chunked_run_equals_whole_run(spec):
+    _, params = make_params(*spec)
+    x, y = random_batch(7, 2, 12)
+    state = random_state(2, 2, 6)
+    whole, _, (h_whole, c_whole) = model.forward(params, x, y, state, keep_cache=False)
+    total, carried = 0.0, state
+    for lo in range(0, 12, 4):
+        loss, _, carried = model.forward(params, x[:, lo:lo + 4], y[:, lo:lo + 4], carried,
+                                         keep_cache=False)
+        total += loss * 4
+    assert total / 12 == pytest.approx(whole, rel=1e-12)
+    np.testing.assert_allclose(carried[0], h_whole, atol=1e-13)
+    np.testing.assert_allclose(carried[1], c_whole, atol=1e-13)
+
+
+@pytest.mark.parametrize("spec", CELLS, ids=IDS)
+def test_step_equals_window_forward(spec):
+    """The sampler's one-character step computes the same cell, and the same logits, as the
+    training forward."""
+    _, params = make_params(*spec, L=3)
+    x, y = random_batch(7, 2, 6)
+    h, c = random_state(3, 2, 6)
+    prep = model.prepare_step(params)
+    hh, cc = h.copy(), c.copy()
+    for t in range(6):
+        logits = model.step(prep, x[:, t], hh, cc)
+    _, _, (h_ref, c_ref) = model.forward(params, x, y, (h, c), keep_cache=False)
+    np.testing.assert_allclose(hh, h_ref, atol=1e-12)
+    np.testing.assert_allclose(cc, c_ref, atol=1e-12)
+    # the last step's logits against the head applied to the forward's final top state
+    expect = h_ref[-1] @ params["head.weight"].T + params["head.bias"]
+    np.testing.assert_allclose(logits, expect, atol=1e-12)
+
+
+@pytest.mark.parametrize("spec", CELLS, ids=IDS)
+def test_dropout_and_weight_drop_gradients_with_fixed_masks(spec):
+    flat, params = make_params(*spec, L=2, H=4)
+    x, y = random_batch(7, 2, 3)
+    state = random_state(2, 2, 4)
+
+    def run(keep):
+        return model.forward(params, x, y, state, dropout=0.3, weight_drop=0.4, keep_cache=keep,
+                             rng=np.random.default_rng(9), dropout_mask="window")
+
+    _, cache, _ = run(True)
+    grads, _ = model.backward(params, cache)
+    p = spec[0]
+    eps = 1e-6
+    for name in [f"{p}.weight_ih_l1", f"{p}.weight_hh_l0", f"{p}.weight_hh_l1", f"{p}.bias_hh_l1"]:
+        for idx in [(1, 2), (3, 1), (0, 3)] if params[name].ndim == 2 else [(1,), (2,)]:
+            old = params[name][idx]
+            params[name][idx] = old + eps
+            up = run(False)[0]
+            params[name][idx] = old - eps
+            down = run(False)[0]
+            params[name][idx] = old
+            assert grads[name][idx] == pytest.approx((up - down) / (2 * eps), rel=1e-5, abs=1e-7)
+    assert 0 < (grads[f"{p}.weight_hh_l0"] == 0).mean() < 1     # dropped weights: no gradient
+
+
+@pytest.mark.parametrize("spec", CELLS, ids=IDS)
+def test_float32_stays_float32_and_initial_loss_is_ln_vocab(spec):
+    cfg = SimpleNamespace(embedding_size=16, hidden_size=32, num_layers=2, forget_bias=1.0,
+                          cell=spec[0], peepholes=spec[1], coupled_gates=spec[2])
+    _, params = model.init_params(65, cfg, np.random.default_rng(0))
+    x, y = random_batch(65, 4, 10)
+    loss, cache, (h, c) = model.forward(params, x, y, model.init_state(2, 4, 32))
+    grads, _ = model.backward(params, cache)
+    assert abs(loss - np.log(65)) < 0.1
+    assert h.dtype == c.dtype == np.float32 and all(g.dtype == np.float32 for g in grads.values())
+
+
+def test_parameter_names_shapes_and_forget_bias():
+    shapes = model.param_shapes(10, 4, 8, 2, "gru")
+    assert list(shapes)[1:5] == ["gru.weight_ih_l0", "gru.weight_hh_l0", "gru.bias_ih_l0",
+                                 "gru.bias_hh_l0"]
+    assert shapes["gru.weight_ih_l0"] == (24, 4) and shapes["gru.weight_hh_l1"] == (24, 8)
+    assert model.param_shapes(10, 0, 8, 1, "rnn")["rnn.weight_ih_l0"] == (8, 10)
+    peep = model.param_shapes(10, 4, 8, 1, "lstm", peepholes=True)
+    assert [n for n in peep if "_c" in n] == ["lstm.weight_ci_l0", "lstm.weight_cf_l0",
+                                              "lstm.weight_co_l0"]
+    both = model.param_shapes(10, 4, 8, 1, "lstm", peepholes=True, coupled_gates=True)
+    assert both["lstm.weight_hh_l0"] == (24, 8) and "lstm.weight_ci_l0" not in both
+    for spec in CELLS:
+        cfg = SimpleNamespace(embedding_size=4, hidden_size=8, num_layers=2, forget_bias=2.5,
+                              cell=spec[0], peepholes=spec[1], coupled_gates=spec[2])
+        _, params = model.init_params(10, cfg, np.random.default_rng(0))
+        assert cells.of_params(params) == cells.Cell(*spec)
+        if spec[0] == "lstm":                 # the forget gate: f of i, f, g, o or of f, g, o
+            f = slice(0, 8) if spec[2] else slice(8, 16)
+            total = params["lstm.bias_ih_l1"] + params["lstm.bias_hh_l1"]
+            assert (total[f] == 2.5).all() and (total != 2.5).sum() == total.size - 8
+
+
+def test_cell_descriptions():
+    assert [cells.Cell(*s).describe() for s in CELLS] == [
+        "LSTM", "LSTM with peepholes", "LSTM with coupled gates",
+        "LSTM with peepholes and coupled gates", "GRU", "RNN (tanh)"]
+    with pytest.raises(ValueError, match="unknown cell 'lstn'"):
+        cells.Cell("lstn")
+    with pytest.raises(ValueError, match="the gru cell has no peephole"):
+        cells.Cell("gru", peepholes=True)
