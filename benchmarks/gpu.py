@@ -12,17 +12,12 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
+from run import HERE, run_json          # benchmarks/run.py, beside this script
+
 CONFIGS = [(2, 512, 64, 100), (3, 1024, 256, 100)]  # (layers, hidden, batch, seq)
-HERE = Path(__file__).resolve().parent
-
-
-def run_json(cmd, env):
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
 
 
 def main():

@@ -1,5 +1,7 @@
 """Shared fixtures: small corpora built inside the tests (the suite never needs a download)."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -47,3 +49,18 @@ def tiny_config(data_path, **overrides):
 def private_cache(tmp_path_factory, monkeypatch):
     """Token caches go to a temporary folder, never the user's ~/.cache."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+
+
+@pytest.fixture(scope="session")
+def torch():
+    """torch; skipped where it is missing, unless CHARLSTM_REQUIRE_TORCH is set (then a failure)."""
+    if os.environ.get("CHARLSTM_REQUIRE_TORCH"):
+        try:
+            import torch
+        except ImportError as e:
+            pytest.fail(f"CHARLSTM_REQUIRE_TORCH is set but torch cannot be imported ({e}): "
+                        "pip install -e '.[torch]'")
+    else:
+        torch = pytest.importorskip("torch", reason="PyTorch cross-checks: pip install -e "
+                                                    "'.[torch]'")
+    return torch

@@ -12,7 +12,7 @@ from charlstm.gru import gru_backward, gru_forward
 from charlstm.lstm_variants import variant_backward, variant_forward
 from charlstm.rnn import rnn_backward, rnn_forward
 
-from test_model import random_batch, random_state, rel_error, sigmoid
+from test_model import numeric_grad, random_batch, random_state, rel_error, sigmoid
 
 # (cell, peepholes, coupled_gates): the plain LSTM is tested in test_model.py, and here too
 CELLS = [("lstm", False, False), ("lstm", True, False), ("lstm", False, True),
@@ -107,18 +107,9 @@ def test_backward_matches_finite_differences(spec, E, L):
     def loss_at():
         return model.forward(params, x, y, (h0, c0), keep_cache=False)[0]
 
-    eps = 1e-6
     for name, p in list(params.items()) + [("h0", h0), ("c0", c0)]:
         analytic = {"h0": dh0, "c0": dc0}.get(name, grads.get(name))
-        numeric = np.zeros_like(p)
-        for idx in np.ndindex(p.shape):
-            old = p[idx]
-            p[idx] = old + eps
-            up = loss_at()
-            p[idx] = old - eps
-            down = loss_at()
-            p[idx] = old
-            numeric[idx] = (up - down) / (2 * eps)
+        numeric = numeric_grad(loss_at, p)
         if name == "c0" and spec[0] != "lstm":
             assert not analytic.any() and not numeric.any()    # c does not reach the loss
         else:
@@ -168,18 +159,8 @@ def test_layer_backward_with_final_state_gradients(kernel):
         weight_grads = [dw] + [g for g in rest[0] if g is not None]     # W_hh, peepholes
     pairs = [(xproj, dx), *zip(weights, weight_grads), (h0, dh0), (c0, dc0)]
     assert len(pairs) == len(weights) + 3
-    eps = 1e-6
     for arg, analytic in pairs:
-        numeric = np.zeros_like(arg)
-        for idx in np.ndindex(arg.shape):
-            old = arg[idx]
-            arg[idx] = old + eps
-            up = objective()
-            arg[idx] = old - eps
-            down = objective()
-            arg[idx] = old
-            numeric[idx] = (up - down) / (2 * eps)
-        assert rel_error(analytic, numeric) < 1e-6
+        assert rel_error(analytic, numeric_grad(objective, arg)) < 1e-6
 
 
 @pytest.mark.parametrize("spec", CELLS, ids=IDS)

@@ -18,7 +18,7 @@ from charlstm.train import Run
 
 from conftest import tiny_config
 import test_cells
-from test_model import make_params, random_batch, random_state, rel_error
+from test_model import make_params, numeric_grad, random_batch, random_state, rel_error
 
 
 def _gpu():
@@ -98,8 +98,12 @@ def test_fused_adamw_equals_numpy_lines(cp):
 @pytest.mark.parametrize("E,L", [(5, 2), (0, 1), (4, 3)])
 def test_forward_and_gradients_equal_cpu_in_float64(cp, E, L):
     _, params = make_params(E=E, L=L, H=6)
+    assert_forward_and_backward_equal_cpu(cp, params, random_state(L, 4, 6))
+
+
+def assert_forward_and_backward_equal_cpu(cp, params, state):
+    """Loss, final state, every gradient and the initial state's, float64, to 1e-10."""
     x, y = random_batch(7, 4, 9)
-    state = random_state(L, 4, 6)
     loss, cache, (h, c) = model.forward(params, x, y, state)
     grads, (dh0, dc0) = model.backward(params, cache)
     gp = to_gpu(params, cp)
@@ -111,25 +115,16 @@ def test_forward_and_gradients_equal_cpu_in_float64(cp, E, L):
         assert rel_error(ours.get(), ref) < 1e-10
     for name in params:
         assert rel_error(ggrads[name].get(), grads[name]) < 1e-10, name
+    return gp
 
 
 @pytest.mark.parametrize("spec", test_cells.CELLS, ids=test_cells.IDS)
 def test_every_cell_forward_gradients_and_step_equal_cpu_in_float64(cp, spec):
     """The new cells run the generic xp lines on the GPU (no fused kernels): the same numbers."""
     _, params = test_cells.make_params(*spec, E=5, L=2, H=6)
-    x, y = random_batch(7, 4, 9)
     state = random_state(2, 4, 6)
-    loss, cache, (h, c) = model.forward(params, x, y, state)
-    grads, (dh0, dc0) = model.backward(params, cache)
-    gp = to_gpu(params, cp)
-    gstate = tuple(cp.asarray(s) for s in state)
-    gloss, gcache, (gh, gc) = model.forward(gp, x, y, gstate)
-    ggrads, (gdh0, gdc0) = model.backward(gp, gcache)
-    assert gloss == pytest.approx(loss, rel=1e-10)
-    for ours, ref in [(gh, h), (gc, c), (gdh0, dh0), (gdc0, dc0)]:
-        assert rel_error(ours.get(), ref) < 1e-10
-    for name in params:
-        assert rel_error(ggrads[name].get(), grads[name]) < 1e-10, name
+    gp = assert_forward_and_backward_equal_cpu(cp, params, state)
+    x, _ = random_batch(7, 4, 9)
     hh, cc = (s.copy() for s in state)
     gh, gc = (cp.asarray(s) for s in state)
     prep, gprep = model.prepare_step(params), model.prepare_step(gp)
@@ -145,19 +140,12 @@ def test_gradients_match_finite_differences_on_the_gpu(cp):
     h0, c0 = (cp.asarray(s) for s in random_state(2, 2, 4))
     _, cache, _ = model.forward(gp, x, y, (h0, c0))
     grads, (dh0, dc0) = model.backward(gp, cache)
-    eps = 1e-6
+    def loss_at():
+        return model.forward(gp, x, y, (h0, c0), keep_cache=False)[0]
+
     for name, p in list(gp.items()) + [("h0", h0), ("c0", c0)]:
         analytic = {"h0": dh0, "c0": dc0}.get(name, grads.get(name)).get()
-        numeric = np.zeros(p.shape)
-        for idx in np.ndindex(p.shape):
-            old = float(p[idx])
-            p[idx] = old + eps
-            up = model.forward(gp, x, y, (h0, c0), keep_cache=False)[0]
-            p[idx] = old - eps
-            down = model.forward(gp, x, y, (h0, c0), keep_cache=False)[0]
-            p[idx] = old
-            numeric[idx] = (up - down) / (2 * eps)
-        assert rel_error(analytic, numeric) < 1e-6, name
+        assert rel_error(analytic, numeric_grad(loss_at, p)) < 1e-6, name
 
 
 def test_sampler_and_evaluation_equal_cpu(cp):

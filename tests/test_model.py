@@ -77,6 +77,21 @@ def rel_error(a, b):
     return np.abs(a - b).max() / max(np.abs(a).max(), np.abs(b).max(), 1e-12)
 
 
+def numeric_grad(f, arg, eps=1e-6):
+    """Central differences of the scalar f() in every element of `arg`, which is perturbed in
+    place and restored (a NumPy or CuPy array; the result is a NumPy array)."""
+    numeric = np.zeros(arg.shape)
+    for idx in np.ndindex(arg.shape):
+        old = float(arg[idx])
+        arg[idx] = old + eps
+        up = f()
+        arg[idx] = old - eps
+        down = f()
+        arg[idx] = old
+        numeric[idx] = (up - down) / (2 * eps)
+    return numeric
+
+
 @pytest.mark.parametrize("E,L", [(5, 2), (0, 1), (4, 3)])
 def test_backward_matches_finite_differences(E, L):
     flat, params = make_params(E=E, L=L, H=5)
@@ -88,19 +103,9 @@ def test_backward_matches_finite_differences(E, L):
     def loss_at():
         return model.forward(params, x, y, (h0, c0), keep_cache=False)[0]
 
-    eps = 1e-6
     for name, p in list(params.items()) + [("h0", h0), ("c0", c0)]:
         analytic = {"h0": dh0, "c0": dc0}.get(name, grads.get(name))
-        numeric = np.zeros_like(p)
-        for idx in np.ndindex(p.shape):
-            old = p[idx]
-            p[idx] = old + eps
-            up = loss_at()
-            p[idx] = old - eps
-            down = loss_at()
-            p[idx] = old
-            numeric[idx] = (up - down) / (2 * eps)
-        assert rel_error(analytic, numeric) < 1e-6, name
+        assert rel_error(analytic, numeric_grad(loss_at, p)) < 1e-6, name
 
 
 def test_lstm_layer_backward_with_final_state_gradients():
@@ -118,33 +123,9 @@ def test_lstm_layer_backward_with_final_state_gradients():
 
     _, _, cache = lstm_forward(xproj.copy(), w_hh, h0, c0)
     grads = lstm_backward(dhs, cache, dh_T, dc_T)
-    eps = 1e-6
     for arg, analytic in zip([xproj, w_hh, h0, c0], grads):
-        numeric = np.zeros_like(arg)
-        for idx in np.ndindex(arg.shape):
-            old = arg[idx]
-            arg[idx] = old + eps
-            up = objective(xproj, w_hh, h0, c0)
-            arg[idx] = old - eps
-            down = objective(xproj, w_hh, h0, c0)
-            arg[idx] = old
-            numeric[idx] = (up - down) / (2 * eps)
+        numeric = numeric_grad(lambda: objective(xproj, w_hh, h0, c0), arg)
         assert rel_error(analytic, numeric) < 1e-6
-
-
-def test_chunked_run_equals_whole_run():
-    _, params = make_params()
-    x, y = random_batch(7, 2, 12)
-    state = random_state(2, 2, 6)
-    whole, _, (h_whole, c_whole) = model.forward(params, x, y, state, keep_cache=False)
-    total, carried = 0.0, state
-    for lo in range(0, 12, 4):
-        loss, _, carried = model.forward(params, x[:, lo:lo + 4], y[:, lo:lo + 4], carried,
-                                         keep_cache=False)
-        total += loss * 4
-    assert total / 12 == pytest.approx(whole, rel=1e-12)
-    np.testing.assert_allclose(carried[0], h_whole, atol=1e-13)
-    np.testing.assert_allclose(carried[1], c_whole, atol=1e-13)
 
 
 def test_step_equals_window_forward():

@@ -6,7 +6,6 @@ way: skipped where torch is missing, unless CHARLSTM_REQUIRE_TORCH is set (CI), 
 """
 
 import json
-import os
 
 import numpy as np
 import pytest
@@ -18,21 +17,6 @@ from charlstm.train import Run
 
 from conftest import tiny_config
 from test_model import random_state, rel_error
-
-@pytest.fixture(scope="module")
-def torch():
-    """torch; skipped where it is missing, unless CHARLSTM_REQUIRE_TORCH is set (then a failure)."""
-    if os.environ.get("CHARLSTM_REQUIRE_TORCH"):
-        try:
-            import torch
-        except ImportError as e:
-            pytest.fail(f"CHARLSTM_REQUIRE_TORCH is set but torch cannot be imported ({e}): "
-                        "pip install -e '.[torch]'")
-    else:
-        torch = pytest.importorskip("torch", reason="PyTorch cross-checks: pip install -e "
-                                                    "'.[torch]'")
-    return torch
-
 
 CASES = [("gru", 2, 16), ("gru", 1, 0), ("rnn", 2, 16), ("rnn", 1, 0)]
 

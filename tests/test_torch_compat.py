@@ -8,7 +8,6 @@ this file never needs it.
 """
 
 import json
-import os
 from types import SimpleNamespace
 
 import numpy as np
@@ -20,21 +19,6 @@ from charlstm.data import Batches, Vocab
 from charlstm.train import Run
 
 from conftest import synthetic_text, tiny_config
-
-
-@pytest.fixture(scope="module")
-def torch():
-    """torch; skipped where it is missing, unless CHARLSTM_REQUIRE_TORCH is set (then a failure)."""
-    if os.environ.get("CHARLSTM_REQUIRE_TORCH"):
-        try:
-            import torch
-        except ImportError as e:
-            pytest.fail(f"CHARLSTM_REQUIRE_TORCH is set but torch cannot be imported ({e}): "
-                        "pip install -e '.[torch]'")
-    else:
-        torch = pytest.importorskip("torch", reason="PyTorch cross-checks: pip install -e "
-                                                    "'.[torch]'")
-    return torch
 
 
 def torch_net(torch, V, E, H, L, params=None):
