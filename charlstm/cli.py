@@ -107,6 +107,8 @@ def train(config, overrides, data, out, resume_dir, init_from, no_progress):
       charlstm train --data notes.txt --set model.weight_drop=0.2 --set optim.ema=0.999
       charlstm train --data notes.txt --set model.dropout=0.25 --set model.dropout_mask=window
       charlstm train configs/shakespeare.yaml --set model.cell=gru --out runs/sh-gru
+      charlstm train configs/shakespeare-gpu.yaml   # 5 minutes on an NVIDIA GPU (CuPy)
+      charlstm train configs/shakespeare.yaml --set train.device=cuda --out runs/sh-gpu
       charlstm train --data notes.txt              # default model on your own text
       charlstm train --resume runs/shakespeare     # continue where it stopped
       charlstm train --data lyrics.txt --init-from runs/shakespeare/best.npz --out runs/lyrics
