@@ -128,21 +128,6 @@ def test_lstm_layer_backward_with_final_state_gradients():
         assert rel_error(analytic, numeric) < 1e-6
 
 
-def test_step_equals_window_forward():
-    """The sampler's one-character step computes the same cell as the training forward."""
-    _, params = make_params(L=3)
-    x, y = random_batch(7, 2, 6)
-    h, c = random_state(3, 2, 6)
-    prep = model.prepare_step(params)
-    hh, cc = h.copy(), c.copy()
-    for t in range(6):
-        logits = model.step(prep, x[:, t], hh, cc)
-    _, _, (h_ref, c_ref) = model.forward(params, x, y, (h, c), keep_cache=False)
-    np.testing.assert_allclose(hh, h_ref, atol=1e-12)
-    np.testing.assert_allclose(cc, c_ref, atol=1e-12)
-    assert logits.shape == (2, 7)
-
-
 def log_softmax(z):
     z = z - z.max(axis=-1, keepdims=True)
     return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
