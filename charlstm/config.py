@@ -78,6 +78,7 @@ class TrainConfig:
     max_steps: int | None = 5000  # training stops at the first of the three limits that is set
     max_epochs: float | None = None
     max_minutes: float | None = None  # wall-time budget
+    recipe: str = "off"  # "auto": choose every setting not set explicitly for max_minutes (recipe.py)
     eval_every: int = 500
     eval_minutes: float | None = None  # also evaluate every this many training minutes
     log_every: int = 10
@@ -165,7 +166,7 @@ _RULES: dict[str, tuple[str, Any]] = {
     "train.windows": _one_of("fixed", "shifted"), "train.max_steps": _ge1,
     "train.max_epochs": _gt0, "train.max_minutes": _gt0, "train.eval_every": _ge1, "train.eval_minutes": _gt0,
     "train.log_every": _ge1, "train.seed": _ge0, "train.threads": _ge0,
-    "train.device": _one_of("cpu", "cuda"),
+    "train.device": _one_of("cpu", "cuda"), "train.recipe": _one_of("off", "auto"),
     "train.sample_length": _ge0, "train.keep_last": _ge0,
     "train.on_divergence": _one_of("stop", "skip"),
     "train.explode_ratio": ("be > 1", lambda v: v > 1),

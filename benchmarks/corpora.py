@@ -1,0 +1,147 @@
+"""Build the recipe study's corpora offline, from texts that Debian packages and Python ship.
+
+    python benchmarks/corpora.py [--out ~/.cache/charlstm-study]      # prints what it built
+
+| name | kind | about | from |
+| --- | --- | --- | --- |
+| fortunes-100k | English prose (quotes, jokes, verse) | 100 thousand chars | Debian's `fortunes` |
+| russian-2m | Russian prose, 166 symbols | 2.0 million chars | Debian's `fortunes-ru` |
+| pydocs-10m | English technical prose | 10 million chars | Debian's `python3.11-doc` (HTML to text) |
+| pycode-50m | Python source code (ASCII files) | 50 million chars | this interpreter's library (stdlib, site-packages) |
+
+The Debian packages install with `apt-get install fortunes fortunes-ru python3.11-doc` (the script
+says so if one is missing). Each corpus is a deterministic function of those files (sorted paths,
+fixed cut), so two machines with the same packages build the same text. Corpora are never
+committed: they are rebuilt here in seconds.
+"""
+
+import argparse
+import html.parser
+import sysconfig
+from pathlib import Path
+
+FORTUNES = Path("/usr/share/games/fortunes")
+PYDOCS = Path("/usr/share/doc/python3.11/html")
+DEFAULT_OUT = Path.home() / ".cache" / "charlstm-study"
+
+
+def _fortune_files(folder):
+    """The text files of a fortune folder: not the .dat indexes, .u8 variants or links."""
+    return [p for p in sorted(folder.iterdir()) if p.is_file() and not p.is_symlink()
+            and p.suffix not in (".dat", ".u8")]
+
+
+def _need(path, package):
+    if not path.exists():
+        raise SystemExit(f"{path} not found: install it with  apt-get install {package}")
+
+
+def _cut(parts, max_chars):
+    """Join `parts` and cut the result at the last line end before max_chars."""
+    text = "".join(parts)[:max_chars]
+    return text[:text.rfind("\n") + 1] or text
+
+
+def fortunes_en(max_chars=100_000):
+    _need(FORTUNES, "fortunes")
+    parts = [p.read_text("utf-8") for p in _fortune_files(FORTUNES)]
+    return _cut(parts, max_chars)
+
+
+def russian():
+    _need(FORTUNES / "ru", "fortunes-ru")
+    return "".join(p.read_text("utf-8").replace("\r\n", "\n") for p in _fortune_files(FORTUNES / "ru"))
+
+
+class _TextOf(html.parser.HTMLParser):
+    """The visible text of a Sphinx page's body: paragraphs, code and tables, not navigation."""
+
+    SKIP = {"script", "style", "head"}
+
+    def __init__(self):
+        super().__init__()
+        self.out, self.depth, self.body = [], 0, 0
+
+    def handle_starttag(self, tag, attrs):
+        if tag in self.SKIP:
+            self.depth += 1
+        if tag == "div" and ("role", "main") in attrs:
+            self.body = 1
+        elif tag == "div" and self.body:
+            self.body += 1
+
+    def handle_endtag(self, tag):
+        if tag in self.SKIP:
+            self.depth -= 1
+        if tag == "div" and self.body:
+            self.body -= 1
+        if tag in ("p", "pre", "li", "dt", "dd", "h1", "h2", "h3", "tr") and self.body:
+            self.out.append("\n")
+
+    def handle_data(self, data):
+        if self.body and not self.depth:
+            self.out.append(data)
+
+
+def pydocs(max_chars=10_000_000):
+    _need(PYDOCS, "python3.11-doc")
+    parts = []
+    for page in sorted(PYDOCS.rglob("*.html")):
+        parser = _TextOf()
+        parser.feed(page.read_text("utf-8", errors="replace"))
+        text = "".join(parser.out)
+        lines = [" ".join(line.split()) for line in text.splitlines()]
+        parts.append("\n".join(line for line in lines if line) + "\n\n")
+    return _cut(parts, max_chars)
+
+
+def pycode(max_chars=50_000_000):
+    """Python source under this interpreter's library folders, sorted, ASCII files only (a few
+    test files hold thousands of other symbols, which would make this a study of the softmax)."""
+    roots = sorted({sysconfig.get_paths()[k] for k in ("stdlib", "purelib", "platlib")})
+    parts, total, seen = [], 0, set()
+    for root in roots:
+        for path in sorted(Path(root).rglob("*.py")):
+            if path in seen or not path.is_file():
+                continue
+            seen.add(path)
+            try:
+                text = path.read_bytes().decode("ascii")
+            except (OSError, UnicodeDecodeError):
+                continue
+            parts.append(text)
+            total += len(text)
+            if total >= max_chars:
+                return _cut(parts, max_chars)
+    return _cut(parts, max_chars)
+
+
+CORPORA = {"fortunes-100k": fortunes_en, "russian-2m": russian, "pydocs-10m": pydocs,
+           "pycode-50m": pycode}
+
+
+def build(name, out=DEFAULT_OUT):
+    """The path of corpus `name` under `out`, built if it is not there yet."""
+    path = Path(out) / f"{name}.txt"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        text = CORPORA[name]()
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(text, "utf-8")
+        tmp.replace(path)
+    return path
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    ap.add_argument("names", nargs="*", default=list(CORPORA))
+    a = ap.parse_args()
+    for name in a.names:
+        path = build(name, a.out)
+        text = path.read_text("utf-8")
+        print(f"{name}: {len(text):,} chars, {len(set(text))} symbols  {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,185 @@
+"""The recipe study: for each corpus and time budget, train a grid of hand-picked configurations,
+today's defaults and the automatic recipe, one run at a time, and record each one's validation loss.
+
+    python benchmarks/corpora.py                       # build the corpora first (see its docstring)
+    python benchmarks/study.py                         # every trial not yet in the results
+    python benchmarks/study.py --budgets 2 --kinds grid,default
+    python benchmarks/study.py --corpora fortunes-100k --budgets 10 --list
+    python benchmarks/study.py --table                 # the results as RESULTS.md's table
+
+Results go to benchmarks/study/results.jsonl, one line per finished trial; a trial already there
+is skipped, so a study stopped at any point (Ctrl-C, a closed laptop) goes on where it stopped
+when run again, and the file is committed as it grows. Runs are timed by wall clock: run nothing
+else heavy beside the study. `touch benchmarks/study/PAUSE` makes it wait before the next trial
+(to run a test suite in between) until the file is removed.
+
+Every trial trains with `charlstm train` in a fresh process. All runs of one corpus use the same
+validation split (data.val_fraction below: about 250,000 characters for the large corpora, so an
+evaluation costs seconds, not minutes).
+"""
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import corpora
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "study" / "results.jsonl"
+PAUSE = HERE / "study" / "PAUSE"
+RUNS = corpora.DEFAULT_OUT / "runs"
+
+VAL_FRACTION = {"fortunes-100k": 0.1, "russian-2m": 0.1, "pydocs-10m": 0.025, "pycode-50m": 0.005}
+
+# The grid's common base: configs/shakespeare.yaml's optimizer, batch and schedule, which won on
+# tiny-shakespeare at 10 minutes (README), with the size and regularization varied below.
+BASE = {"optim.lr": 0.0035, "optim.beta2": 0.99, "optim.schedule": "cosine",
+        "optim.warmup_steps": 50, "optim.min_lr": 0.0001, "optim.ema": 0.998,
+        "train.batch_size": 32, "train.seq_len": 50, "model.embedding_size": 64}
+HEAVY = {"model.dropout": 0.25, "model.dropout_mask": "window", "model.weight_drop": 0.25,
+         "optim.weight_decay": 0.1}  # configs/shakespeare-30min.yaml's regularization
+
+
+def net(layers, hidden, dropout=0.0, **more):
+    return {"model.num_layers": layers, "model.hidden_size": hidden, "model.dropout": dropout,
+            **more}
+
+
+# (corpus, budget in minutes) -> {trial name: settings on top of BASE}. Hand-picked around where
+# the epochs a budget allows put each corpus: many epochs of fortunes-100k (small nets, heavy
+# regularization), a few of russian-2m, less than one of the two large corpora (bigger nets, no
+# dropout).
+GRID = {
+    ("fortunes-100k", 2): {"2x128-d0.2": net(2, 128, 0.2), "2x128-heavy": net(2, 128, **HEAVY),
+                           "2x256-d0.3": net(2, 256, 0.3), "2x256-heavy": net(2, 256, **HEAVY),
+                           "1x256-d0.2": net(1, 256, 0.2)},
+    ("russian-2m", 2): {"2x128": net(2, 128), "2x192": net(2, 192), "2x256": net(2, 256),
+                        "2x256-d0.1": net(2, 256, 0.1), "2x384": net(2, 384)},
+    ("pydocs-10m", 2): {"2x128": net(2, 128), "2x192": net(2, 192), "2x256": net(2, 256),
+                        "2x384": net(2, 384), "1x384": net(1, 384)},
+    ("pycode-50m", 2): {"2x128": net(2, 128), "2x192": net(2, 192), "2x256": net(2, 256),
+                        "2x384": net(2, 384), "1x384": net(1, 384)},
+    ("fortunes-100k", 10): {"2x128-heavy": net(2, 128, **HEAVY), "2x256-heavy": net(2, 256, **HEAVY),
+                            "2x384-heavy": net(2, 384, **HEAVY),
+                            "2x256-d0.4w": net(2, 256, 0.4, **{"model.dropout_mask": "window"}),
+                            "2x128-d0.3": net(2, 128, 0.3)},
+    ("russian-2m", 10): {"2x256-d0.1": net(2, 256, 0.1), "2x384-d0.1": net(2, 384, 0.1),
+                         "2x384-d0.2": net(2, 384, 0.2), "2x448-d0.2": net(2, 448, 0.2),
+                         "2x512-d0.1": net(2, 512, 0.1)},
+    ("pydocs-10m", 10): {"2x256": net(2, 256), "2x384": net(2, 384), "2x512": net(2, 512),
+                         "2x384-d0.1": net(2, 384, 0.1), "3x384": net(3, 384)},
+    ("pycode-50m", 10): {"2x256": net(2, 256), "2x384": net(2, 384), "2x512": net(2, 512),
+                         "3x384": net(3, 384), "2x640": net(2, 640)},
+}
+
+
+def trials(corpus_names, budgets, kinds):
+    """(corpus, budget, kind, name, settings) for every trial asked for, in running order:
+    budget by budget, so a short study finishes before a long one starts."""
+    for budget in budgets:
+        for corpus in corpus_names:
+            if "grid" in kinds:
+                for name, settings in GRID[(corpus, budget)].items():
+                    yield corpus, budget, "grid", name, {**BASE, **settings}
+            if "default" in kinds:
+                yield corpus, budget, "default", "default", {}
+            if "auto" in kinds:
+                yield corpus, budget, "auto", "auto", {}
+
+
+def command(path, corpus, budget, kind, settings, out):
+    cmd = [sys.executable, "-m", "charlstm", "train", "--data", str(path), "--out", str(out),
+           "--no-progress", "--set", f"data.val_fraction={VAL_FRACTION[corpus]}",
+           "--set", "train.sample_length=0"]
+    if kind == "auto":
+        return cmd + ["--minutes", str(budget)]
+    settings = {**settings, "train.recipe": "off", "train.max_minutes": budget, "train.max_steps": "null",
+                "train.eval_minutes": budget / 4, "train.eval_every": 10 ** 9}
+    for key, value in settings.items():
+        cmd += ["--set", f"{key}={value}"]
+    return cmd
+
+
+def summarize(out):
+    """best and last validation loss, steps, epochs, training chars/s from a run's metrics."""
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    vals = [r for r in rows if "val_loss" in r]
+    train = [r for r in rows if "chars_per_sec" in r]
+    speeds = sorted(r["chars_per_sec"] for r in train)
+    return {"best_val": min(r["val_loss"] for r in vals), "last_val": vals[-1]["val_loss"],
+            "steps": vals[-1]["step"], "epochs": vals[-1]["epoch"],
+            "train_time": vals[-1]["train_time"], "chars_per_sec": round(speeds[len(speeds) // 2])}
+
+
+def done_keys():
+    if not RESULTS.exists():
+        return set()
+    return {(r["corpus"], r["budget"], r["name"])
+            for r in map(json.loads, RESULTS.read_text().splitlines())}
+
+
+def run_trial(corpus, budget, kind, name, settings):
+    path = corpora.build(corpus)
+    out = RUNS / f"{corpus}-{budget}m-{name}"
+    shutil.rmtree(out, ignore_errors=True)            # a trial cut short starts again
+    while PAUSE.exists():
+        time.sleep(5)
+    cmd = command(path, corpus, budget, kind, settings, out)
+    tic = time.time()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.time() - tic
+    if proc.returncode != 0:
+        raise SystemExit(f"{corpus} {budget}m {name} failed:\n{proc.stderr[-2000:]}")
+    record = {"corpus": corpus, "budget": budget, "kind": kind, "name": name,
+              **summarize(out), "wall_s": round(wall), "settings": settings,
+              "date": time.strftime("%Y-%m-%d %H:%M"), "machine": platform.node()}
+    if kind == "auto":                                 # what the recipe chose
+        record["chosen"] = (out / "config.yaml").read_text()
+    with open(RESULTS, "a") as f:
+        f.write(json.dumps(record) + "\n")
+    print(f"{corpus} {budget}m {name}: best val {record['best_val']:.4f} in {record['steps']} "
+          f"steps, {record['epochs']:.2f} epochs, {record['chars_per_sec']:,} chars/s, "
+          f"{wall:.0f} s", flush=True)
+
+
+def table():
+    rows = [json.loads(line) for line in RESULTS.read_text().splitlines()]
+    print("| corpus | budget | trial | best val loss | steps | epochs | chars/s |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for r in sorted(rows, key=lambda r: (r["budget"], r["corpus"], r["best_val"])):
+        print(f"| {r['corpus']} | {r['budget']} min | {r['name']} | {r['best_val']:.4f} | "
+              f"{r['steps']:,} | {r['epochs']:.2f} | {r['chars_per_sec']:,} |")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--corpora", default=",".join(corpora.CORPORA))
+    ap.add_argument("--budgets", default="2,10", help="minutes, comma-separated")
+    ap.add_argument("--kinds", default="grid,default,auto")
+    ap.add_argument("--list", action="store_true", help="print the trials still to run")
+    ap.add_argument("--table", action="store_true", help="print the results as a table")
+    a = ap.parse_args()
+    if a.table:
+        return table()
+    RESULTS.parent.mkdir(exist_ok=True)
+    done = done_keys()
+    todo = [t for t in trials(a.corpora.split(","), [int(b) for b in a.budgets.split(",")],
+                              a.kinds.split(",")) if t[:2] + (t[3],) not in done]
+    print(f"{len(todo)} trials to run, about {sum(t[1] + 0.5 for t in todo):.0f} minutes",
+          flush=True)
+    for t in todo:
+        if a.list:
+            print(*t[:4])
+        else:
+            run_trial(*t)
+
+
+if __name__ == "__main__":
+    os.chdir(HERE.parent)
+    main()
