@@ -284,6 +284,7 @@ RANGES = [
     ("train.batch_size", 0, 1, "be >= 1"), ("train.seq_len", 0, 1, "be >= 1"),
     ("train.windows", "random", "shifted", "be one of fixed, shifted"),
     ("train.device", "gpu", "cuda", "be one of cpu, cuda"),
+    ("train.recipe", "on", "auto", "be one of off, auto"),
     ("train.max_steps", 0, 1, "be >= 1"), ("train.max_epochs", 0.0, 0.01, "be > 0"),
     ("train.max_minutes", -1.0, 0.5, "be > 0"), ("train.eval_every", 0, 1, "be >= 1"),
     ("train.log_every", 0, 1, "be >= 1"), ("train.seed", -1, 0, "be >= 0"),
