@@ -28,6 +28,8 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
+
 import corpora
 
 HERE = Path(__file__).resolve().parent
@@ -112,9 +114,18 @@ def summarize(out):
     vals = [r for r in rows if "val_loss" in r]
     train = [r for r in rows if "chars_per_sec" in r]
     speeds = sorted(r["chars_per_sec"] for r in train)
-    return {"best_val": min(r["val_loss"] for r in vals), "last_val": vals[-1]["val_loss"],
-            "steps": vals[-1]["step"], "epochs": vals[-1]["epoch"],
-            "train_time": vals[-1]["train_time"], "chars_per_sec": round(speeds[len(speeds) // 2])}
+    last = vals[-1]
+    chars = _chars_per_step(out)
+    return {"best_val": min(r["val_loss"] for r in vals), "last_val": last["val_loss"],
+            "steps": last["step"], "epochs": last["epoch"], "train_time": last["train_time"],
+            "chars_per_sec": round(speeds[len(speeds) // 2]),
+            # over the whole run: well under the median if something else took the cores
+            "mean_chars_per_sec": round(last["step"] * chars / last["train_time"])}
+
+
+def _chars_per_step(out):
+    t = yaml.safe_load((out / "config.yaml").read_text())["train"]
+    return t["batch_size"] * t["seq_len"]
 
 
 def done_keys():

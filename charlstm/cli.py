@@ -13,11 +13,11 @@ import click
 import numpy as np
 import yaml
 
-from . import __version__, backend, model, runstate
+from . import __version__, backend, model, recipe, runstate
 from .cells import Cell
-from .config import CELLS, config_to_dict, load_config
-from .corpus import read_text
-from .distributed import launcher_rank
+from .config import CELLS, config_from_dict, config_to_dict, load_config, load_config_keys
+from .corpus import prepare as prepare_corpus, read_text
+from .distributed import launcher_rank, world
 from .errors import CharlstmError, Interrupted
 from .evaluate import bpc, evaluate, split_tokens
 from .sample import check_options, generate
@@ -90,45 +90,62 @@ def cli(ctx, debug):
               help="Override a config key, e.g. --set optim.lr=0.001 (repeatable).")
 @click.option("--data", type=click.Path(), help="Text file to train on (short for "
               "--set data.path=PATH; drops the config's data.url and data.sha256).")
+@click.option("--minutes", type=float, help="Train for N minutes with every setting you did not "
+              "set chosen for your text and this machine (short for --set train.max_minutes=N "
+              "--set train.recipe=auto).")
+@click.option("--dry-run", is_flag=True, help="Print the settings the run would use (and with "
+              "--minutes, why) and exit.")
 @click.option("--out", type=click.Path(file_okay=False), help="Run folder "
-              "[default: runs/<config name>].")
+              "[default: runs/<config or data name>, or runs/<name>-2, -3, ... if that one holds "
+              "a run].")
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False),
               help="Continue the run in this folder from its last checkpoint.")
 @click.option("--init-from", type=click.Path(dir_okay=False),
               help="Start a new run from this checkpoint's weights and vocabulary (fine-tuning).")
 @click.option("--no-progress", is_flag=True, help="No progress bar (for logs and scripts).")
-def train(config, overrides, data, out, resume_dir, init_from, no_progress):
+def train(config, overrides, data, minutes, dry_run, out, resume_dir, init_from, no_progress):
     """Train a model from a YAML CONFIG (defaults and the built-in corpus if omitted).
 
     \b
+      charlstm train --data notes.txt --minutes 10     # the best model for your text in 10 min
+      charlstm train --data notes.txt --minutes 10 --dry-run   # what it would choose, and why
+      charlstm train --data notes.txt --minutes 30 --set model.hidden_size=256   # yours wins
       charlstm train configs/tiny.yaml --set train.max_steps=100
       charlstm train configs/shakespeare.yaml --set model.dropout=0.2 --out runs/sh-drop
       charlstm train configs/shakespeare-30min.yaml  # 30 minutes, more regularized
       charlstm train --data notes.txt --set model.weight_drop=0.2 --set optim.ema=0.999
-      charlstm train --data notes.txt --set model.dropout=0.25 --set model.dropout_mask=window
       charlstm train configs/shakespeare.yaml --set model.cell=gru --out runs/sh-gru
       charlstm train configs/shakespeare-gpu.yaml   # 5 minutes on an NVIDIA GPU (CuPy)
       charlstm train configs/shakespeare.yaml --set train.device=cuda --out runs/sh-gpu
-      charlstm train --data notes.txt              # default model on your own text
       charlstm train --resume runs/shakespeare     # continue where it stopped
       charlstm train --data lyrics.txt --init-from runs/shakespeare/best.npz --out runs/lyrics
     """
     overrides = list(overrides) + ([f"data.path={data}"] if data else [])
+    if minutes is not None:
+        recipe.check_minutes(minutes)
+        overrides += [f"train.max_minutes={minutes!r}", "train.recipe=auto"]
     progress = not no_progress
     if resume_dir:
-        if config or out or init_from:
+        if config or out or init_from or minutes is not None or dry_run:
             raise CharlstmError("--resume takes the run's own config and folder; drop CONFIG, "
-                                "--out and --init-from (use --set to change settings such as "
-                                "train.max_steps)")
+                                "--out, --init-from, --minutes and --dry-run (use --set to change "
+                                "settings such as train.max_steps)")
         run = Run.resume(resume_dir, overrides, progress)
         if run.is_main:
             click.echo(f"resuming '{resume_dir}' at step {run.step}")
     else:
-        cfg = load_config(config, overrides)
-        out = out or str(Path("runs") / (Path(config).stem if config else "default"))
+        cfg, explicit = load_config_keys(config, overrides)
+        if cfg.train.recipe == "auto":
+            cfg = _choose(cfg, explicit, progress)
+        if dry_run:
+            click.echo("# the run's config (save it as a YAML file to train with it as it is):")
+            click.echo(yaml.safe_dump(config_to_dict(cfg), sort_keys=False).rstrip())
+            return
+        out = out or _free_folder(Path("runs") / _run_name(config, cfg))
         run = Run.start(cfg, out, init_from, progress)
-        if init_from:
-            click.echo(f"fine-tuning from '{init_from}'")
+        if run.is_main:
+            click.echo(f"run folder: {out}" + (f" (fine-tuning from '{init_from}')"
+                                                if init_from else ""))
     run.train(progress=progress)
     if not run.is_main:
         return
@@ -136,6 +153,46 @@ def train(config, overrides, data, out, resume_dir, init_from, no_progress):
     click.echo(f"done: step {run.step}, best val loss {run.best_val:.4f} nats/char "
                f"({bpc(run.best_val):.4f} bits/char)")
     click.echo(f"sample from it with:  charlstm sample {best}")
+
+
+def _choose(cfg, explicit, progress):
+    """The recipe's choice (recipe.py), made by rank 0 under mpirun and sent to every rank."""
+    comm = world()
+    outcome = None
+    if comm is None or comm.rank == 0:
+        try:
+            corpus = prepare_corpus(cfg.data, progress, click.echo)
+            choice = recipe.choose(cfg, explicit, corpus)
+            click.echo(choice.report())
+            outcome = ("ok", config_to_dict(choice.cfg))
+        except CharlstmError as e:
+            outcome = ("error", str(e))
+    if comm is not None:
+        outcome = comm.decide(outcome)
+    if outcome[0] == "error":
+        raise CharlstmError(outcome[1])
+    return config_from_dict(outcome[1], "the recipe's choice")
+
+
+def _run_name(config, cfg):
+    """A new run's folder name: the config's, else the data's (its file or folder name)."""
+    if config:
+        return Path(config).stem
+    path = cfg.data.path
+    if path is None:
+        return "python-stdlib"                    # the built-in corpus
+    first = path[0] if isinstance(path, list) else path
+    name = Path(first.rstrip("/*")).stem if first.rstrip("/*") else ""
+    return name or "default"
+
+
+def _free_folder(folder):
+    """`folder`, or folder-2, folder-3, ... : the first that holds no run yet."""
+    candidate, k = folder, 1
+    while (candidate / "last.npz").exists():
+        k += 1
+        candidate = folder.with_name(f"{folder.name}-{k}")
+    return str(candidate)
 
 
 @cli.command()
@@ -252,7 +309,7 @@ def prepare(config, overrides, data):
       charlstm prepare configs/shakespeare.yaml
       charlstm prepare --data 'books/**/*.txt'
     """
-    from .corpus import cache_dir, prepare as prepare_corpus
+    from .corpus import cache_dir
     cfg = load_config(config, list(overrides) + ([f"data.path={data}"] if data else []))
     corpus = prepare_corpus(cfg.data, progress=True, echo=click.echo)
     click.echo(f"{corpus.description}: {len(corpus.tokens):,} characters, vocabulary "

@@ -452,6 +452,13 @@ def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] 
 
     An override of data.path replaces the whole data source (see stale_source_keys).
     """
+    return load_config_keys(path, overrides)[0]
+
+
+def load_config_keys(path: str | os.PathLike | None = None,
+                     overrides: Sequence[str] = ()) -> tuple[Config, frozenset[str]]:
+    """load_config, and the dotted keys that the file or the overrides set: the ones the
+    automatic recipe (recipe.py) must leave as they are."""
     if isinstance(overrides, str):  # one override passed bare would otherwise iterate by char
         overrides = [overrides]
     values: dict = {}
@@ -460,7 +467,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] 
         name = os.fsdecode(path)
         _collect(_read_yaml(name), name, values)
     _override(values, overrides)
-    return _build(values, name)
+    return _build(values, name), frozenset(values)
 
 
 def config_from_dict(d: dict, source: str, overrides: Sequence[str] = ()) -> Config:

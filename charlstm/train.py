@@ -33,6 +33,8 @@ from .distributed import world
 from .errors import CharlstmError, Diverged, Interrupted
 from .evaluate import bpc, evaluate
 
+OVERFIT_EPOCHS = 10   # warn past this many epochs without dropout (the recipe adds it past one)
+
 
 class Run:
     """One training run: its folder, data, parameters, optimizer and position."""
@@ -229,8 +231,9 @@ class Run:
              f"{len(self.val_tokens):,} val characters, vocabulary {len(self.vocab)}, "
              f"{self.flat.size:,} parameters")
         chars = t.batch_size * t.seq_len
-        bar = tqdm(total=total, initial=self.step, disable=not (progress and self.is_main),
-                   unit="step", dynamic_ncols=True)
+        bar = self.progress_bar(total, disable=not (progress and self.is_main))
+        self.warn_overfit(total, None, echo)
+        first_step, drawn = self.step, self.train_time / 60
         try:
             with _stop_on_signals(self):
                 while total is None or self.step < total:
@@ -241,10 +244,17 @@ class Run:
                     loss, lr, norm = self.train_step()
                     dt = time.perf_counter() - tic
                     self.train_time += dt
-                    bar.update(1)
+                    if total is None:         # minutes; past the budget's end not drawn
+                        drawn, before = min(self.train_time / 60, t.max_minutes), drawn
+                        bar.update(drawn - before)
+                    else:
+                        bar.update(1)
                     shown = self.smooth_loss if self.smooth_loss is not None else math.nan
-                    bar.set_postfix(loss=f"{shown:.3f}", lr=f"{lr:.2e}",
-                                    cps=f"{chars / dt:,.0f}", refresh=False)
+                    bar.set_postfix({"step": self.step, "epoch": f"{self.epoch_progress():.2f}",
+                                     "loss": f"{shown:.3f}", "lr": f"{lr:.2e}",
+                                     "cps": f"{chars / dt:,.0f}"}, refresh=False)
+                    if self.step == first_step + 20 and total is None:   # a time budget: now
+                        self.warn_overfit(total, dt, echo)               # the speed is known
                     if self.step % t.log_every == 0 and self.is_main:
                         self.log(step=self.step, epoch=round(self.epoch_progress(), 4),
                                  train_loss=loss, lr=lr, grad_norm=norm,
@@ -271,6 +281,38 @@ class Run:
                 self.lock.release()
                 self.lock = None
         return self
+
+    def progress_bar(self, total, disable):
+        """Over the time budget (training minutes, with an ETA) when time alone ends the run;
+        over the steps otherwise."""
+        t = self.cfg.train
+        if total is None:
+            return tqdm(total=t.max_minutes, initial=self.train_time / 60, unit="min",
+                        disable=disable, dynamic_ncols=True,
+                        bar_format="{l_bar}{bar}| {n:.1f}/{total:g} min [{elapsed}<{remaining}"
+                                   "{postfix}]")
+        return tqdm(total=total, initial=self.step, disable=disable, unit="step",
+                    dynamic_ncols=True)
+
+    def warn_overfit(self, total, step_seconds, echo):
+        """Warn when the run will read its text more than OVERFIT_EPOCHS times with neither
+        dropout nor weight drop: a net that size memorizes it, and validation loss climbs.
+
+        `total`: the run's last step, or None when a time budget ends it; then the warning waits
+        for `step_seconds`, the measured time of a step, to estimate the steps."""
+        m, t = self.cfg.model, self.cfg.train
+        if m.dropout or m.weight_drop or not self.is_main:
+            return
+        if total is None:
+            if step_seconds is None:
+                return
+            total = self.step + (60 * t.max_minutes - self.train_time) / step_seconds
+        epochs = total / self.batches.num_batches
+        if epochs > OVERFIT_EPOCHS:
+            echo(f"warning: this run will read its {len(self.train_tokens):,}-character training "
+                 f"text about {epochs:,.0f} times (epochs) with no dropout, and will overfit it "
+                 "(validation loss rising while train loss falls); add --set model.dropout=0.2, "
+                 "train for less, or let charlstm choose for your text: --minutes N")
 
     def minute_mark(self, dt):
         """True when this step's time crossed a multiple of train.eval_minutes."""
@@ -386,8 +428,8 @@ class Run:
         self.best_val = min(self.best_val, val)
         self.log(step=self.step, epoch=round(self.epoch_progress(), 4), val_loss=val,
                  val_bpc=bpc(val), train_time=round(self.train_time, 3))
-        echo(f"step {self.step}: val loss {val:.4f} nats/char, {bpc(val):.4f} bits/char"
-             + (" (best)" if improved else ""))
+        echo(f"step {self.step} (epoch {self.epoch_progress():.2f}): val loss {val:.4f} "
+             f"nats/char, {bpc(val):.4f} bits/char" + (" (best)" if improved else ""))
         if improved:
             self.save(self.out / "best.npz", state)
         self.save(self.out / "last.npz", state)

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from charlstm import __version__
 from charlstm.cli import cli
 
-from conftest import no_internal_error
+from conftest import no_internal_error, synthetic_text
 
 
 def invoke(*args):
@@ -209,3 +209,28 @@ def test_shipped_configs_are_valid(name):
         assert cfg.data.url and cfg.data.sha256 == (
             "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed")
         assert cfg.train.max_minutes == 10
+
+
+# --- the first run on your own text --------------------------------------------------------
+
+def test_runs_are_named_after_their_data_and_never_collide(tmp_path, monkeypatch, corpus):
+    monkeypatch.chdir(tmp_path)
+    for folder in ("runs/corpus", "runs/corpus-2"):        # the second run does not fail
+        result = invoke("train", "--data", corpus, "--set", "train.max_steps=3",
+                        "--set", "train.sample_length=0", "--no-progress")
+        assert result.exit_code == 0, result.output
+        assert f"run folder: {folder}\n" in result.output
+        assert (tmp_path / folder / "best.npz").exists()
+    assert "step 3 (epoch 0.43): val loss" in result.output   # 3 of 7 windows of 50 x 50
+
+
+@pytest.mark.parametrize("dropout, warned", [(0.0, True), (0.1, False)])
+def test_a_run_that_will_overfit_says_so(tmp_path, dropout, warned):
+    text = tmp_path / "short.txt"
+    text.write_text(synthetic_text(2_000))              # 14 windows of 8 x 16: 200 steps = 14 epochs
+    result = invoke("train", "configs/tiny.yaml", "--data", text, "--out", tmp_path / "r",
+                    "--set", "train.max_steps=200", "--set", f"model.dropout={dropout}",
+                    "--no-progress")
+    assert result.exit_code == 0, result.output
+    said = "warning: this run will read its 1,800-character training text about 14 times"
+    assert (said in result.output) == warned, result.output

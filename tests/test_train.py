@@ -177,3 +177,20 @@ def test_evaluate_counts_every_character(tmp_path, corpus):
                               tokens[None, 1:].astype(np.int64),
                               model.init_state(1, 1, 32), keep_cache=False)
     assert abs(loss - ref) < 0.01
+
+
+def test_a_time_budget_has_a_bar_in_minutes_and_an_overfit_estimate(tmp_path, corpus):
+    cfg = tiny_config(corpus, train__max_steps="null", train__max_minutes=2)
+    run = Run.start(cfg, tmp_path / "run")
+    bar = run.progress_bar(run.total_steps(), disable=False)
+    assert (bar.unit, bar.total) == ("min", 2)
+    bar.close()
+    said = []
+    run.warn_overfit(None, 0.001, said.append)         # 120,000 steps of 140 windows: 857 epochs
+    assert len(said) == 1 and "about 857 times (epochs)" in said[0]
+    run.lock.release()
+    steps = Run.start(tiny_config(corpus), tmp_path / "steps")
+    bar = steps.progress_bar(steps.total_steps(), disable=False)
+    assert (bar.unit, bar.total) == ("step", 40)
+    bar.close()
+    steps.lock.release()

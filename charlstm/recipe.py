@@ -1,0 +1,239 @@
+"""The automatic recipe: the best model for a text and a time budget on this machine.
+
+    cfg, explicit = load_config_keys(None, ["data.path=notes.txt", "train.max_minutes=10",
+                                            "train.recipe=auto"])
+    choice = choose(cfg, explicit, corpus)       # times a few training steps here, then decides
+    print(choice.report())                       # the table `charlstm train --minutes` prints
+    Run.start(choice.cfg, "runs/notes")
+
+What a user set (in a config file or with --set) is kept; everything else is chosen around it:
+
+1. Speed. A training step of a 2-layer net is timed at two widths on this machine, and the time
+   of every other width is read off the line through them (a step costs a fixed overhead plus a
+   part proportional to its matrix products). This takes a few seconds and comes off the budget.
+2. Size. Each candidate width gets budget / step time steps, and so reads steps x batch x window
+   characters. The chosen width is the widest one that still reads CHARS_PER_PARAM characters for
+   each of its parameters: wider nets learn more from each character but read fewer of them in
+   the time, and the study's best width per corpus and budget sat near that ratio.
+3. Regularization. The characters read divided by the training text's length are the epochs. A
+   text read once or less is not memorized, so it gets no dropout; a text read many times gets
+   dropout that grows with the epochs and, past OVERFIT_EPOCHS, the 30-minute tiny-shakespeare
+   config's full set (window dropout, weight drop, weight decay).
+4. The rest: configs/shakespeare.yaml's optimizer (AdamW, lr 3.5e-3, beta2 0.99, cosine schedule
+   over the budget, weight average), which won on every corpus of the study; a weight average
+   over the last tenth of the steps; evaluations that cost under a tenth of the budget.
+
+The figures in the rules come from the study in benchmarks/study.py (benchmarks/RESULTS.md).
+"""
+
+import math
+import time
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+
+import numpy as np
+
+from . import model, optim
+from .bench import matmul_flops_per_char
+from .cells import Cell
+from .errors import CharlstmError
+
+WIDTHS = (128, 192, 256, 320, 384, 448, 512, 640, 768)   # candidate hidden sizes, 2 layers each
+TIMED = (128, 512)           # the widths whose steps are timed; the rest are interpolated
+CHARS_PER_PARAM = 2.5        # characters read per parameter at the best width (study: 1.5 - 4)
+MIN_STEPS = 300              # fewer updates than this train nothing worth keeping
+OVERFIT_EPOCHS = 12          # beyond this many epochs, regularize as the 30-minute config does
+VAL_CHARS = 250_000          # a validation split this long measures the loss to about 0.005
+EVAL_SHARE = 0.1             # evaluations may take this share of the budget
+EVAL_SPEEDUP = 2.5           # a forward-only character costs about 1 / 2.5 of a training one
+
+# configs/shakespeare.yaml's optimizer and batch, tuned on tiny-shakespeare and used unchanged
+# by every configuration of the study.
+FIXED = {"model.embedding_size": 64, "optim.lr": 0.0035, "optim.beta2": 0.99,
+         "optim.schedule": "cosine", "optim.warmup_steps": 50, "optim.min_lr": 0.0001,
+         "optim.grad_clip": 5.0, "train.batch_size": 32, "train.seq_len": 50,
+         "train.windows": "fixed", "train.max_steps": None, "train.max_epochs": None,
+         "train.eval_every": 10 ** 9}
+
+
+@dataclass
+class Choice:
+    cfg: object                                    # the resolved Config (train.recipe off)
+    rows: list = field(default_factory=list)       # (key, value, reason)
+    timing: str = ""                               # what was measured, in one line
+    seconds: float = 0.0                           # the time the measurement took
+
+    def report(self):
+        """The table `charlstm train --minutes` prints: the choices with a reason each, then
+        the settings taken as they are from configs/shakespeare.yaml in one line."""
+        shown = [(k, v, why) for k, v, why in self.rows if why]
+        width = max(len(k) for k, _, _ in shown)
+        lines = [self.timing] + [f"  {k:<{width}}  {_show(v):<8} {why}" for k, v, why in shown]
+        rest = ", ".join(f"{k.split('.')[1]} {_show(v)}" for k, v, why in self.rows if not why
+                         and k in FIXED)
+        return "\n".join(lines + [f"  as configs/shakespeare.yaml: {rest}"])
+
+
+def _show(v):
+    return "null" if v is None else f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def check_minutes(minutes):
+    """--minutes must be a positive finite number of minutes."""
+    if not (isinstance(minutes, (int, float)) and math.isfinite(minutes) and minutes > 0):
+        raise CharlstmError(f"--minutes must be a positive number of minutes, got {minutes!r}; "
+                            "e.g. --minutes 10")
+
+
+def params_of(V, E, H, L, cell):
+    return sum(int(np.prod(s)) for s in model.param_shapes(V, E, H, L, cell.name, cell.peepholes,
+                                                           cell.coupled_gates).values())
+
+
+def time_step(V, E, H, L, B, T, cell, dropout, steps=2):
+    """Seconds per training step (forward, backward, clip, AdamW) of this net here, on random
+    tokens: the median of `steps` after one warm-up step."""
+    rng = np.random.default_rng(0)
+    mcfg = SimpleNamespace(embedding_size=E, hidden_size=H, num_layers=L, forget_bias=1.0,
+                           cell=cell.name, peepholes=cell.peepholes,
+                           coupled_gates=cell.coupled_gates)
+    flat, params = model.init_params(V, mcfg, rng)
+    gflat, grads = model.alloc(model.shapes_of(params))
+    opt = optim.adamw_init(flat, optim.decay_mask_for(params, flat))
+    ocfg = SimpleNamespace(beta1=0.9, beta2=0.99, eps=1e-8, weight_decay=0.0)
+    x, y = rng.integers(0, V, (B, T)), rng.integers(0, V, (B, T))
+    state = model.init_state(L, B, H)
+    times = []
+    for i in range(steps + 1):
+        tic = time.perf_counter()
+        _, cache, _ = model.forward(params, x, y, state, dropout, rng)
+        model.backward(params, cache, grads)
+        del cache
+        optim.clip_grad_norm(gflat, 5.0)
+        optim.adamw_step(flat, gflat, opt, 1e-3, ocfg)
+        if i:
+            times.append(time.perf_counter() - tic)
+    return float(np.median(times))
+
+
+class _Settings:
+    """The config being resolved: what the user set stays; `put` records each choice."""
+
+    def __init__(self, cfg, explicit):
+        self.cfg, self.explicit, self.rows = cfg, set(explicit), []
+
+    def get(self, key):
+        section, name = key.split(".")
+        return getattr(getattr(self.cfg, section), name)
+
+    def put(self, key, value, why):
+        if key in self.explicit:
+            self.rows.append((key, self.get(key), "yours"))
+            return
+        section, name = key.split(".")
+        setattr(getattr(self.cfg, section), name, value)
+        self.rows.append((key, value, why))
+
+
+def choose(cfg, explicit, corpus, timer=time_step):
+    """Resolve `cfg` (train.recipe auto, train.max_minutes the budget) for `corpus` on this
+    machine; returns a Choice whose cfg is a plain config with train.recipe off.
+
+    `explicit`: the dotted keys the user set, which keep their values. `timer(V, E, H, L, B, T,
+    cell, dropout)` returns seconds per step (tests pass a model of a machine).
+    """
+    minutes = cfg.train.max_minutes
+    if minutes is None:
+        raise CharlstmError("train.recipe: auto needs a time budget: give --minutes N or set "
+                            "train.max_minutes")
+    s = _Settings(cfg, explicit)
+    n_total, V = len(corpus.tokens), len(corpus.vocab)
+
+    # The validation split: a tenth of the text, at most VAL_CHARS, so an evaluation is quick.
+    val = min(0.1, max(VAL_CHARS / max(n_total, 1), 0.001))
+    s.put("data.val_fraction", round(val, 6),
+          f"{int(n_total * val):,} of {n_total:,} characters held out for validation")
+    d = cfg.data
+    n_train = int(n_total * (1 - d.val_fraction - d.test_fraction))
+    for key, value in FIXED.items():
+        s.put(key, value, "")
+    B, T = cfg.train.batch_size, cfg.train.seq_len
+    if n_train < B * T + 1:                        # a short text: fewer rows, same window
+        if n_train < T + 2 or "train.batch_size" in s.explicit:
+            raise CharlstmError(
+                f"{corpus.description} has {n_train:,} characters to train on, too few for even "
+                f"one batch of {T}-character windows (train.seq_len); use a longer text (a few "
+                "thousand characters at least)")
+        s.put("train.batch_size", (n_train - 1) // T, "")
+        B = cfg.train.batch_size
+
+    # 1. speed: two widths timed, the others on the line through them
+    cell, E = Cell.of_config(cfg.model), cfg.model.embedding_size
+    L = cfg.model.num_layers if "model.num_layers" in s.explicit else 2
+    widths = [cfg.model.hidden_size] if "model.hidden_size" in s.explicit else list(WIDTHS)
+    timed = sorted({widths[0], widths[-1]} if len(widths) == 1 else set(TIMED))
+    flops = {H: matmul_flops_per_char(L, H, V, cell.gates) for H in set(widths) | set(timed)}
+    tic = time.perf_counter()
+    measured = {H: timer(V, E, H, L, B, T, cell, 0.2) for H in timed}
+    spent = time.perf_counter() - tic
+    if len(timed) == 1:
+        step_time = {widths[0]: measured[widths[0]]}
+    else:
+        (h0, t0), (h1, t1) = sorted(measured.items())
+        slope = max((t1 - t0) / (flops[h1] - flops[h0]), 0.0)
+        step_time = {H: max(t0 + slope * (flops[H] - flops[h0]), 1e-6) for H in widths}
+    budget = max(60 * minutes - spent, 1.0)
+    timing = (f"timed training steps here for {spent:.1f} s: "
+              + ", ".join(f"{L} x {H} {B * T / t:,.0f} chars/s" for H, t in measured.items()))
+
+    # 2. size: the widest net that reads CHARS_PER_PARAM characters per parameter in the budget
+    def plan(H):
+        steps = budget / step_time[H]
+        chars = steps * B * T
+        return steps, chars, chars / n_train, chars / params_of(V, E, H, L, cell)
+
+    able = [H for H in widths if plan(H)[0] >= MIN_STEPS]
+    if not able:
+        H = min(widths)
+        raise CharlstmError(
+            f"a budget of {minutes:g} minutes gives even a {L} x {H} net only {plan(H)[0]:.0f} "
+            f"training steps here (at least {MIN_STEPS} are needed); give more minutes, e.g. "
+            f"--minutes {math.ceil(minutes * MIN_STEPS / max(plan(H)[0], 1))}")
+    fits = [H for H in able if plan(H)[3] >= CHARS_PER_PARAM]
+    H = max(fits) if fits else min(able)
+    steps, chars, epochs, per_param = plan(H)
+    s.put("model.num_layers", L, "")
+    s.put("model.hidden_size", H,
+          f"{steps:,.0f} steps read {chars / 1e6:.1f}M characters, {per_param:.1f} per "
+          f"parameter ({epochs:.1f} epochs of {n_train:,})")
+    H, L = cfg.model.hidden_size, cfg.model.num_layers
+
+    # 3. regularization from the epochs
+    if epochs <= 1:
+        drop, why = 0.0, "the text is read at most once: nothing to memorize"
+    elif epochs <= 3:
+        drop, why = 0.1, f"{epochs:.1f} epochs: light dropout"
+    else:
+        drop, why = 0.2, f"{epochs:.0f} epochs: dropout against memorizing the text"
+    heavy = epochs > OVERFIT_EPOCHS
+    if heavy:
+        drop, why = 0.25, f"{epochs:.0f} epochs > {OVERFIT_EPOCHS}: one mask per window"
+    s.put("model.dropout", drop, why)
+    s.put("model.dropout_mask", "window" if heavy else "step", "")
+    s.put("model.weight_drop", 0.25 if heavy else 0.0,
+          f"{epochs:.0f} epochs: DropConnect on the recurrent weights" if heavy else "")
+    s.put("optim.weight_decay", 0.1 if heavy else 0.0, "with weight drop" if heavy else "")
+
+    # 4. a weight average over the last tenth of the run; evaluations under a tenth of the budget
+    ema = min(max(1 - 10 / steps, 0.99), 0.999)
+    s.put("optim.ema", round(ema, 4), f"averages about the last {1 / (1 - ema):,.0f} steps")
+    val_chars = n_total * cfg.data.val_fraction
+    eval_seconds = val_chars / (EVAL_SPEEDUP * B * T / step_time[H])
+    evals = int(min(10, max(1, EVAL_SHARE * budget / max(eval_seconds, 1e-9))))
+    s.put("train.eval_minutes", round(budget / 60 / evals, 3),
+          f"{evals} evaluations of about {eval_seconds:.0f} s each")
+    cfg.train.max_minutes = round(budget / 60, 3)  # the timing comes off the budget
+    s.rows.append(("train.max_minutes", cfg.train.max_minutes,
+                   f"{minutes:g} minutes less the {spent:.1f} s of timing"))
+    cfg.train.recipe = "off"                       # resolved: a plain config from here on
+    return Choice(cfg, s.rows, timing, spent)

@@ -1,0 +1,171 @@
+"""The automatic recipe (recipe.py) and `charlstm train --minutes`: its rules on a model machine,
+the user's settings winning, its table, and one clear line for every bad budget or text."""
+
+import numpy as np
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from charlstm import recipe
+from charlstm.cli import cli
+from charlstm.config import config_from_dict, config_to_dict, load_config_keys
+from charlstm.data import Vocab
+from charlstm.errors import CharlstmError
+
+from conftest import no_internal_error, synthetic_text
+
+
+class Corpus:
+    """A corpus of n characters over a vocabulary of V, without the memory (zeros, broadcast)."""
+
+    def __init__(self, n, V=65):
+        self.tokens = np.broadcast_to(np.uint8(0), (n,))
+        self.vocab = Vocab([chr(0x21 + i) for i in range(V)])
+        self.description = "'text.txt'"
+
+
+def machine(V, E, H, L, B, T, cell, dropout):
+    """A model of a 2-core machine's step time: 5 ms, plus its matrix products at 30 GFLOP/s."""
+    return 0.005 + recipe.matmul_flops_per_char(L, H, V, cell.gates) * B * T / 30e9
+
+
+def choose(n, minutes, *sets, V=65):
+    cfg, explicit = load_config_keys(None, ["data.path=text.txt", f"train.max_minutes={minutes}",
+                                            "train.recipe=auto", *sets])
+    return recipe.choose(cfg, explicit, Corpus(n, V), timer=machine)
+
+
+def chosen(choice):
+    return {k: v for k, v, _ in choice.rows}
+
+
+def test_the_widest_net_that_reads_enough_characters_per_parameter():
+    choice = choose(1_000_000, 10)
+    c, m = choice.cfg, choice.cfg.model
+    assert m.num_layers == 2 and m.hidden_size in recipe.WIDTHS
+    B, T, V = c.train.batch_size, c.train.seq_len, 65
+
+    def per_param(H):
+        steps = 60 * c.train.max_minutes / machine(V, 64, H, 2, B, T, _lstm(), 0)
+        return steps * B * T / recipe.params_of(V, 64, H, 2, _lstm())
+
+    assert per_param(m.hidden_size) >= recipe.CHARS_PER_PARAM
+    wider = [H for H in recipe.WIDTHS if H > m.hidden_size]
+    assert not wider or per_param(wider[0]) < recipe.CHARS_PER_PARAM
+
+
+def _lstm():
+    from charlstm.cells import Cell
+    return Cell("lstm", False, False)
+
+
+def test_more_time_buys_a_wider_net():
+    widths = [choose(10_000_000, minutes).cfg.model.hidden_size for minutes in (2, 10, 60)]
+    assert widths == sorted(widths) and widths[0] < widths[-1]
+
+
+def test_regularization_follows_the_epochs():
+    big = choose(50_000_000, 2).cfg.model                      # read less than once
+    assert (big.dropout, big.weight_drop) == (0.0, 0.0)
+    small = choose(100_000, 10)                                # read dozens of times
+    m, o = small.cfg.model, small.cfg.optim
+    assert (m.dropout, m.dropout_mask, m.weight_drop, o.weight_decay) == (0.25, "window", 0.25, 0.1)
+    assert "epochs" in dict((k, why) for k, _, why in small.rows)["model.dropout"]
+
+
+def test_the_result_is_a_plain_config_that_saves_and_loads():
+    c = choose(2_000_000, 5).cfg
+    assert c.train.recipe == "off" and c.train.max_steps is None
+    assert 0 < c.train.max_minutes <= 5 and c.train.eval_minutes <= c.train.max_minutes
+    assert config_from_dict(config_to_dict(c), "x") == c
+
+
+def test_a_large_text_gets_a_bounded_validation_split():
+    c = choose(50_000_000, 10).cfg
+    assert c.data.val_fraction * 50_000_000 == pytest.approx(recipe.VAL_CHARS)
+    assert choose(100_000, 10).cfg.data.val_fraction == 0.1
+
+
+def test_what_the_user_set_wins():
+    choice = choose(100_000, 10, "model.hidden_size=200", "model.dropout=0.05", "optim.lr=0.01",
+                    "data.val_fraction=0.2")
+    c = choice.cfg
+    assert (c.model.hidden_size, c.model.dropout, c.optim.lr, c.data.val_fraction) == \
+        (200, 0.05, 0.01, 0.2)
+    reasons = {k: why for k, _, why in choice.rows}
+    assert reasons["model.hidden_size"] == reasons["model.dropout"] == "yours"
+    assert c.model.weight_drop == 0.25                         # the rest still chosen
+
+
+def test_the_report_gives_a_reason_for_each_choice():
+    text = choose(1_000_000, 10).report()
+    lines = text.splitlines()
+    assert lines[0].startswith("timed training steps here for")
+    assert any(ln.split()[0] == "model.hidden_size" and "per parameter" in ln for ln in lines[1:])
+    assert lines[-1].startswith("  as configs/shakespeare.yaml:") and "lr 0.0035" in lines[-1]
+
+
+def test_the_timing_comes_off_the_budget():
+    def slow(*args):
+        import time
+        time.sleep(0.3)
+        return machine(*args)
+
+    cfg, explicit = load_config_keys(None, ["data.path=t.txt", "train.max_minutes=1",
+                                            "train.recipe=auto"])
+    choice = recipe.choose(cfg, explicit, Corpus(1_000_000), timer=slow)
+    assert choice.seconds >= 0.6
+    assert choice.cfg.train.max_minutes == pytest.approx(1 - choice.seconds / 60, abs=1e-3)
+
+
+def test_too_short_a_budget_says_how_much_is_needed():
+    with pytest.raises(CharlstmError, match=r"only \d+ training steps here .* --minutes \d+"):
+        choose(1_000_000, 0.05)
+
+
+def test_too_short_a_text_says_so():
+    with pytest.raises(CharlstmError, match="'text.txt' has 40 characters to train on"):
+        choose(45, 10)
+    assert choose(1_200, 10).cfg.train.batch_size < 32        # fewer rows, but it trains
+
+
+def test_no_budget_is_refused():
+    cfg, explicit = load_config_keys(None, ["train.recipe=auto"])
+    with pytest.raises(CharlstmError, match="needs a time budget: give --minutes N"):
+        recipe.choose(cfg, explicit, Corpus(100_000), timer=machine)
+
+
+# --- through the command line --------------------------------------------------------------
+
+def invoke(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+@pytest.mark.parametrize("minutes, said", [("0", "got 0.0"), ("-3", "got -3.0"),
+                                           ("nan", "got nan"), ("inf", "got inf"),
+                                           ("ten", "'ten' is not a valid float")])
+def test_bad_minutes_are_one_line(tmp_path, minutes, said):
+    result = invoke("train", "--data", tmp_path / "x.txt", "--minutes", minutes)
+    assert result.exit_code != 0
+    no_internal_error(result.output)
+    lines = [ln for ln in result.output.splitlines() if ln.startswith("Error")]
+    assert len(lines) == 1 and said in lines[0], result.output
+
+
+def test_dry_run_prints_the_choice_and_the_config_and_trains_nothing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.txt").write_text(synthetic_text(30_000))
+    result = invoke("train", "--data", "notes.txt", "--minutes", "3", "--dry-run",
+                    "--set", "model.hidden_size=64")
+    assert result.exit_code == 0, result.output
+    head, _, saved = result.output.partition("# the run's config")
+    assert "timed training steps here" in head and "model.hidden_size" in head
+    cfg = yaml.safe_load(saved.partition("\n")[2])
+    assert cfg["model"]["hidden_size"] == 64 and cfg["train"]["recipe"] == "off"
+    assert cfg["model"]["dropout"] == 0.25                     # 27,000 characters, many epochs
+    assert not (tmp_path / "runs").exists()
+
+
+def test_resume_takes_no_minutes(tmp_path):
+    result = invoke("train", "--resume", tmp_path, "--minutes", "5")
+    assert result.exit_code != 0 and "drop CONFIG, --out, --init-from, --minutes" in result.output
