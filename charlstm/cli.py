@@ -197,7 +197,9 @@ def _free_folder(folder):
 
 @cli.command()
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
-@click.option("--prime", default=None, help="Text to start from (printed first).")
+@click.option("--prime", default=None, help="Text to start from (printed first). Without one, "
+              "the model first writes 50-200 characters that are not shown, and the sample "
+              "starts after a newline in them, at the beginning of a line.")
 @click.option("--length", type=int, default=None, help="Characters to generate after the prime.")
 @click.option("--temperature", type=float, default=None,
               help="Below 1: safer, more repetitive; above 1: more surprising.")
@@ -218,7 +220,9 @@ def sample(checkpoint, prime, length, temperature, top_k, top_p, argmax, seed, n
            skip_unknown, device):
     """Generate text from a CHECKPOINT, streaming it as it is generated.
 
-    Options not given take the values of the checkpoint's `sample` config section.
+    Options not given take the values of the checkpoint's `sample` config section. With no
+    prime, the model warms up on a burn-in of its own text, which is not printed, and the sample
+    begins after a newline in it: the first line reads like the rest.
 
     \b
       charlstm sample runs/shakespeare/best.npz --prime "ROMEO:" --temperature 0.8
@@ -258,17 +262,22 @@ def sample(checkpoint, prime, length, temperature, top_k, top_p, argmax, seed, n
 @click.option("--split", type=click.Choice(["val", "test"]),
               help="Measure on this split of the data the checkpoint was trained on instead.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--progress/--no-progress", default=None, help="Show a bar of characters done on "
+              "stderr, or not [default: when stderr is a terminal].")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
               help="Run on the CPU, or on an NVIDIA GPU through CuPy (pip install 'charlstm[gpu]').")
-def eval_(checkpoint, text_file, split, as_json, device):
+def eval_(checkpoint, text_file, split, as_json, progress, device):
     """Measure how well a CHECKPOINT predicts a text: nats and bits per character, perplexity.
 
     Every character after the first is predicted from all that precede it, from the zero state.
-    Long texts are read as parallel streams of at least 10,000 characters.
+    Long texts are read as parallel streams of at least 10,000 characters. While it runs, a bar
+    of characters done shows on stderr when that is a terminal (or with --progress); stdout
+    holds the result alone.
 
     \b
       charlstm eval runs/shakespeare/best.npz --text data/tinyshakespeare/input.txt --json
       charlstm eval runs/shakespeare/best.npz --split test --device cuda
+      charlstm eval runs/shakespeare/best.npz --text notes.txt --json > notes.json
     """
     if (text_file is None) == (split is None):
         raise click.UsageError("give either --text FILE or --split val|test")
@@ -286,7 +295,9 @@ def eval_(checkpoint, text_file, split, as_json, device):
         tokens = vocab.encode(text)
     if len(tokens) < 2:
         raise CharlstmError(f"{text_file} needs at least 2 characters to predict one")
-    loss, chars, streams = evaluate(params, tokens)
+    if progress is None:                 # a bar in a log file or a pipe is noise
+        progress = sys.stderr.isatty()
+    loss, chars, streams = evaluate(params, tokens, progress=progress)
     result = {"loss": loss, "bpc": bpc(loss), "perplexity": math.exp(loss), "chars": chars}
     if as_json:
         click.echo(json.dumps(result))

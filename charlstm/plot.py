@@ -3,7 +3,9 @@
     plot_runs(["runs/shakespeare", "runs/sh-dropout"], "curves.png")
 
 matplotlib is an optional extra (`pip install 'charlstm[plot]'`); without it `plot_runs` raises a
-CharlstmError that says how to install it. Several runs share the axes, one colour each.
+CharlstmError that says how to install it. Several runs share the axes, one colour each. The train
+loss is drawn twice: the logged losses as light dots, and through them the running average the
+training progress bar shows.
 """
 
 import json
@@ -12,6 +14,10 @@ from pathlib import Path
 
 from .errors import CharlstmError
 
+# The progress bar's running average of the train loss moves this much per step (train.py:
+# smooth_loss = 0.95 * smooth_loss + 0.05 * loss, from the first loss on).
+BAR_WEIGHT = 0.95
+
 
 def read_metrics(run_dir):
     """(train, val): lists of (step, minutes, loss) from a run folder's metrics.jsonl."""
@@ -19,7 +25,7 @@ def read_metrics(run_dir):
     if not path.exists():
         raise CharlstmError(f"'{run_dir}' has no metrics.jsonl; pass a run folder written by "
                             "charlstm train")
-    train, val = [], []
+    train, val, skipped = [], [], set()
     for line in path.read_text().splitlines():
         try:
             m = json.loads(line)
@@ -27,10 +33,12 @@ def read_metrics(run_dir):
             continue                                  # a line cut short by a killed run
         if not isinstance(m, dict) or not _is_number(m.get("step")):
             continue                                  # not a record charlstm wrote
+        if "skipped" in m:                            # a diverged step, undone: the bar and
+            skipped.add(m["step"])                    # the weights never saw its loss
         minutes = m.get("train_time", 0.0)
         minutes = minutes / 60 if _is_number(minutes) else math.nan
         for key, out in (("train_loss", train), ("val_loss", val)):
-            if _is_number(m.get(key)):
+            if _is_number(m.get(key)) and not (key == "train_loss" and m["step"] in skipped):
                 out.append((m["step"], minutes, m[key]))
     if not train and not val:
         raise CharlstmError(f"'{path}' holds no losses yet")
@@ -52,13 +60,15 @@ def plot_runs(run_dirs, out_path):
     for (name, train, val), colour in zip(runs, _colours(len(runs))):
         for ax, x in zip(axes, (0, 1)):
             if train:
-                ax.plot([r[x] for r in train], [r[2] for r in train], color=colour, alpha=0.15,
-                        linewidth=0.6)
-                ax.plot([r[x] for r in train], _smooth([r[2] for r in train]), color=colour,
-                        alpha=0.6, linewidth=1.0, label=f"{name} train (smoothed)")
+                ax.plot([r[x] for r in train], [r[2] for r in train], color=colour, alpha=0.45,
+                        linestyle="none", marker=".", markersize=3,
+                        label=f"{name} train loss (logged steps)")
+                ax.plot([r[x] for r in train], _smooth([r[0] for r in train],
+                                                       [r[2] for r in train]),
+                        color=colour, linewidth=1.4, label=f"{name} train, progress bar's average")
             if val:
                 ax.plot([r[x] for r in val], [r[2] for r in val], color=colour, marker="o",
-                        markersize=3, linewidth=1.6, label=f"{name} val")
+                        markersize=3, linestyle="--", linewidth=1.6, label=f"{name} val")
     axes[0].set_xlabel("step")
     axes[1].set_xlabel("training minutes (evaluation excluded)")
     axes[0].set_ylabel("loss (nats/char)")
@@ -82,11 +92,24 @@ def _is_number(v):
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def _smooth(values, weight=0.9):
-    """Exponential moving average, as the progress bar shows: the trend through the noise."""
-    out, avg = [], None
-    for v in values:
-        avg = v if avg is None else weight * avg + (1 - weight) * v
+def _smooth(steps, losses, weight=BAR_WEIGHT):
+    """The progress bar's running average of the train loss, at the logged steps.
+
+    The bar averages every step's loss; the metrics hold every train.log_every-th loss only, so
+    each logged loss stands in for the steps since the previous one: d steps apart, the average
+    keeps weight**d of itself. Using the step differences holds for any log_every and across a
+    resume. With log_every 1 this is the bar's value exactly; otherwise it is exact for a steady
+    loss and close for a noisy one. It starts from the first loss, as the bar does: no bias
+    towards zero.
+    """
+    out, avg, last = [], None, None
+    for step, loss in zip(steps, losses):
+        if avg is None:
+            avg = loss
+        else:
+            w = weight ** max(step - last, 1)
+            avg = w * avg + (1 - w) * loss
+        last = step
         out.append(avg)
     return out
 

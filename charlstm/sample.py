@@ -6,6 +6,7 @@
 Each character is drawn from the model's next-character distribution, reshaped by (in this order)
 temperature, top-k (keep the k most likely) and top-p (keep the smallest set whose probability
 reaches p, "nucleus" sampling); `argmax` takes the most likely character instead (greedy).
+Without a prime, the model writes an unseen burn-in first, so the sample starts at a line.
 """
 
 import numpy as np
@@ -46,30 +47,57 @@ def next_distribution(logits, temperature=1.0, top_k=0, top_p=1.0):
     return p
 
 
+# With no prime the model would start from the zero state, which it never saw in training past
+# the first characters of a stream, so its first characters are rough. It first writes a burn-in
+# of its own text instead (drawn like the rest, never shown) and the sample starts after a
+# newline, at the beginning of a line, from a state that has read text. BURN_IN_MIN characters
+# are drawn at least, so the state is warm; BURN_IN_MAX at most, should no newline come (or the
+# vocabulary have none).
+BURN_IN_MIN = 50
+BURN_IN_MAX = 200
+
+
 def generate(params, vocab, length, rng, prime="", temperature=1.0, top_k=0, top_p=1.0,
              argmax=False):
     """Yield `length` generated characters, one at a time, after feeding `prime` (not yielded).
 
     The model first reads a newline (when its vocabulary has one), so the prime is continued as
     text that starts at the beginning of a line, not in the middle of a word; with neither a prime
-    nor a newline it starts from its first character.
+    nor a newline it starts from its first character. With no prime, a burn-in of the model's own
+    text comes first and is not yielded (see BURN_IN_MIN): the same rng gives the same text.
     """
     check_options(temperature, top_k, top_p, length)
     V, E, H, L = model.dims(params)
     prep = model.prepare_step(params)
     w = params["head.weight"]
     h, c = model.init_state(L, 1, H, w.dtype, array_module(w))
+
+    def draw(tok):
+        """Feed token `tok` (updates h, c in place) and draw the next one."""
+        logits = to_host(model.step(prep, np.array([tok]), h, c)[0])   # from the GPU, if there
+        if argmax:
+            return int(np.argmax(logits))
+        cdf = np.cumsum(next_distribution(logits, temperature, top_k, top_p))
+        return min(int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right")), V - 1)
+
     start = ("\n" if "\n" in vocab.chars else "") + prime or vocab.chars[0]
     tokens = vocab.encode(start)
     for tok in tokens[:-1]:                  # the prime's state; only the last logits matter
         model.step(prep, np.array([tok]), h, c)
     tok = int(tokens[-1])
+    if not prime and length:
+        tok = burn_in(draw, tok, vocab.chars.find("\n"))   # -1: no newline in the vocabulary
     for _ in range(length):
-        logits = to_host(model.step(prep, np.array([tok]), h, c)[0])   # from the GPU, if there
-        if argmax:
-            tok = int(np.argmax(logits))
-        else:
-            p = next_distribution(logits, temperature, top_k, top_p)
-            cdf = np.cumsum(p)
-            tok = min(int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right")), V - 1)
+        tok = draw(tok)
         yield vocab.chars[tok]
+
+
+def burn_in(draw, tok, newline):
+    """Draw the unshown text before a prime-less sample: `draw(tok)` feeds a token and returns the
+    next. Stops after the first `newline` token once BURN_IN_MIN were drawn, else after
+    BURN_IN_MAX; returns the last token drawn, the one the sample continues from."""
+    for drawn in range(1, BURN_IN_MAX + 1):
+        tok = draw(tok)
+        if tok == newline and drawn >= BURN_IN_MIN:
+            break
+    return tok

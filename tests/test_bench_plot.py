@@ -3,11 +3,13 @@
 import builtins
 import json
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from charlstm.bench import activation_floats, matmul_flops_per_char
 from charlstm.cli import cli
+from charlstm.plot import _smooth, read_metrics
 
 from conftest import no_internal_error
 
@@ -81,3 +83,39 @@ def test_plot_errors(tmp_path):
     result = invoke("plot", tmp_path / "empty")
     assert result.exit_code == 1 and "metrics.jsonl" in result.output
     no_internal_error(result.output)
+
+
+def bar_average(losses):
+    """The training progress bar's running loss after each step (train.py, Run.train_step)."""
+    out, avg = [], None
+    for loss in losses:
+        avg = loss if avg is None else 0.95 * avg + 0.05 * loss
+        out.append(avg)
+    return out
+
+
+def test_smoothed_curve_is_the_bar_when_every_step_is_logged():
+    losses = list(np.random.default_rng(0).uniform(1.5, 4.5, 300))
+    steps = list(range(1, 301))
+    assert _smooth(steps, losses) == pytest.approx(bar_average(losses), rel=1e-12)
+
+
+@pytest.mark.parametrize("steps", [list(range(10, 301, 10)),         # log_every 10
+                                   [5, 10, 15, 17, 30, 31, 60]])       # uneven: a resume
+def test_smoothed_curve_is_the_bar_where_the_loss_holds_between_logs(steps):
+    # The metrics hold one loss per logged step; where the loss was the same on every step since
+    # the previous log, the bar's average at each logged step is known exactly.
+    logged = list(np.random.default_rng(1).uniform(1.5, 4.5, len(steps)))
+    every_step = [logged[np.searchsorted(steps, s)] for s in range(1, steps[-1] + 1)]
+    bar = bar_average(every_step)
+    assert _smooth(steps, logged) == pytest.approx([bar[s - 1] for s in steps], rel=1e-12)
+    assert _smooth(steps, [2.5] * len(steps)) == [2.5] * len(steps)   # no bias towards zero
+
+
+def test_plot_leaves_out_the_loss_of_skipped_steps(tmp_path):
+    records = [{"step": 1, "train_loss": 4.0}, {"step": 2, "skipped": "the loss is inf"},
+               {"step": 2, "train_loss": 1e30}, {"step": 3, "train_loss": 3.0},
+               {"step": 3, "val_loss": 3.5}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    train, val = read_metrics(tmp_path)
+    assert [r[2] for r in train] == [4.0, 3.0] and [r[2] for r in val] == [3.5]

@@ -107,6 +107,56 @@ def test_eval_reports_loss_bpc_perplexity(run_dir, corpus):
     assert "bits/char" in human.output and "perplexity" in human.output
 
 
+def invoke_apart(*args):
+    """invoke, with stdout and stderr kept apart (click 8.2+ always does; 8.1 when asked)."""
+    try:
+        runner = CliRunner(mix_stderr=False)
+    except TypeError:
+        runner = CliRunner()
+    return runner.invoke(cli, [str(a) for a in args])
+
+
+def test_eval_progress_bar_on_stderr_leaves_the_result_alone(run_dir, corpus):
+    for form in ([], ["--json"]):
+        args = ["eval", run_dir / "best.npz", "--text", corpus, *form]
+        plain, bar, off = (invoke_apart(*args, *flag) for flag in
+                           ([], ["--progress"], ["--no-progress"]))
+        assert plain.exit_code == bar.exit_code == off.exit_code == 0, bar.output
+        assert plain.stdout == bar.stdout == off.stdout != ""
+        assert plain.stderr == off.stderr == ""            # a CliRunner stderr is no terminal
+        chars = f"{(len(corpus.read_text()) - 1) / 1000:.1f}k"          # 19,999 -> 20.0k
+        assert "eval:" in bar.stderr and f"/{chars}" in bar.stderr and "char/s" in bar.stderr
+    assert json.loads(plain.stdout)["chars"] == len(corpus.read_text()) - 1
+
+
+def test_eval_shows_the_bar_by_default_on_a_terminal(run_dir, corpus):
+    termios = pytest.importorskip("termios", reason="needs a Unix terminal")
+    import fcntl
+    import os
+    import pty
+    import struct
+    main, term = pty.openpty()
+    # a terminal's size: in a 0 x 0 one, tqdm draws nothing
+    fcntl.ioctl(term, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    here = str(Path(__file__).resolve().parents[1])        # this checkout's charlstm
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [here, os.environ.get(
+        "PYTHONPATH")]))}
+    child = subprocess.Popen([sys.executable, "-m", "charlstm", "eval", str(run_dir / "best.npz"),
+                              "--text", str(corpus), "--json"], stdout=subprocess.PIPE,
+                             stderr=term, env=env)
+    os.close(term)                                          # the child holds the terminal now
+    seen = b""
+    try:
+        while chunk := os.read(main, 4096):
+            seen += chunk
+    except OSError:                                         # the child closed it: all read
+        pass
+    finally:
+        os.close(main)
+    assert child.wait(timeout=60) == 0 and json.loads(child.stdout.read())["chars"] > 0
+    assert b"eval:" in seen and b"char/s" in seen
+
+
 def test_eval_errors(run_dir, tmp_path):
     other = tmp_path / "other.txt"
     other.write_text("QQQ unknown ###")

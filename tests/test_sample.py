@@ -3,8 +3,12 @@
 import numpy as np
 import pytest
 
+from charlstm import model, sample
+from charlstm.config import load_config
+from charlstm.data import Vocab
 from charlstm.errors import CharlstmError
-from charlstm.sample import check_options, generate, next_distribution
+from charlstm.sample import (BURN_IN_MAX, BURN_IN_MIN, burn_in, check_options, generate,
+                             next_distribution)
 from charlstm.train import Run
 
 from conftest import tiny_config
@@ -58,3 +62,70 @@ def test_generation_is_reproducible_and_respects_length(trained):
 def test_generate_is_lazy(trained):
     gen = generate(trained.params, trained.vocab, 10**9, np.random.default_rng(0))
     assert len(next(gen)) == 1                                 # streams: no need to finish first
+
+
+def text(params, vocab, length, seed, **kw):
+    return "".join(generate(params, vocab, length, np.random.default_rng(seed), **kw))
+
+
+def burn_in_end(raw):
+    """Where a prime-less sample starts in the text drawn straight from the zero state: after the
+    first newline among characters BURN_IN_MIN..BURN_IN_MAX (1-based), else after BURN_IN_MAX."""
+    for drawn in range(BURN_IN_MIN, BURN_IN_MAX + 1):
+        if raw[drawn - 1] == "\n":
+            return drawn
+    return BURN_IN_MAX
+
+
+@pytest.mark.parametrize("newlines,stop", [
+    ([10, 50, 60], 50),                  # the first newline at or past BURN_IN_MIN characters
+    ([3, 49, 120], 120),
+    ([], BURN_IN_MAX),                   # none: the most
+    ([BURN_IN_MAX + 5], BURN_IN_MAX),
+])
+def test_burn_in_stops_after_a_newline_past_the_minimum(newlines, stop):
+    assert (BURN_IN_MIN, BURN_IN_MAX) == (50, 200)
+    fed = []
+
+    def draw(tok):                       # token 0 is the newline, at the listed 1-based draws
+        fed.append(tok)
+        return 0 if len(fed) in newlines else len(fed)
+    last = burn_in(draw, -7, newline=0)
+    assert len(fed) == stop and fed[0] == -7
+    assert last == (0 if stop in newlines else stop)
+    assert fed[1:] == [0 if i in newlines else i for i in range(1, stop)]   # each draw fed on
+
+
+def test_empty_prime_starts_at_a_line_after_the_burn_in(trained, monkeypatch):
+    p, v, seeds = trained.params, trained.vocab, range(4)
+    warm = [text(p, v, 60, seed) for seed in seeds]
+    assert warm == [text(p, v, 60, seed) for seed in seeds] and len(set(warm)) == len(warm)
+    assert {len(w) for w in warm} == {60}
+    monkeypatch.setattr(sample, "BURN_IN_MAX", 0)     # no burn-in: what the old sampler yielded
+    raw = [text(p, v, BURN_IN_MAX + 60, seed) for seed in seeds]   # the same draws, same rng
+    ends = [burn_in_end(r) for r in raw]
+    assert warm == [r[end:end + 60] for r, end in zip(raw, ends)]
+    assert any(end < BURN_IN_MAX and r[end - 1] == "\n" for r, end in zip(raw, ends))
+
+
+def test_empty_prime_greedy_is_the_same_for_every_seed(trained):
+    p, v = trained.params, trained.vocab
+    assert text(p, v, 40, 1, argmax=True) == text(p, v, 40, 2, argmax=True)
+    assert text(p, v, 0, 1) == ""
+
+
+def test_empty_prime_without_newline_in_the_vocabulary_burns_in_the_maximum(monkeypatch):
+    vocab = Vocab("abcd")
+    _, params = model.init_params(len(vocab), load_config("configs/tiny.yaml").model,
+                                  np.random.default_rng(0))
+    warm = text(params, vocab, 30, 5)
+    assert len(warm) == 30 and warm == text(params, vocab, 30, 5)
+    monkeypatch.setattr(sample, "BURN_IN_MAX", 0)
+    assert warm == text(params, vocab, BURN_IN_MAX + 30, 5)[BURN_IN_MAX:]
+
+
+def test_a_prime_is_continued_without_burn_in(trained, monkeypatch):
+    p, v = trained.params, trained.vocab
+    primed = text(p, v, 50, 3, prime="the ")
+    monkeypatch.setattr(sample, "BURN_IN_MAX", 0)
+    assert text(p, v, 50, 3, prime="the ") == primed
