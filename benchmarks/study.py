@@ -160,12 +160,40 @@ def run_trial(corpus, budget, kind, name, settings):
 
 
 def table():
+    """Markdown: a summary line per corpus and budget (best grid trial, the recipe's choice and
+    its gap, today's defaults), then every trial."""
     rows = [json.loads(line) for line in RESULTS.read_text().splitlines()]
-    print("| corpus | budget | trial | best val loss | steps | epochs | chars/s |")
+    pairs = sorted({(r["budget"], r["corpus"]) for r in rows},
+                   key=lambda p: (p[0], list(corpora.CORPORA).index(p[1])))
+    print("| corpus | budget | best grid trial | recipe's choice | recipe - best | defaults |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for budget, corpus in pairs:
+        mine = {r["name"]: r for r in rows if (r["budget"], r["corpus"]) == (budget, corpus)}
+        grid = [r for r in mine.values() if r["kind"] == "grid"]
+        best = min(grid, key=lambda r: r["best_val"]) if grid else None
+        auto, default = mine.get("auto"), mine.get("default")
+        cells = [f"{best['name']}: {best['best_val']:.4f}" if best else "-",
+                 f"{_described(auto)}: {auto['best_val']:.4f}" if auto else "-",
+                 f"{auto['best_val'] - best['best_val']:+.4f}" if auto and best else "-",
+                 f"{default['best_val']:.4f}" if default else "-"]
+        print(f"| {corpus} | {budget} min | " + " | ".join(cells) + " |")
+    print()
+    print("| corpus | budget | trial | best val loss | steps | epochs | chars/s (median, mean) |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
-    for r in sorted(rows, key=lambda r: (r["budget"], r["corpus"], r["best_val"])):
-        print(f"| {r['corpus']} | {r['budget']} min | {r['name']} | {r['best_val']:.4f} | "
-              f"{r['steps']:,} | {r['epochs']:.2f} | {r['chars_per_sec']:,} |")
+    for r in sorted(rows, key=lambda r: (r["budget"], list(corpora.CORPORA).index(r["corpus"]),
+                                         r["best_val"])):
+        name = _described(r) if r["kind"] == "auto" else r["name"]
+        print(f"| {r['corpus']} | {r['budget']} min | {name} | {r['best_val']:.4f} | "
+              f"{r['steps']:,} | {r['epochs']:.2f} | {r['chars_per_sec']:,}, "
+              f"{r.get('mean_chars_per_sec', 0):,} |")
+
+
+def _described(r):
+    """'auto (2x384-d0.2)': what the recipe chose, from the config it saved."""
+    m = yaml.safe_load(r["chosen"])["model"]
+    heavy = "-heavy" if m["weight_drop"] else ""
+    drop = f"-d{m['dropout']:g}" if m["dropout"] and not heavy else ""
+    return f"auto ({m['num_layers']}x{m['hidden_size']}{drop}{heavy})"
 
 
 def main():
