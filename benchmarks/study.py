@@ -40,7 +40,8 @@ RUNS = corpora.DEFAULT_OUT / "runs"
 VAL_FRACTION = {"fortunes-100k": 0.1, "russian-2m": 0.1, "pydocs-10m": 0.025, "pycode-50m": 0.005}
 
 # The grid's common base: configs/shakespeare.yaml's optimizer, batch and schedule, which won on
-# tiny-shakespeare at 10 minutes (README), with the size and regularization varied below.
+# tiny-shakespeare at 10 minutes (benchmarks/RESULTS.md), with the size and regularization
+# varied below.
 BASE = {"optim.lr": 0.0035, "optim.beta2": 0.99, "optim.schedule": "cosine",
         "optim.warmup_steps": 50, "optim.min_lr": 0.0001, "optim.ema": 0.998,
         "train.batch_size": 32, "train.seq_len": 50, "model.embedding_size": 64}
@@ -150,8 +151,9 @@ def run_trial(corpus, budget, kind, name, settings):
     record = {"corpus": corpus, "budget": budget, "kind": kind, "name": name,
               **summarize(out), "wall_s": round(wall), "settings": settings,
               "date": time.strftime("%Y-%m-%d %H:%M"), "machine": platform.node()}
-    if kind == "auto":                                 # what the recipe chose
+    if kind == "auto":                                 # what the recipe chose, and why
         record["chosen"] = (out / "config.yaml").read_text()
+        record["report"] = proc.stdout.partition("run folder:")[0]
     with open(RESULTS, "a") as f:
         f.write(json.dumps(record) + "\n")
     print(f"{corpus} {budget}m {name}: best val {record['best_val']:.4f} in {record['steps']} "

@@ -135,6 +135,15 @@ def train(config, overrides, data, minutes, dry_run, out, resume_dir, init_from,
             click.echo(f"resuming '{resume_dir}' at step {run.step}")
     else:
         cfg, explicit = load_config_keys(config, overrides)
+        if init_from and cfg.train.recipe == "auto":
+            raise CharlstmError("--minutes (train.recipe: auto) chooses a new model, but "
+                                f"--init-from '{init_from}' fixes it; set the training time "
+                                "with --set train.max_minutes=N instead")
+        if config is None and not init_from and not explicit & set(_RUN_LENGTH):
+            cfg.train.max_minutes, cfg.train.recipe = recipe.DEFAULT_MINUTES, "auto"
+            _say(f"no config and no run length: {recipe.DEFAULT_MINUTES} minutes of training "
+                 "with settings chosen for the text (choose the time with --minutes N, or fix "
+                 "the settings with a config file or --set train.max_steps=N)")
         if cfg.train.recipe == "auto":
             cfg = _choose(cfg, explicit, progress)
         if dry_run:
@@ -153,6 +162,10 @@ def train(config, overrides, data, minutes, dry_run, out, resume_dir, init_from,
     click.echo(f"done: step {run.step}, best val loss {run.best_val:.4f} nats/char "
                f"({bpc(run.best_val):.4f} bits/char)")
     click.echo(f"sample from it with:  charlstm sample {best}")
+
+
+# Keys that say how long a run is: set any, and a run without a config keeps the defaults.
+_RUN_LENGTH = ("train.max_steps", "train.max_epochs", "train.max_minutes", "train.recipe")
 
 
 def _choose(cfg, explicit, progress):

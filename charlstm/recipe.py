@@ -38,6 +38,7 @@ from .bench import matmul_flops_per_char
 from .cells import Cell
 from .errors import CharlstmError
 
+DEFAULT_MINUTES = 3          # `charlstm train` with no config and no run length
 WIDTHS = (128, 192, 256, 320, 384, 448, 512, 640, 768)   # candidate hidden sizes, 2 layers each
 TIMED = (128, 512)           # the widths whose steps are timed; the rest are interpolated
 CHARS_PER_PARAM = 2.5        # characters read per parameter at the best width (study: 1.5 - 4)
@@ -90,7 +91,7 @@ def params_of(V, E, H, L, cell):
                                                            cell.coupled_gates).values())
 
 
-def time_step(V, E, H, L, B, T, cell, dropout, steps=2):
+def time_step(V, E, H, L, B, T, cell, dropout, steps=3):
     """Seconds per training step (forward, backward, clip, AdamW) of this net here, on random
     tokens: the median of `steps` after one warm-up step."""
     rng = np.random.default_rng(0)
@@ -135,7 +136,7 @@ class _Settings:
         self.rows.append((key, value, why))
 
 
-def choose(cfg, explicit, corpus, timer=time_step):
+def choose(cfg, explicit, corpus, timer=None):
     """Resolve `cfg` (train.recipe auto, train.max_minutes the budget) for `corpus` on this
     machine; returns a Choice whose cfg is a plain config with train.recipe off.
 
@@ -168,6 +169,7 @@ def choose(cfg, explicit, corpus, timer=time_step):
         B = cfg.train.batch_size
 
     # 1. speed: two widths timed, the others on the line through them
+    timer = timer or time_step
     cell, E = Cell.of_config(cfg.model), cfg.model.embedding_size
     L = cfg.model.num_layers if "model.num_layers" in s.explicit else 2
     widths = [cfg.model.hidden_size] if "model.hidden_size" in s.explicit else list(WIDTHS)

@@ -141,6 +141,13 @@ def invoke(*args):
     return CliRunner().invoke(cli, [str(a) for a in args])
 
 
+@pytest.fixture
+def model_machine(monkeypatch):
+    """The command line's recipe times the model machine, not this one: the tests' choices
+    then do not depend on how busy the machine running them is."""
+    monkeypatch.setattr(recipe, "time_step", machine)
+
+
 @pytest.mark.parametrize("minutes, said", [("0", "got 0.0"), ("-3", "got -3.0"),
                                            ("nan", "got nan"), ("inf", "got inf"),
                                            ("ten", "'ten' is not a valid float")])
@@ -152,7 +159,8 @@ def test_bad_minutes_are_one_line(tmp_path, minutes, said):
     assert len(lines) == 1 and said in lines[0], result.output
 
 
-def test_dry_run_prints_the_choice_and_the_config_and_trains_nothing(tmp_path, monkeypatch):
+def test_dry_run_prints_the_choice_and_the_config_and_trains_nothing(tmp_path, monkeypatch,
+                                                                     model_machine):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "notes.txt").write_text(synthetic_text(30_000))
     result = invoke("train", "--data", "notes.txt", "--minutes", "3", "--dry-run",
@@ -169,3 +177,32 @@ def test_dry_run_prints_the_choice_and_the_config_and_trains_nothing(tmp_path, m
 def test_resume_takes_no_minutes(tmp_path):
     result = invoke("train", "--resume", tmp_path, "--minutes", "5")
     assert result.exit_code != 0 and "drop CONFIG, --out, --init-from, --minutes" in result.output
+
+
+def test_no_config_and_no_run_length_means_the_recipe_for_three_minutes(tmp_path, monkeypatch,
+                                                                       model_machine):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.txt").write_text(synthetic_text(30_000))
+    result = invoke("train", "--data", "notes.txt", "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert f"{recipe.DEFAULT_MINUTES} minutes of training with settings chosen" in result.output
+    saved = yaml.safe_load(result.output.partition("# the run's config")[2].partition("\n")[2])
+    assert saved["train"]["max_minutes"] <= recipe.DEFAULT_MINUTES
+    fixed = invoke("train", "--data", "notes.txt", "--dry-run", "--set", "train.max_steps=100")
+    saved = yaml.safe_load(fixed.output.partition("# the run's config")[2].partition("\n")[2])
+    assert (saved["train"]["max_steps"], saved["model"]["hidden_size"]) == (100, 128)
+    assert "chosen" not in fixed.output
+
+
+def test_fine_tuning_takes_no_recipe(tmp_path):
+    result = invoke("train", "--data", tmp_path / "x.txt", "--minutes", "5",
+                    "--init-from", tmp_path / "a.npz")
+    assert result.exit_code == 1 and "--init-from" in result.output and \
+        "--set train.max_minutes=N" in result.output, result.output
+
+
+def test_this_machine_is_timed_for_real():
+    """time_step itself: a real step of a small net takes some milliseconds, not zero."""
+    from charlstm.cells import Cell
+    seconds = recipe.time_step(20, 8, 16, 1, 4, 8, Cell("lstm", False, False), 0.2)
+    assert 0 < seconds < 5
