@@ -139,13 +139,15 @@ def train(config, overrides, data, minutes, dry_run, out, resume_dir, init_from,
             raise CharlstmError("--minutes (train.recipe: auto) chooses a new model, but "
                                 f"--init-from '{init_from}' fixes it; set the training time "
                                 "with --set train.max_minutes=N instead")
+        notice = None
         if config is None and not init_from and not explicit & set(_RUN_LENGTH):
             cfg.train.max_minutes, cfg.train.recipe = recipe.DEFAULT_MINUTES, "auto"
-            _say(f"no config and no run length: {recipe.DEFAULT_MINUTES} minutes of training "
-                 "with settings chosen for the text (choose the time with --minutes N, or fix "
-                 "the settings with a config file or --set train.max_steps=N)")
+            notice = (f"no config and no run length: {recipe.DEFAULT_MINUTES} minutes of "
+                      "training with settings chosen for the text (choose the time with "
+                      "--minutes N, or fix the settings with a config file or --set "
+                      "train.max_steps=N)")
         if cfg.train.recipe == "auto":
-            cfg = _choose(cfg, explicit, progress)
+            cfg = _choose(cfg, explicit, progress, notice)
         if dry_run:
             click.echo("# the run's config (save it as a YAML file to train with it as it is):")
             click.echo(yaml.safe_dump(config_to_dict(cfg), sort_keys=False).rstrip())
@@ -168,14 +170,17 @@ def train(config, overrides, data, minutes, dry_run, out, resume_dir, init_from,
 _RUN_LENGTH = ("train.max_steps", "train.max_epochs", "train.max_minutes", "train.recipe")
 
 
-def _choose(cfg, explicit, progress):
-    """The recipe's choice (recipe.py), made by rank 0 under mpirun and sent to every rank."""
+def _choose(cfg, explicit, progress, notice=None):
+    """The recipe's choice (recipe.py), made by rank 0 under mpirun and sent to every rank;
+    `notice`, a line saying why the recipe runs, printed before its table."""
     comm = world()
     outcome = None
     if comm is None or comm.rank == 0:
         try:
             corpus = prepare_corpus(cfg.data, progress, click.echo)
             choice = recipe.choose(cfg, explicit, corpus)
+            if notice:
+                click.echo(notice)
             click.echo(choice.report())
             outcome = ("ok", config_to_dict(choice.cfg))
         except CharlstmError as e:

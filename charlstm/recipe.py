@@ -12,16 +12,21 @@ What a user set (in a config file or with --set) is kept; everything else is cho
    of every other width is read off the line through them (a step costs a fixed overhead plus a
    part proportional to its matrix products). This takes a few seconds and comes off the budget.
 2. Size. Each candidate width gets budget / step time steps, and so reads steps x batch x window
-   characters. The chosen width is the widest one that still reads CHARS_PER_PARAM characters for
-   each of its parameters: wider nets learn more from each character but read fewer of them in
-   the time, and the study's best width per corpus and budget sat near that ratio.
+   characters. The chosen width is the widest that still gets MIN_UPDATES steps and reads
+   CHARS_PER_PARAM characters per parameter. Wider nets learn more from each update, but below
+   about 3,000 updates they are not trained yet: in the study's 2-minute runs 2 x 128 (about
+   3,100-3,900 steps) beat 2 x 192 (1,700-1,900) by 0.06 to 0.2 nats/char on every corpus
+   that is read less than 3 times, and on tiny-shakespeare in 10 minutes 2 x 448 (3,600 steps)
+   beat 2 x 512 (2,700) and 2 x 384 (4,500, overfitting by minute 7).
 3. Regularization. The characters read divided by the training text's length are the epochs. A
-   text read once or less is not memorized, so it gets no dropout; a text read many times gets
-   dropout that grows with the epochs and, past OVERFIT_EPOCHS, the 30-minute tiny-shakespeare
-   config's full set (window dropout, weight drop, weight decay).
+   text read up to 3 times is not memorized: no dropout (dropout 0.1 cost 0.011 at one epoch);
+   more epochs get dropout 0.1 and then 0.2 (tiny-shakespeare's 10-minute config, about 6 epochs),
+   and past OVERFIT_EPOCHS the 30-minute config's full set (window dropout, weight drop, weight
+   decay), which beat dropout alone at 18 epochs (tiny-shakespeare, 30 minutes: 1.3975 against
+   1.4104) and at 54 (fortunes-100k, 2 x 128, 2 minutes: 2.020 against 2.049).
 4. The rest: configs/shakespeare.yaml's optimizer (AdamW, lr 3.5e-3, beta2 0.99, cosine schedule
-   over the budget, weight average), which won on every corpus of the study; a weight average
-   over the last tenth of the steps; evaluations that cost under a tenth of the budget.
+   over the budget) used by every configuration of the study; a weight average over the last
+   tenth of the steps; evaluations that cost under a tenth of the budget.
 
 The figures in the rules come from the study in benchmarks/study.py (benchmarks/RESULTS.md).
 """
@@ -33,17 +38,18 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from . import model, optim
+from . import backend, model, optim
 from .bench import matmul_flops_per_char
 from .cells import Cell
 from .errors import CharlstmError
 
 DEFAULT_MINUTES = 3          # `charlstm train` with no config and no run length
 WIDTHS = (128, 192, 256, 320, 384, 448, 512, 640, 768)   # candidate hidden sizes, 2 layers each
-TIMED = (128, 512)           # the widths whose steps are timed; the rest are interpolated
-CHARS_PER_PARAM = 2.5        # characters read per parameter at the best width (study: 1.5 - 4)
+GPU_WIDTHS = WIDTHS + (1024, 1280, 1536, 2048)           # a GPU's steps cost little more when wide
+MIN_UPDATES = 3000           # the chosen net is the widest that gets this many updates...
+CHARS_PER_PARAM = 2.0        # ...and reads this many characters per parameter in the budget
 MIN_STEPS = 300              # fewer updates than this train nothing worth keeping
-OVERFIT_EPOCHS = 12          # beyond this many epochs, regularize as the 30-minute config does
+OVERFIT_EPOCHS = 10          # beyond this many epochs, regularize as the 30-minute config does
 VAL_CHARS = 250_000          # a validation split this long measures the loss to about 0.005
 EVAL_SHARE = 0.1             # evaluations may take this share of the budget
 EVAL_SPEEDUP = 2.5           # a forward-only character costs about 1 / 2.5 of a training one
@@ -91,27 +97,31 @@ def params_of(V, E, H, L, cell):
                                                            cell.coupled_gates).values())
 
 
-def time_step(V, E, H, L, B, T, cell, dropout, steps=3):
-    """Seconds per training step (forward, backward, clip, AdamW) of this net here, on random
-    tokens: the median of `steps` after one warm-up step."""
+def time_step(V, E, H, L, B, T, cell, dropout, device="cpu", steps=3):
+    """Seconds per training step (forward, backward, clip, AdamW) of this net on `device`, on
+    random tokens: the median of `steps` after one warm-up step."""
+    xp = backend.require(device)
     rng = np.random.default_rng(0)
     mcfg = SimpleNamespace(embedding_size=E, hidden_size=H, num_layers=L, forget_bias=1.0,
                            cell=cell.name, peepholes=cell.peepholes,
                            coupled_gates=cell.coupled_gates)
     flat, params = model.init_params(V, mcfg, rng)
-    gflat, grads = model.alloc(model.shapes_of(params))
+    flat, params = model.to_device(flat, model.shapes_of(params), device)
+    gflat, grads = model.alloc(model.shapes_of(params), xp=xp)
     opt = optim.adamw_init(flat, optim.decay_mask_for(params, flat))
     ocfg = SimpleNamespace(beta1=0.9, beta2=0.99, eps=1e-8, weight_decay=0.0)
     x, y = rng.integers(0, V, (B, T)), rng.integers(0, V, (B, T))
-    state = model.init_state(L, B, H)
+    state = model.init_state(L, B, H, xp=xp)
     times = []
     for i in range(steps + 1):
+        backend.synchronize(xp)
         tic = time.perf_counter()
         _, cache, _ = model.forward(params, x, y, state, dropout, rng)
         model.backward(params, cache, grads)
         del cache
         optim.clip_grad_norm(gflat, 5.0)
         optim.adamw_step(flat, gflat, opt, 1e-3, ocfg)
+        backend.synchronize(xp)
         if i:
             times.append(time.perf_counter() - tic)
     return float(np.median(times))
@@ -172,11 +182,13 @@ def choose(cfg, explicit, corpus, timer=None):
     timer = timer or time_step
     cell, E = Cell.of_config(cfg.model), cfg.model.embedding_size
     L = cfg.model.num_layers if "model.num_layers" in s.explicit else 2
-    widths = [cfg.model.hidden_size] if "model.hidden_size" in s.explicit else list(WIDTHS)
-    timed = sorted({widths[0], widths[-1]} if len(widths) == 1 else set(TIMED))
+    device = cfg.train.device
+    widths = ([cfg.model.hidden_size] if "model.hidden_size" in s.explicit else
+              list(GPU_WIDTHS if device == "cuda" else WIDTHS))
+    timed = [widths[0]] if len(widths) == 1 else [min(widths), 512 if device == "cpu" else 1024]
     flops = {H: matmul_flops_per_char(L, H, V, cell.gates) for H in set(widths) | set(timed)}
     tic = time.perf_counter()
-    measured = {H: timer(V, E, H, L, B, T, cell, 0.2) for H in timed}
+    measured = {H: timer(V, E, H, L, B, T, cell, 0.2, device) for H in timed}
     spent = time.perf_counter() - tic
     if len(timed) == 1:
         step_time = {widths[0]: measured[widths[0]]}
@@ -188,7 +200,7 @@ def choose(cfg, explicit, corpus, timer=None):
     timing = (f"timed training steps here for {spent:.1f} s: "
               + ", ".join(f"{L} x {H} {B * T / t:,.0f} chars/s" for H, t in measured.items()))
 
-    # 2. size: the widest net that reads CHARS_PER_PARAM characters per parameter in the budget
+    # 2. size: the widest net with MIN_UPDATES steps and CHARS_PER_PARAM characters per parameter
     def plan(H):
         steps = budget / step_time[H]
         chars = steps * B * T
@@ -201,7 +213,7 @@ def choose(cfg, explicit, corpus, timer=None):
             f"a budget of {minutes:g} minutes gives even a {L} x {H} net only {plan(H)[0]:.0f} "
             f"training steps here (at least {MIN_STEPS} are needed); give more minutes, e.g. "
             f"--minutes {math.ceil(minutes * MIN_STEPS / max(plan(H)[0], 1))}")
-    fits = [H for H in able if plan(H)[3] >= CHARS_PER_PARAM]
+    fits = [H for H in able if plan(H)[0] >= MIN_UPDATES and plan(H)[3] >= CHARS_PER_PARAM]
     H = max(fits) if fits else min(able)
     steps, chars, epochs, per_param = plan(H)
     s.put("model.num_layers", L, "")
@@ -211,12 +223,12 @@ def choose(cfg, explicit, corpus, timer=None):
     H, L = cfg.model.hidden_size, cfg.model.num_layers
 
     # 3. regularization from the epochs
-    if epochs <= 1:
-        drop, why = 0.0, "the text is read at most once: nothing to memorize"
-    elif epochs <= 3:
+    if epochs <= 3:
+        drop, why = 0.0, f"{epochs:.1f} epochs: too few to memorize the text"
+    elif epochs <= 5:
         drop, why = 0.1, f"{epochs:.1f} epochs: light dropout"
     else:
-        drop, why = 0.2, f"{epochs:.0f} epochs: dropout against memorizing the text"
+        drop, why = 0.2, f"{epochs:.1f} epochs: dropout against memorizing the text"
     heavy = epochs > OVERFIT_EPOCHS
     if heavy:
         drop, why = 0.25, f"{epochs:.0f} epochs > {OVERFIT_EPOCHS}: one mask per window"
