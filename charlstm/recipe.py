@@ -8,16 +8,18 @@
 
 What a user set (in a config file or with --set) is kept; everything else is chosen around it:
 
-1. Speed. A training step of a 2-layer net is timed at two widths on this machine, and the time
-   of every other width is read off the line through them (a step costs a fixed overhead plus a
-   part proportional to its matrix products). This takes a few seconds and comes off the budget.
-2. Size. Each candidate width gets budget / step time steps, and so reads steps x batch x window
-   characters. The chosen width is the widest that still gets MIN_UPDATES steps and reads
-   CHARS_PER_PARAM characters per parameter. Wider nets learn more from each update, but below
-   about 3,000 updates they are not trained yet: in the study's 2-minute runs 2 x 128 (about
-   3,100-3,900 steps) beat 2 x 192 (1,700-1,900) by 0.06 to 0.2 nats/char on every corpus
-   that is read less than 3 times, and on tiny-shakespeare in 10 minutes 2 x 448 (3,600 steps)
-   beat 2 x 512 (2,700) and 2 x 384 (4,500, overfitting by minute 7).
+1. Speed. Training steps of 1- and 2-layer nets are timed at two widths each on this machine, and
+   the time of every other width is read off the line through them (a step costs a fixed overhead
+   plus a part proportional to its matrix products). This takes a few seconds and comes off the
+   budget.
+2. Size. Each candidate net gets budget / step time steps, and so reads steps x batch x window
+   characters. The chosen net is the one with the most parameters among those that get
+   MIN_UPDATES steps and read CHARS_PER_PARAM characters per parameter; two layers over one when
+   their parameters are within TIE. Below about 3,000 updates a net is not trained yet: in the
+   study's 2-minute runs, 2 x 128 (3,100-3,900 steps) beat 2 x 192 (1,700-1,900) by 0.06-0.21
+   nats/char on every corpus read less than 3 times, and 1 x 256 (2,900-3,250 steps, 40% more
+   parameters than 2 x 128) beat both by 0.05-0.12; on tiny-shakespeare in 10 minutes, 2 x 448
+   (3,600 steps) beat 2 x 512 (2,700) and 2 x 384 (4,500, overfitting by minute 7).
 3. Regularization. The characters read divided by the training text's length are the epochs. A
    text read up to 3 times is not memorized: no dropout (dropout 0.1 cost 0.011 at one epoch);
    more epochs get dropout 0.1 and then 0.2 (tiny-shakespeare's 10-minute config, about 6 epochs),
@@ -44,10 +46,13 @@ from .cells import Cell
 from .errors import CharlstmError
 
 DEFAULT_MINUTES = 3          # `charlstm train` with no config and no run length
-WIDTHS = (128, 192, 256, 320, 384, 448, 512, 640, 768)   # candidate hidden sizes, 2 layers each
-GPU_WIDTHS = WIDTHS + (1024, 1280, 1536, 2048)           # a GPU's steps cost little more when wide
-MIN_UPDATES = 3000           # the chosen net is the widest that gets this many updates...
-CHARS_PER_PARAM = 2.0        # ...and reads this many characters per parameter in the budget
+# hidden sizes, 1 or 2 layers: close steps, so that timing noise that moves the choice across
+# MIN_UPDATES moves it to a neighbour of about the same size
+WIDTHS = (128, 160, 192, 224, 256, 288, 320, 384, 448, 512, 576, 640, 768, 896, 1024)
+GPU_WIDTHS = WIDTHS + (1280, 1536, 2048)                 # a GPU's steps cost little more when wide
+MIN_UPDATES = 2800           # the chosen net has the most parameters that get this many updates
+CHARS_PER_PARAM = 2.0        # ...and read this many characters each in the budget
+TIE = 0.1                    # two layers over one when their parameters are this close
 MIN_STEPS = 300              # fewer updates than this train nothing worth keeping
 OVERFIT_EPOCHS = 10          # beyond this many epochs, regularize as the 30-minute config does
 VAL_CHARS = 250_000          # a validation split this long measures the loss to about 0.005
@@ -97,9 +102,10 @@ def params_of(V, E, H, L, cell):
                                                            cell.coupled_gates).values())
 
 
-def time_step(V, E, H, L, B, T, cell, dropout, device="cpu", steps=3):
+def time_step(V, E, H, L, B, T, cell, dropout, device="cpu", steps=3, warmup=3):
     """Seconds per training step (forward, backward, clip, AdamW) of this net on `device`, on
-    random tokens: the median of `steps` after one warm-up step."""
+    random tokens: the median of `steps` after `warmup` steps (the first steps of a wide net are
+    slower than the rest, while the allocator settles on reusing its large buffers)."""
     xp = backend.require(device)
     rng = np.random.default_rng(0)
     mcfg = SimpleNamespace(embedding_size=E, hidden_size=H, num_layers=L, forget_bias=1.0,
@@ -113,7 +119,7 @@ def time_step(V, E, H, L, B, T, cell, dropout, device="cpu", steps=3):
     x, y = rng.integers(0, V, (B, T)), rng.integers(0, V, (B, T))
     state = model.init_state(L, B, H, xp=xp)
     times = []
-    for i in range(steps + 1):
+    for i in range(warmup + steps):
         backend.synchronize(xp)
         tic = time.perf_counter()
         _, cache, _ = model.forward(params, x, y, state, dropout, rng)
@@ -122,7 +128,7 @@ def time_step(V, E, H, L, B, T, cell, dropout, device="cpu", steps=3):
         optim.clip_grad_norm(gflat, 5.0)
         optim.adamw_step(flat, gflat, opt, 1e-3, ocfg)
         backend.synchronize(xp)
-        if i:
+        if i >= warmup:
             times.append(time.perf_counter() - tic)
     return float(np.median(times))
 
@@ -178,48 +184,55 @@ def choose(cfg, explicit, corpus, timer=None):
         s.put("train.batch_size", (n_train - 1) // T, "")
         B = cfg.train.batch_size
 
-    # 1. speed: two widths timed, the others on the line through them
+    # 1. speed: for each layer count, two widths timed and the others on the line through them
     timer = timer or time_step
-    cell, E = Cell.of_config(cfg.model), cfg.model.embedding_size
-    L = cfg.model.num_layers if "model.num_layers" in s.explicit else 2
-    device = cfg.train.device
+    cell, E, device = Cell.of_config(cfg.model), cfg.model.embedding_size, cfg.train.device
+    depths = [cfg.model.num_layers] if "model.num_layers" in s.explicit else [1, 2]
     widths = ([cfg.model.hidden_size] if "model.hidden_size" in s.explicit else
               list(GPU_WIDTHS if device == "cuda" else WIDTHS))
-    timed = [widths[0]] if len(widths) == 1 else [min(widths), 512 if device == "cpu" else 1024]
-    flops = {H: matmul_flops_per_char(L, H, V, cell.gates) for H in set(widths) | set(timed)}
+    timed = sorted({min(widths), min(max(widths), 512 if device == "cpu" else 1024)})
     tic = time.perf_counter()
-    measured = {H: timer(V, E, H, L, B, T, cell, 0.2, device) for H in timed}
+    measured = {(L, H): timer(V, E, H, L, B, T, cell, 0.0, device) for L in depths for H in timed}
     spent = time.perf_counter() - tic
-    if len(timed) == 1:
-        step_time = {widths[0]: measured[widths[0]]}
-    else:
-        (h0, t0), (h1, t1) = sorted(measured.items())
-        slope = max((t1 - t0) / (flops[h1] - flops[h0]), 0.0)
-        step_time = {H: max(t0 + slope * (flops[H] - flops[h0]), 1e-6) for H in widths}
+    step_time = {}
+    for L in depths:
+        flops = {H: matmul_flops_per_char(L, H, V, cell.gates) for H in widths + timed}
+        (h0, t0), (h1, t1) = [(H, measured[L, H]) for H in (timed[0], timed[-1])]
+        slope = (t1 - t0) / (flops[h1] - flops[h0]) if h1 != h0 else 0.0
+        for H in widths:
+            step_time[L, H] = max(t0 + max(slope, 0.0) * (flops[H] - flops[h0]), 1e-6)
     budget = max(60 * minutes - spent, 1.0)
     timing = (f"timed training steps here for {spent:.1f} s: "
-              + ", ".join(f"{L} x {H} {B * T / t:,.0f} chars/s" for H, t in measured.items()))
+              + ", ".join(f"{L} x {H} {B * T / t:,.0f} chars/s" for (L, H), t in measured.items()))
 
-    # 2. size: the widest net with MIN_UPDATES steps and CHARS_PER_PARAM characters per parameter
-    def plan(H):
-        steps = budget / step_time[H]
+    # 2. size: the most parameters that get MIN_UPDATES steps and CHARS_PER_PARAM characters each
+    def plan(net):
+        steps = budget / step_time[net]
         chars = steps * B * T
-        return steps, chars, chars / n_train, chars / params_of(V, E, H, L, cell)
+        params = params_of(V, E, net[1], net[0], cell)
+        return steps, chars, chars / n_train, chars / params, params
 
-    able = [H for H in widths if plan(H)[0] >= MIN_STEPS]
+    nets = list(step_time)
+    able = [net for net in nets if plan(net)[0] >= MIN_STEPS]
     if not able:
-        H = min(widths)
+        L, H = max(nets, key=lambda net: plan(net)[0])
         raise CharlstmError(
-            f"a budget of {minutes:g} minutes gives even a {L} x {H} net only {plan(H)[0]:.0f} "
-            f"training steps here (at least {MIN_STEPS} are needed); give more minutes, e.g. "
-            f"--minutes {math.ceil(minutes * MIN_STEPS / max(plan(H)[0], 1))}")
-    fits = [H for H in able if plan(H)[0] >= MIN_UPDATES and plan(H)[3] >= CHARS_PER_PARAM]
-    H = max(fits) if fits else min(able)
-    steps, chars, epochs, per_param = plan(H)
+            f"a budget of {minutes:g} minutes gives even a {L} x {H} net only "
+            f"{plan((L, H))[0]:.0f} training steps here (at least {MIN_STEPS} are needed); give "
+            f"more minutes, e.g. --minutes {math.ceil(minutes * MIN_STEPS / max(plan((L, H))[0], 1))}")
+    fits = [net for net in able if plan(net)[0] >= MIN_UPDATES and plan(net)[3] >= CHARS_PER_PARAM]
+    if fits:
+        most = max(plan(net)[4] for net in fits)       # two layers where they train as much
+        L, H = max((net for net in fits if plan(net)[4] >= (1 - TIE) * most),
+                   key=lambda net: (net[0], plan(net)[4]))
+    else:
+        L, H = max(able, key=lambda net: plan(net)[0])  # the fastest: as many steps as can be
+    steps, chars, epochs, per_param, params = plan((L, H))
     s.put("model.num_layers", L, "")
     s.put("model.hidden_size", H,
-          f"{steps:,.0f} steps read {chars / 1e6:.1f}M characters, {per_param:.1f} per "
-          f"parameter ({epochs:.1f} epochs of {n_train:,})")
+          f"{L} x {H}, {params / 1e6:.2f}M parameters: {steps:,.0f} steps read "
+          f"{chars / 1e6:.1f}M characters, {per_param:.1f} per parameter ({epochs:.1f} epochs of "
+          f"{n_train:,})")
     H, L = cfg.model.hidden_size, cfg.model.num_layers
 
     # 3. regularization from the epochs
@@ -242,7 +255,7 @@ def choose(cfg, explicit, corpus, timer=None):
     ema = min(max(1 - 10 / steps, 0.99), 0.999)
     s.put("optim.ema", round(ema, 4), f"averages about the last {1 / (1 - ema):,.0f} steps")
     val_chars = n_total * cfg.data.val_fraction
-    eval_seconds = val_chars / (EVAL_SPEEDUP * B * T / step_time[H])
+    eval_seconds = val_chars / (EVAL_SPEEDUP * B * T / step_time[L, H])
     evals = int(min(10, max(1, EVAL_SHARE * budget / max(eval_seconds, 1e-9))))
     s.put("train.eval_minutes", round(budget / 60 / evals, 3),
           f"{evals} evaluations of about {eval_seconds:.0f} s each")

@@ -1,0 +1,70 @@
+"""The recipe's targets, each pair run in one sitting, one run at a time: the built-in corpus
+(today's defaults against the recipe's 3 minutes), tiny-shakespeare at 10 minutes
+(configs/shakespeare.yaml against --minutes 10) and at 30 (configs/shakespeare-30min.yaml against
+--minutes 30).
+
+    python benchmarks/targets.py                    # every pair not yet recorded
+    python benchmarks/targets.py --pairs shakespeare-10
+
+Results go to benchmarks/study/targets.jsonl, one line per run; a pair whose two runs are both
+recorded is skipped. Needs data/tinyshakespeare/input.txt (see the README's Quickstart).
+"""
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import study
+
+SHAKESPEARE = "data/tinyshakespeare/input.txt"
+PAIRS = {  # name -> [(run, charlstm train arguments)], run in this order
+    "builtin": [("defaults", ["--set", "train.max_steps=5000"]),   # `charlstm train` until now
+                ("recipe", ["--minutes", "3"])],
+    "shakespeare-10": [("shipped", ["configs/shakespeare.yaml"]),
+                       ("recipe", ["--data", SHAKESPEARE, "--minutes", "10"])],
+    "shakespeare-30": [("shipped", ["configs/shakespeare-30min.yaml"]),
+                       ("recipe", ["--data", SHAKESPEARE, "--minutes", "30"])],
+}
+RESULTS = study.HERE / "study" / "targets.jsonl"
+
+
+def run(pair, name, args):
+    out = study.RUNS / f"target-{pair}-{name}"
+    shutil.rmtree(out, ignore_errors=True)
+    cmd = [sys.executable, "-m", "charlstm", "train", *args, "--out", str(out), "--no-progress",
+           "--set", "train.sample_length=0"]
+    tic = time.time()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"{pair} {name} failed:\n{proc.stderr[-2000:]}")
+    record = {"pair": pair, "name": name, "args": args, **study.summarize(out),
+              "wall_s": round(time.time() - tic), "date": time.strftime("%Y-%m-%d %H:%M"),
+              "report": proc.stdout.partition("run folder:")[0],
+              "chosen": (out / "config.yaml").read_text()}
+    with open(RESULTS, "a") as f:
+        f.write(json.dumps(record) + "\n")
+    print(f"{pair} {name}: best val {record['best_val']:.4f} in {record['steps']} steps, "
+          f"{record['epochs']:.2f} epochs", flush=True)
+    return record
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--pairs", default=",".join(PAIRS))
+    a = ap.parse_args()
+    done = {(r["pair"], r["name"]) for r in map(json.loads, RESULTS.read_text().splitlines())} \
+        if RESULTS.exists() else set()
+    for pair in a.pairs.split(","):
+        if all((pair, name) in done for name, _ in PAIRS[pair]):
+            continue
+        for name, args in PAIRS[pair]:                 # both again: one sitting per pair
+            run(pair, name, args)
+
+
+if __name__ == "__main__":
+    os.chdir(study.HERE.parent)
+    main()
