@@ -189,7 +189,7 @@ def table():
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for r in sorted(rows, key=lambda r: (r["budget"], list(corpora.CORPORA).index(r["corpus"]),
                                          r["best_val"])):
-        name = _described(r) if r["kind"] == "auto" else r["name"]
+        name = _described(r) if "chosen" in r else r["name"]
         print(f"| {r['corpus']} | {r['budget']} min | {name} | {r['best_val']:.4f} | "
               f"{r['steps']:,} | {r['epochs']:.2f} | {r['chars_per_sec']:,}, "
               f"{r.get('mean_chars_per_sec', 0):,} |")
@@ -200,7 +200,7 @@ def _described(r):
     m = yaml.safe_load(r["chosen"])["model"]
     heavy = "-heavy" if m["weight_drop"] else ""
     drop = f"-d{m['dropout']:g}" if m["dropout"] and not heavy else ""
-    return f"auto ({m['num_layers']}x{m['hidden_size']}{drop}{heavy})"
+    return f"{r['name']} ({m['num_layers']}x{m['hidden_size']}{drop}{heavy})"
 
 
 def main():

@@ -200,8 +200,13 @@ def _run_name(config, cfg):
     if path is None:
         return "python-stdlib"                    # the built-in corpus
     first = path[0] if isinstance(path, list) else path
-    name = Path(first.rstrip("/*")).stem if first.rstrip("/*") else ""
-    return name or "default"
+    plain = []                                    # the path up to its first glob pattern
+    for part in Path(first).parts:
+        if any(ch in part for ch in "*?["):
+            break
+        plain.append(part)
+    name = Path(*plain).stem if plain else ""
+    return name if name not in ("", ".", "..", "/") else "data"
 
 
 def _free_folder(folder):
@@ -244,7 +249,7 @@ def sample(checkpoint, prime, length, temperature, top_k, top_p, argmax, seed, n
 
     \b
       charlstm sample runs/shakespeare/best.npz --prime "ROMEO:" --temperature 0.8
-      charlstm sample runs/default/best.npz --top-p 0.9 --length 2000 --seed 1
+      charlstm sample runs/python-stdlib/best.npz --top-p 0.9 --length 2000 --seed 1
       charlstm sample runs/shakespeare-gpu/best.npz --device cuda
     """
     params, vocab, cfg, _ = runstate.load_model(checkpoint)

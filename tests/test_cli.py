@@ -284,3 +284,14 @@ def test_a_run_that_will_overfit_says_so(tmp_path, dropout, warned):
     assert result.exit_code == 0, result.output
     said = "warning: this run will read its 1,800-character training text about 14 times"
     assert (said in result.output) == warned, result.output
+
+
+@pytest.mark.parametrize("path, name", [("notes.txt", "notes"), ("books/", "books"),
+                                        ("code/**/*.py", "code"), ("*.txt", "data"),
+                                        ("/tmp/x/lyrics.md", "lyrics"), (["a/b.txt", "c"], "b"),
+                                        (None, "python-stdlib")])
+def test_a_run_folder_is_named_after_the_data_even_a_glob(path, name):
+    from types import SimpleNamespace
+    from charlstm.cli import _run_name
+    assert _run_name(None, SimpleNamespace(data=SimpleNamespace(path=path))) == name
+    assert _run_name("configs/shakespeare.yaml", None) == "shakespeare"
