@@ -56,7 +56,7 @@ CHARS_PER_PARAM = 2.0        # ...and read this many characters each in the budg
 TIE = 0.1                    # one layer over two when their parameters are this close
 MIN_STEPS = 300              # fewer updates than this train nothing worth keeping
 OVERFIT_EPOCHS = 10          # beyond this many epochs, regularize as the 30-minute config does
-VAL_CHARS = 250_000          # a validation split this long measures the loss to about 0.005
+VAL_CHARS = 250_000          # the validation split's most characters: seconds to evaluate
 EVAL_SHARE = 0.1             # evaluations may take this share of the budget
 EVAL_SPEEDUP = 2.5           # a forward-only character costs about 1 / 2.5 of a training one
 
@@ -158,7 +158,7 @@ def choose(cfg, explicit, corpus, timer=None):
     machine; returns a Choice whose cfg is a plain config with train.recipe off.
 
     `explicit`: the dotted keys the user set, which keep their values. `timer(V, E, H, L, B, T,
-    cell, dropout)` returns seconds per step (tests pass a model of a machine).
+    cell, dropout, device)` returns seconds per step (time_step; tests pass a model machine).
     """
     minutes = cfg.train.max_minutes
     if minutes is None:
