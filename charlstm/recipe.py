@@ -35,6 +35,7 @@ The figures in the rules come from the study in benchmarks/study.py (benchmarks/
 """
 
 import math
+import textwrap
 import time
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -84,7 +85,8 @@ class Choice:
         lines = [self.timing] + [f"  {k:<{width}}  {_show(v):<8} {why}" for k, v, why in shown]
         rest = ", ".join(f"{k.split('.')[1]} {_show(v)}" for k, v, why in self.rows if not why
                          and k in FIXED)
-        return "\n".join(lines + [f"  as configs/shakespeare.yaml: {rest}"])
+        return "\n".join(lines + textwrap.wrap(f"as configs/shakespeare.yaml: {rest}", 96,
+                                               initial_indent="  ", subsequent_indent="    "))
 
 
 def _show(v):

@@ -109,7 +109,9 @@ def test_the_report_gives_a_reason_for_each_choice():
     lines = text.splitlines()
     assert lines[0].startswith("timed training steps here for")
     assert any(ln.split()[0] == "model.hidden_size" and "per parameter" in ln for ln in lines[1:])
-    assert lines[-1].startswith("  as configs/shakespeare.yaml:") and "lr 0.0035" in lines[-1]
+    tail = text.partition("\n  as configs/shakespeare.yaml:")[2]
+    assert "lr 0.0035" in tail and "seq_len 50" in tail
+    assert all(len(ln) <= 96 for ln in tail.splitlines())
 
 
 def test_the_timing_comes_off_the_budget():
