@@ -90,6 +90,22 @@ def _median(xs):
     return float(np.median(xs))
 
 
+def random_net(V, E, H, L, B, T, cell, device, rng):
+    """A net of `cell` (a cells.Cell) on `device` with its gradients, AdamW state, a batch of
+    random tokens and a zero state: what timing a training step needs.
+    Returns (flat, params, gflat, grads, opt, x, y, state)."""
+    cfg = SimpleNamespace(embedding_size=E, hidden_size=H, num_layers=L, forget_bias=1.0,
+                          cell=cell.name, peepholes=cell.peepholes,
+                          coupled_gates=cell.coupled_gates)
+    flat, params = model.init_params(V, cfg, rng)
+    flat, params = model.to_device(flat, model.shapes_of(params), device)
+    gflat, grads = model.alloc(model.shapes_of(params), xp=backend.array_module(flat))
+    opt = optim.adamw_init(flat, optim.decay_mask_for(params, flat))
+    x, y = rng.integers(0, V, (B, T)), rng.integers(0, V, (B, T))
+    state = model.init_state(L, B, H, xp=backend.array_module(flat))
+    return flat, params, gflat, grads, opt, x, y, state
+
+
 def run_bench(layers=2, hidden=512, batch=64, seq=100, vocab=65, embedding=64, steps=10,
               warmup=2, sample_chars=500, threads=0, seed=0, device="cpu", cell="lstm",
               peepholes=False, coupled_gates=False):
@@ -101,16 +117,9 @@ def run_bench(layers=2, hidden=512, batch=64, seq=100, vocab=65, embedding=64, s
     # first: its buffers are freed before the baseline
     peak = machine_gflops(4096, xp=xp) if xp is not np else machine_gflops()
     rng = np.random.default_rng(seed)
-    cfg = SimpleNamespace(embedding_size=embedding, hidden_size=hidden, num_layers=layers,
-                          forget_bias=1.0, cell=cell, peepholes=peepholes,
-                          coupled_gates=coupled_gates)
-    flat, params = model.init_params(vocab, cfg, rng)
-    flat, params = model.to_device(flat, model.shapes_of(params), device)
-    gflat, grads = model.alloc(model.shapes_of(params), xp=xp)
-    opt = optim.adamw_init(flat, optim.decay_mask_for(params, flat))
+    flat, params, gflat, grads, opt, x, y, state = random_net(
+        vocab, embedding, hidden, layers, batch, seq, spec, device, rng)
     ocfg = SimpleNamespace(beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01)
-    x, y = rng.integers(0, vocab, (batch, seq)), rng.integers(0, vocab, (batch, seq))
-    state = model.init_state(layers, batch, hidden, xp=xp)
     # parameters, gradients and optimizer state included
     baseline = current_rss_mb() if xp is np else gpu_pool_mb(xp)
 

@@ -43,7 +43,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from . import backend, model, optim
-from .bench import matmul_flops_per_char
+from .bench import matmul_flops_per_char, random_net
 from .cells import Cell
 from .errors import CharlstmError
 
@@ -111,16 +111,9 @@ def time_step(V, E, H, L, B, T, cell, dropout, device="cpu", steps=3, warmup=3):
     slower than the rest, while the allocator settles on reusing its large buffers)."""
     xp = backend.require(device)
     rng = np.random.default_rng(0)
-    mcfg = SimpleNamespace(embedding_size=E, hidden_size=H, num_layers=L, forget_bias=1.0,
-                           cell=cell.name, peepholes=cell.peepholes,
-                           coupled_gates=cell.coupled_gates)
-    flat, params = model.init_params(V, mcfg, rng)
-    flat, params = model.to_device(flat, model.shapes_of(params), device)
-    gflat, grads = model.alloc(model.shapes_of(params), xp=xp)
-    opt = optim.adamw_init(flat, optim.decay_mask_for(params, flat))
+    flat, params, gflat, grads, opt, x, y, state = random_net(V, E, H, L, B, T, cell, device,
+                                                              rng)
     ocfg = SimpleNamespace(beta1=0.9, beta2=0.99, eps=1e-8, weight_decay=0.0)
-    x, y = rng.integers(0, V, (B, T)), rng.integers(0, V, (B, T))
-    state = model.init_state(L, B, H, xp=xp)
     times = []
     for i in range(warmup + steps):
         backend.synchronize(xp)
