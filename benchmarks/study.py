@@ -76,14 +76,16 @@ GRID = {
     ("fortunes-100k", 10): {"2x128-heavy": net(2, 128, **HEAVY), "2x256-heavy": net(2, 256, **HEAVY),
                             "2x384-heavy": net(2, 384, **HEAVY),
                             "2x256-d0.4w": net(2, 256, 0.4, **{"model.dropout_mask": "window"}),
-                            "2x128-d0.3": net(2, 128, 0.3)},
+                            # one layer in each 10-minute grid (replacing a trial not yet run),
+                            # once one layer had won every corpus at 2 minutes
+                            "1x384-heavy": net(1, 384, **HEAVY)},
     ("russian-2m", 10): {"2x256-d0.1": net(2, 256, 0.1), "2x384-d0.1": net(2, 384, 0.1),
-                         "2x384-d0.2": net(2, 384, 0.2), "2x448-d0.2": net(2, 448, 0.2),
+                         "1x512": net(1, 512), "2x448-d0.2": net(2, 448, 0.2),
                          "2x512-d0.1": net(2, 512, 0.1)},
     ("pydocs-10m", 10): {"2x256": net(2, 256), "2x384": net(2, 384), "2x448": net(2, 448),
-                         "2x512": net(2, 512), "2x384-d0.1": net(2, 384, 0.1)},
+                         "2x512": net(2, 512), "1x512": net(1, 512)},
     ("pycode-50m", 10): {"2x256": net(2, 256), "2x384": net(2, 384), "2x448": net(2, 448),
-                         "2x512": net(2, 512), "3x384": net(3, 384)},
+                         "2x512": net(2, 512), "1x512": net(1, 512)},
 }
 
 
