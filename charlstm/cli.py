@@ -38,6 +38,8 @@ class _Group(click.Group):
             ctx.exit(130)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
+        except BrokenPipeError:              # `charlstm sample ... | head`: quiet, as cat is;
+            raise                            # click's main exits 1 without a message
         except Exception as e:
             if ctx.obj and ctx.obj.get("debug"):
                 raise
@@ -283,7 +285,8 @@ def sample(checkpoint, prime, length, temperature, top_k, top_p, argmax, seed, n
 @click.option("--text", "text_file", type=click.Path(dir_okay=False),
               help="UTF-8 text file to measure the model on.")
 @click.option("--split", type=click.Choice(["val", "test"]),
-              help="Measure on this split of the data the checkpoint was trained on instead.")
+              help="Measure on this split of the data the checkpoint was trained on instead "
+              "(refused if those files changed since).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--progress/--no-progress", default=None, help="Show a bar of characters done on "
               "stderr, or not [default: when stderr is a terminal].")
@@ -304,10 +307,10 @@ def eval_(checkpoint, text_file, split, as_json, progress, device):
     """
     if (text_file is None) == (split is None):
         raise click.UsageError("give either --text FILE or --split val|test")
-    params, vocab, cfg, _ = runstate.load_model(checkpoint)
+    params, vocab, cfg, meta = runstate.load_model(checkpoint)
     params = _on_device(params, device)
     if split:
-        tokens = split_tokens(cfg, vocab, split, checkpoint)
+        tokens = split_tokens(cfg, vocab, split, checkpoint, meta.get("stream"))
         text_file = f"the {split} split of {checkpoint}"
     else:
         text = read_text(text_file, cfg.data.errors)

@@ -18,6 +18,7 @@ from .backend import array_module
 from .corpus import fine_tune_tokens, prepare
 from .data import eval_streams, split
 from .errors import CharlstmError
+from .runstate import stream_changes
 
 
 def evaluate(params, tokens, window=128, min_stream=10_000, progress=False):
@@ -60,14 +61,22 @@ def bpc(nats):
     return nats / math.log(2)
 
 
-def split_tokens(cfg, vocab, which, source):
-    """The val or test tokens of the data a checkpoint's config names, in its vocabulary."""
+def split_tokens(cfg, vocab, which, source, stream=None):
+    """The val or test tokens of the data a checkpoint's config names, in its vocabulary.
+
+    stream: the text the checkpoint recorded (runstate.stream_of). If the files changed since,
+    the split would hold other text, perhaps some the model trained on: refused."""
     if which == "test" and not cfg.data.test_fraction:
         raise CharlstmError(f"'{source}' was trained without a test split (data.test_fraction "
                             "is 0); use --split val or --text FILE")
-    corpus = prepare(cfg.data)
+    corpus = prepare(cfg.data, echo=lambda *a: None)     # a rebuilt cache is no news here
     tokens = corpus.tokens
     if corpus.vocab.chars != vocab.chars:
         tokens = fine_tune_tokens(corpus, vocab, cfg.data.unknown, lambda *a: None)
+    changes = stream_changes(stream, corpus, tokens) if stream else []
+    if changes:
+        raise CharlstmError(f"'{source}' was trained on text that has changed since "
+                            f"({'; '.join(changes)}), so its {which} split is no longer the "
+                            "held-out text; measure on a file of your own with --text FILE")
     _, val, test = split(tokens, cfg.data.val_fraction, cfg.data.test_fraction)
     return val if which == "val" else test

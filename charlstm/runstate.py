@@ -250,12 +250,8 @@ def check_stream(run_dir, saved, cfg, corpus, tokens):
     keys = [k for k in fixed_keys(saved.cfg, saved.init_from is not None)
             if _get(saved.cfg, k) != _get(cfg, k)]
     changes = [f"{k}: {_shown(_get(saved.cfg, k))} -> {_shown(_get(cfg, k))}" for k in keys]
-    if saved.stream is not None:
-        old, new = saved.stream["sources"], corpus.sources
-        if [s["sha256"] for s in old] != [s["sha256"] for s in new]:
-            changes += _source_changes(old, new)
-        elif not changes and saved.stream["tokens"] != len(tokens):
-            changes.append(f"the text's tokens: {saved.stream['tokens']:,} -> {len(tokens):,}")
+    if saved.stream is not None:                 # a changed key may explain a token count
+        changes += stream_changes(saved.stream, corpus, tokens, count_tokens=not changes)
     # A checkpoint from before `stream` was recorded: its settings are checked above, and of its
     # text only what the vocabulary shows (a fine-tuning run's text is mapped into it anyway).
     elif saved.init_from is None and corpus.vocab.chars != saved.vocab.chars:
@@ -271,6 +267,17 @@ def check_stream(run_dir, saved, cfg, corpus, tokens):
                   "weights on the changed data, start a new run from them with --init-from "
                   f"{Path(run_dir) / 'last.npz'} --out NEW_DIR (or afresh with --out NEW_DIR)")
     raise CharlstmError(f"cannot resume '{run_dir}': {'; '.join(changes)}; {advice}")
+
+
+def stream_changes(stream, corpus, tokens, count_tokens=True):
+    """How the text (`corpus`, read as `tokens`) differs from a checkpoint's recorded `stream`:
+    changed source files, else a changed token count; [] when it is the same text."""
+    old, new = stream["sources"], corpus.sources
+    if [s["sha256"] for s in old] != [s["sha256"] for s in new]:
+        return _source_changes(old, new)
+    if count_tokens and stream["tokens"] != len(tokens):
+        return [f"the text's tokens: {stream['tokens']:,} -> {len(tokens):,}"]
+    return []
 
 
 def _source_changes(old, new, most=4):

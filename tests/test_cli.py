@@ -107,6 +107,24 @@ def test_eval_reports_loss_bpc_perplexity(run_dir, corpus):
     assert "bits/char" in human.output and "perplexity" in human.output
 
 
+def test_eval_split_refuses_a_text_changed_since_training(run_dir, corpus):
+    assert invoke("eval", run_dir / "best.npz", "--split", "val").exit_code == 0
+    corpus.write_text(corpus.read_text() + "more text, after the run")
+    one_line_error(invoke("eval", run_dir / "best.npz", "--split", "val"),
+                   f"'{corpus}' changed", "no longer the held-out text", "--text FILE")
+
+
+def test_sample_into_a_closed_pipe_ends_quietly(run_dir):
+    """`charlstm sample ... | head -c 10`: no "Broken pipe" error and no traceback, as cat."""
+    child = subprocess.Popen([sys.executable, "-m", "charlstm", "sample", str(run_dir / "best.npz"),
+                              "--length", "200000"], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE)
+    assert len(child.stdout.read(10)) == 10
+    child.stdout.close()
+    assert child.wait(timeout=120) == 1
+    assert child.stderr.read() == b""
+
+
 def invoke_apart(*args):
     """invoke, with stdout and stderr kept apart (click 8.2+ always does; 8.1 when asked)."""
     try:
