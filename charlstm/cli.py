@@ -94,7 +94,7 @@ def cli(ctx, debug):
               "--set data.path=PATH; drops the config's data.url and data.sha256).")
 @click.option("--minutes", type=float, help="Train for N minutes with every setting you did not "
               "set chosen for your text and this machine (short for --set train.max_minutes=N "
-              "--set train.recipe=auto).")
+              "--set train.recipe=auto; add --set train.recipe=off to choose nothing).")
 @click.option("--dry-run", is_flag=True, help="Print the settings the run would use (and with "
               "--minutes, why) and exit.")
 @click.option("--out", type=click.Path(file_okay=False), help="Run folder "
@@ -125,7 +125,8 @@ def train(config, overrides, data, minutes, dry_run, out, resume_dir, init_from,
     overrides = list(overrides) + ([f"data.path={data}"] if data else [])
     if minutes is not None:
         recipe.check_minutes(minutes)
-        overrides += [f"train.max_minutes={minutes!r}", "train.recipe=auto"]
+        # recipe first, so that --set train.recipe=off (a plain run of N minutes) wins
+        overrides = ["train.recipe=auto"] + overrides + [f"train.max_minutes={minutes!r}"]
     progress = not no_progress
     if resume_dir:
         if config or out or init_from or minutes is not None or dry_run:

@@ -183,6 +183,18 @@ def test_dry_run_prints_the_choice_and_the_config_and_trains_nothing(tmp_path, m
     assert not (tmp_path / "runs").exists()
 
 
+def test_minutes_with_the_recipe_off_is_a_plain_timed_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.txt").write_text(synthetic_text(30_000))
+    result = invoke("train", "--data", "notes.txt", "--minutes", "4", "--dry-run",
+                    "--set", "train.recipe=off")
+    assert result.exit_code == 0, result.output
+    assert "timed training steps" not in result.output
+    saved = yaml.safe_load(result.output.partition("# the run's config")[2].partition("\n")[2])
+    assert (saved["train"]["max_minutes"], saved["train"]["recipe"]) == (4.0, "off")
+    assert saved["model"]["hidden_size"] == 128                # the defaults, not chosen
+
+
 def test_resume_takes_no_minutes(tmp_path):
     result = invoke("train", "--resume", tmp_path, "--minutes", "5")
     assert result.exit_code != 0 and "drop CONFIG, --out, --init-from, --minutes" in result.output
