@@ -13,14 +13,15 @@ What a user set (in a config file or with --set) is kept; everything else is cho
    plus a part proportional to its matrix products). This takes a few seconds and comes off the
    budget.
 2. Size. Each candidate net gets budget / step time steps, and so reads steps x batch x window
-   characters. The chosen net is the one with the most parameters among those that get
-   MIN_UPDATES steps and read CHARS_PER_PARAM characters per parameter; one layer over two when
-   their parameters are within TIE (at 2 minutes, 1 x 256 beat 2 x 160, as many parameters, by
-   0.04 on russian-2m and 0.15 on pycode-50m). Below about 3,000 updates a net is not trained yet: in the
-   study's 2-minute runs, 2 x 128 (3,100-3,900 steps) beat 2 x 192 (1,700-1,900) by 0.06-0.21
-   nats/char on every corpus read less than 3 times, and 1 x 256 (2,900-3,250 steps, 40% more
-   parameters than 2 x 128) beat both by 0.05-0.12; on tiny-shakespeare in 10 minutes, 2 x 448
-   (3,600 steps) beat 2 x 512 (2,700) and 2 x 384 (4,500, overfitting by minute 7).
+   characters. For each layer count the chosen net is the one with the most parameters that
+   reads CHARS_PER_PARAM characters per parameter, so that size and updates grow together with
+   the budget (as in the compute-optimal scaling of language models, here about 10 characters a
+   parameter). On pycode-50m in 10 minutes, 2 x 256 (12 per parameter) beat 2 x 192 (33) by
+   0.028 and 2 x 384 (3.0) by 0.020; at 2 minutes the winners read 10-21; on tiny-shakespeare in
+   30 minutes 2 x 448 (6.9) beat 2 x 512 (3.8) by 0.025. Two layers once they get
+   TWO_LAYER_UPDATES updates, else one: at 2 minutes two-layer nets with 2,700-3,900 updates lost
+   to one layer with as many parameters by 0.04-0.15 on every corpus; at 10 minutes 2 x 256 with
+   6,800 beat every one-layer net on pycode-50m (1 x 512 by 0.038, 1 x 384 by 0.152).
 3. Regularization. The characters read divided by the training text's length are the epochs. A
    text read up to 3 times is not memorized: no dropout (dropout 0.1 cost 0.011 at one epoch);
    more epochs get dropout 0.1 and then 0.2 (tiny-shakespeare's 10-minute config, about 6 epochs),
@@ -50,11 +51,10 @@ from .errors import CharlstmError
 DEFAULT_MINUTES = 3          # `charlstm train` with no config and no run length
 # hidden sizes, 1 or 2 layers: close steps, so that timing noise that moves the choice across
 # MIN_UPDATES moves it to a neighbour of about the same size
-WIDTHS = (128, 160, 192, 224, 256, 288, 320, 384, 448, 512, 576, 640, 768, 896, 1024)
+WIDTHS = (128, 160, 192, 224, 256, 288, 320, 352, 384, 416, 448, 512, 576, 640, 768, 896, 1024)
 GPU_WIDTHS = WIDTHS + (1280, 1536, 2048)                 # a GPU's steps cost little more when wide
-MIN_UPDATES = 2800           # the chosen net has the most parameters that get this many updates
-CHARS_PER_PARAM = 2.0        # ...and read this many characters each in the budget
-TIE = 0.1                    # one layer over two when their parameters are this close
+CHARS_PER_PARAM = 10.0       # the chosen net has the most parameters that read this many each
+TWO_LAYER_UPDATES = 4500     # two layers when they get this many updates, else one
 MIN_STEPS = 300              # fewer updates than this train nothing worth keeping
 OVERFIT_EPOCHS = 10          # beyond this many epochs, regularize as the 30-minute config does
 VAL_CHARS = 250_000          # the validation split's most characters: seconds to evaluate
@@ -201,7 +201,8 @@ def choose(cfg, explicit, corpus, timer=None):
     timing = (f"timed training steps here for {spent:.1f} s: "
               + ", ".join(f"{L} x {H} {B * T / t:,.0f} chars/s" for (L, H), t in measured.items()))
 
-    # 2. size: the most parameters that get MIN_UPDATES steps and CHARS_PER_PARAM characters each
+    # 2. size: per layer count, the most parameters that read CHARS_PER_PARAM characters each;
+    # then two layers if they get TWO_LAYER_UPDATES updates
     def plan(net):
         steps = budget / step_time[net]
         chars = steps * B * T
@@ -216,15 +217,26 @@ def choose(cfg, explicit, corpus, timer=None):
             f"a budget of {minutes:g} minutes gives even a {L} x {H} net only "
             f"{plan((L, H))[0]:.0f} training steps here (at least {MIN_STEPS} are needed); give "
             f"more minutes, e.g. --minutes {math.ceil(minutes * MIN_STEPS / max(plan((L, H))[0], 1))}")
-    fits = [net for net in able if plan(net)[0] >= MIN_UPDATES and plan(net)[3] >= CHARS_PER_PARAM]
-    if fits:
-        most = max(plan(net)[4] for net in fits)       # one layer where it trains as much
-        L, H = max((net for net in fits if plan(net)[4] >= (1 - TIE) * most),
-                   key=lambda net: (-net[0], plan(net)[4]))
+    best = {}                                      # layers -> the biggest net that reads enough
+    for layers in depths:
+        fits = [net for net in able if net[0] == layers and plan(net)[3] >= CHARS_PER_PARAM]
+        if fits:
+            best[layers] = max(fits, key=lambda net: plan(net)[4])
+    if not best:                                   # none reads enough (a short budget): fastest
+        L, H = max(able, key=lambda net: plan(net)[0])
+        layers_why = ""
+    elif 1 in best and 2 in best:
+        two_steps = plan(best[2])[0]
+        L, H = best[2] if two_steps >= TWO_LAYER_UPDATES else best[1]
+        layers_why = (f"two layers: {two_steps:,.0f} updates (they beat one from about "
+                      f"{TWO_LAYER_UPDATES:,})" if L == 2 else
+                      f"one layer: two would get {two_steps:,.0f} updates (they beat one from "
+                      f"about {TWO_LAYER_UPDATES:,})")
     else:
-        L, H = max(able, key=lambda net: plan(net)[0])  # the fastest: as many steps as can be
+        L, H = best[min(best)]
+        layers_why = ""
     steps, chars, epochs, per_param, params = plan((L, H))
-    s.put("model.num_layers", L, "")
+    s.put("model.num_layers", L, layers_why)
     s.put("model.hidden_size", H,
           f"{L} x {H}, {params / 1e6:.2f}M parameters: {steps:,.0f} steps read "
           f"{chars / 1e6:.1f}M characters, {per_param:.1f} per parameter ({epochs:.1f} epochs of "

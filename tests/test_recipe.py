@@ -39,7 +39,7 @@ def chosen(choice):
     return {k: v for k, v, _ in choice.rows}
 
 
-def test_the_most_parameters_that_get_enough_updates_and_characters():
+def test_the_most_parameters_that_read_enough_characters_each():
     for n, minutes in ((1_000_000, 10), (1_000_000, 30), (50_000_000, 10), (100_000, 2)):
         c = choose(n, minutes).cfg
         B, T, V = c.train.batch_size, c.train.seq_len, 65
@@ -47,17 +47,20 @@ def test_the_most_parameters_that_get_enough_updates_and_characters():
         def plan(L, H):
             steps = 60 * c.train.max_minutes / machine(V, 64, H, L, B, T, _lstm(), 0)
             params = recipe.params_of(V, 64, H, L, _lstm())
-            return steps >= recipe.MIN_UPDATES and steps * B * T / params >= \
-                recipe.CHARS_PER_PARAM, params
+            return steps, steps * B * T / params >= recipe.CHARS_PER_PARAM, params
 
-        nets = [(L, H) for L in (1, 2) for H in recipe.WIDTHS]
-        most = max(plan(*net)[1] for net in nets if plan(*net)[0])
-        chosen = (c.model.num_layers, c.model.hidden_size)
-        fits, params = plan(*chosen)
-        assert fits and params >= (1 - recipe.TIE) * most
-        one = [net for net in nets if net[0] == 1 and plan(*net)[0]
-               and plan(*net)[1] >= (1 - recipe.TIE) * most]
-        assert chosen[0] == 1 or not one
+        L = c.model.num_layers
+        fits = [H for H in recipe.WIDTHS if plan(L, H)[1]]
+        assert c.model.hidden_size == max(fits)              # the widest that reads enough
+        best_two = max(H for H in recipe.WIDTHS if plan(2, H)[1])
+        assert (L == 2) == (plan(2, best_two)[0] >= recipe.TWO_LAYER_UPDATES)
+
+
+def test_two_layers_once_they_get_enough_updates():
+    short, long = choose(10_000_000, 2), choose(10_000_000, 30)
+    assert (short.cfg.model.num_layers, long.cfg.model.num_layers) == (1, 2)
+    why = {k: why for k, _, why in short.rows}["model.num_layers"]
+    assert why.startswith("one layer: two would get") and "4,500" in why
 
 
 def _lstm():
