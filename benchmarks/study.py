@@ -82,12 +82,12 @@ GRID = {
     ("russian-2m", 10): {"2x256-d0.1": net(2, 256, 0.1), "2x384-d0.1": net(2, 384, 0.1),
                          "1x512": net(1, 512), "2x448-d0.2": net(2, 448, 0.2),
                          "2x512-d0.1": net(2, 512, 0.1)},
-    # 1x384 added to the two large corpora: does the best net's size grow with the square root
-    # of the budget (1 x 256 at 2 minutes, so 1 x 384 at 10), or does it keep about 3,000 updates?
-    # Then, once pycode-50m's 2 x 256 (6,800 steps) had beaten 2 x 384 (3,650) and every one-layer
-    # net, 2 x 192 in place of 2 x 512 (not yet run on pydocs-10m): is smaller better still?
+    # 1x384 added to pycode-50m: does the best net's size grow with the square root of the
+    # budget (1 x 256 at 2 minutes, so 1 x 384 at 10), or does it keep about 3,000 updates? Then,
+    # once its 2 x 256 (6,800 steps) had beaten 2 x 384 (3,650) and every one-layer net, 2 x 192
+    # in place of 2 x 512 (on pydocs-10m too, not yet run there): is smaller better still?
     ("pydocs-10m", 10): {"2x256": net(2, 256), "2x192": net(2, 192), "1x512": net(1, 512),
-                         "2x384": net(2, 384), "2x448": net(2, 448), "1x384": net(1, 384)},
+                         "2x384": net(2, 384), "2x448": net(2, 448)},
     ("pycode-50m", 10): {"1x384": net(1, 384), "1x512": net(1, 512), "2x256": net(2, 256),
                          "2x384": net(2, 384), "2x448": net(2, 448), "2x192": net(2, 192)},
 }
