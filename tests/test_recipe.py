@@ -39,28 +39,44 @@ def chosen(choice):
     return {k: v for k, v, _ in choice.rows}
 
 
-def test_the_most_parameters_that_read_enough_characters_each():
-    for n, minutes in ((1_000_000, 10), (1_000_000, 30), (50_000_000, 10), (100_000, 2)):
-        c = choose(n, minutes).cfg
-        B, T, V = c.train.batch_size, c.train.seq_len, 65
+def plans(c, V=65):
+    """(layers, width) -> (steps, characters read per parameter, epochs, parameters) of the
+    model machine in the budget `c` was given."""
+    B, T, n = c.train.batch_size, c.train.seq_len, 0.9 * c.n
 
-        def plan(L, H):
-            steps = 60 * c.train.max_minutes / machine(V, 64, H, L, B, T, _lstm(), 0)
-            params = recipe.params_of(V, 64, H, L, _lstm())
-            return steps, steps * B * T / params >= recipe.CHARS_PER_PARAM, params
-
-        L = c.model.num_layers
-        fits = [H for H in recipe.WIDTHS if plan(L, H)[1]]
-        assert c.model.hidden_size == max(fits)              # the widest that reads enough
-        best_two = max(H for H in recipe.WIDTHS if plan(2, H)[1])
-        assert (L == 2) == (plan(2, best_two)[0] >= recipe.TWO_LAYER_UPDATES)
+    def plan(L, H):
+        steps = 60 * c.train.max_minutes / machine(V, 64, H, L, B, T, _lstm(), 0)
+        params = recipe.params_of(V, 64, H, L, _lstm())
+        return steps, steps * B * T / params, steps * B * T / n, params
+    return {(L, H): plan(L, H) for L in (1, 2) for H in recipe.WIDTHS}
 
 
-def test_two_layers_once_they_get_enough_updates():
-    short, long = choose(10_000_000, 2), choose(10_000_000, 30)
-    assert (short.cfg.model.num_layers, long.cfg.model.num_layers) == (1, 2)
-    why = {k: why for k, _, why in short.rows}["model.num_layers"]
-    assert why.startswith("one layer: two would get") and "4,500" in why
+def sized(n, minutes):
+    c = choose(n, minutes).cfg
+    c.n = n
+    return c, plans(c), (c.model.num_layers, c.model.hidden_size)
+
+
+def test_a_large_text_gets_the_most_parameters_that_read_enough_characters_each():
+    for n, minutes in ((50_000_000, 2), (50_000_000, 10), (10_000_000, 30)):
+        c, plan, (L, H) = sized(n, minutes)
+        assert H == max(h for h in recipe.WIDTHS if plan[L, h][1] >= recipe.CHARS_PER_PARAM)
+        best_two = max(h for h in recipe.WIDTHS if plan[2, h][1] >= recipe.CHARS_PER_PARAM)
+        assert (L == 2) == (plan[2, best_two][0] >= recipe.TWO_LAYER_UPDATES)
+        assert plan[L, H][2] <= recipe.REPEATS
+
+
+def test_a_short_text_gets_the_biggest_net_with_enough_updates():
+    for n, minutes in ((1_000_000, 10), (1_000_000, 30), (100_000, 10)):
+        c, plan, chosen = sized(n, minutes)
+        fits = {net: p for net, p in plan.items()
+                if p[0] >= recipe.MIN_UPDATES and p[1] >= recipe.MIN_PER_PARAM}
+        most = max(p[3] for p in fits.values())
+        assert chosen in fits and fits[chosen][3] >= (1 - recipe.TIE) * most
+        assert chosen[0] == 1 or not any(net[0] == 1 and p[3] >= (1 - recipe.TIE) * most
+                                         for net, p in fits.items())
+        why = {k: why for k, _, why in choose(n, minutes).rows}["model.num_layers"]
+        assert why.startswith("the text limits, not the time")
 
 
 def _lstm():
