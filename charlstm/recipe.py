@@ -246,7 +246,7 @@ def choose(cfg, explicit, corpus, timer=None):
         L, H = best[min(best)]
         layers_why = ""
     # A short text read more than REPEATS times by that net limits more than the time does: then
-    # the biggest net that still gets MIN_UPDATES updates, one layer on a tie
+    # the biggest net that still gets MIN_UPDATES updates, one layer unless two have TIE more
     repeats = plan((L, H))[2]
     fits = [net for net in able if plan(net)[0] >= MIN_UPDATES and plan(net)[3] >= MIN_PER_PARAM]
     if repeats > REPEATS and fits:
