@@ -56,7 +56,7 @@ from .errors import CharlstmError
 
 DEFAULT_MINUTES = 3          # `charlstm train` with no config and no run length
 # hidden sizes, 1 or 2 layers: close steps, so that timing noise that moves the choice across
-# MIN_UPDATES moves it to a neighbour of about the same size
+# a threshold below moves it to a neighbour of about the same size
 WIDTHS = (128, 160, 192, 224, 256, 288, 320, 352, 384, 416, 448, 512, 576, 640, 768, 896, 1024)
 GPU_WIDTHS = WIDTHS + (1280, 1536, 2048)                 # a GPU's steps cost little more when wide
 CHARS_PER_PARAM = 10.0       # the chosen net has the most parameters that read this many each
