@@ -23,11 +23,14 @@ What a user set (in a config file or with --set) is kept; everything else is cho
    to one layer with as many parameters by 0.04-0.15 on every corpus; at 10 minutes 2 x 256 with
    6,800 beat every one-layer net on pycode-50m (1 x 512 by 0.038, 1 x 384 by 0.152).
    A short text is another matter: if that net would read it more than REPEATS times, the text
-   limits and not the time, and a bigger net learns more from each character. Then the choice
-   is the net with the most parameters that still gets MIN_UPDATES updates, and one layer unless
-   two have TIE more. On tiny-shakespeare in 10 minutes, 1 x 640 (3,750 updates, 6 epochs) got
-   1.4387, 2 x 256 (the rule above: 6,300 updates, 10 epochs) 1.5272, and 2 x 448 (2,800
-   updates, 38% more parameters than 1 x 640) 1.4695.
+   limits and not the time. Then for each layer count the chosen net is the biggest that still
+   gets MIN_UPDATES updates, reads MIN_PER_PARAM characters per parameter, and has at most
+   TEXT_PARAMS parameters per character of the text (the time buys epochs, not size), and again
+   two layers once they get TWO_LAYER_UPDATES. On tiny-shakespeare in 10 minutes, 1 x 640 (3,750
+   updates, 6 epochs) got 1.4387, 2 x 448 (2,800 updates, 1.75 characters per parameter) 1.4695
+   and 2 x 256 (the 10-per-parameter net: 6,300 updates, 10 epochs) 1.5272; in 30 minutes
+   2 x 448 (2.6 parameters per character, 10,600 updates) beat 2 x 512 (3.3) by 0.025, and on
+   fortunes-100k in 10 minutes 2 x 128 (2.8) ended within 0.004 of 2 x 384 (11).
 3. Regularization. The characters read divided by the training text's length are the epochs. A
    text read up to 3 times is not memorized: no dropout (dropout 0.1 cost 0.011 at one epoch);
    more epochs get dropout 0.1 and then 0.2 (tiny-shakespeare's 10-minute config, about 6 epochs),
@@ -62,9 +65,9 @@ GPU_WIDTHS = WIDTHS + (1280, 1536, 2048)                 # a GPU's steps cost li
 CHARS_PER_PARAM = 10.0       # the chosen net has the most parameters that read this many each
 TWO_LAYER_UPDATES = 4500     # two layers when they get this many updates, else one
 REPEATS = 4                  # a text read more often than this limits the model, not the time:
-MIN_UPDATES = 2800           # ...then the most parameters that get this many updates
-MIN_PER_PARAM = 2.0          # ...and read this many characters each
-TIE = 0.3                    # ...one layer unless two have this share more parameters
+MIN_UPDATES = 2800           # ...then the most parameters that get this many updates,
+MIN_PER_PARAM = 2.0          # ...read this many characters each
+TEXT_PARAMS = 2.8            # ...and have at most this many per character of the training text
 MIN_STEPS = 300              # fewer updates than this train nothing worth keeping
 OVERFIT_EPOCHS = 10          # beyond this many epochs, regularize as the 30-minute config does
 VAL_CHARS = 250_000          # the validation split's most characters: seconds to evaluate
@@ -227,36 +230,41 @@ def choose(cfg, explicit, corpus, timer=None):
             f"a budget of {minutes:g} minutes gives even a {L} x {H} net only "
             f"{plan((L, H))[0]:.0f} training steps here (at least {MIN_STEPS} are needed); give "
             f"more minutes, e.g. --minutes {math.ceil(minutes * MIN_STEPS / max(plan((L, H))[0], 1))}")
-    best = {}                                      # layers -> the biggest net that reads enough
-    for layers in depths:
-        fits = [net for net in able if net[0] == layers and plan(net)[3] >= CHARS_PER_PARAM]
-        if fits:
-            best[layers] = max(fits, key=lambda net: plan(net)[4])
-    if not best:                                   # none reads enough (a short budget): fastest
-        L, H = max(able, key=lambda net: plan(net)[0])
-        layers_why = ""
-    elif 1 in best and 2 in best:
-        two_steps = plan(best[2])[0]
-        L, H = best[2] if two_steps >= TWO_LAYER_UPDATES else best[1]
-        layers_why = (f"two layers: {two_steps:,.0f} updates (they beat one from about "
-                      f"{TWO_LAYER_UPDATES:,})" if L == 2 else
-                      f"one layer: two would get {two_steps:,.0f} updates (they beat one from "
-                      f"about {TWO_LAYER_UPDATES:,})")
-    else:
-        L, H = best[min(best)]
-        layers_why = ""
-    # A short text read more than REPEATS times by that net limits more than the time does: then
-    # the biggest net that still gets MIN_UPDATES updates, one layer unless two have TIE more
+
+    def pick(fits, why):
+        """The biggest net of each layer count in `fits`; two layers if theirs gets
+        TWO_LAYER_UPDATES updates. None if no net fits."""
+        best = {layers: max((net for net in fits if net[0] == layers), key=lambda net: plan(net)[4])
+                for layers in depths if any(net[0] == layers for net in fits)}
+        if not best:
+            return None
+        two = plan(best[2])[0] if 2 in best and 1 in best else None
+        L = 2 if two is not None and two >= TWO_LAYER_UPDATES else min(best)
+        if two is None:
+            return best[L], why.rstrip("; ")
+        why += (f"two layers: {two:,.0f} updates (they beat one from about "
+                f"{TWO_LAYER_UPDATES:,})" if L == 2 else f"one layer: two would get "
+                f"{two:,.0f} updates (they beat one from about {TWO_LAYER_UPDATES:,})")
+        return best[L], why
+
+    # per layer count the most parameters that read CHARS_PER_PARAM characters each; a short
+    # budget that gives none enough: the fastest net
+    (L, H), layers_why = (pick([net for net in able if plan(net)[3] >= CHARS_PER_PARAM], "")
+                          or (max(able, key=lambda net: plan(net)[0]), ""))
+    # a short text that net would read more than REPEATS times limits more than the time does:
+    # then per layer count the most parameters with MIN_UPDATES updates, MIN_PER_PARAM characters
+    # read each and at most TEXT_PARAMS per character of the text (none: the smallest such net)
     repeats = plan((L, H))[2]
-    fits = [net for net in able if plan(net)[0] >= MIN_UPDATES and plan(net)[3] >= MIN_PER_PARAM]
-    if repeats > REPEATS and fits:
-        most = max(plan(net)[4] for net in fits)
-        big = max((net for net in fits if plan(net)[4] >= (1 - TIE) * most),
-                  key=lambda net: (-net[0], plan(net)[4]))
-        if plan(big)[4] > plan((L, H))[4]:
-            layers_why = (f"the text limits, not the time: {L} x {H} would read it "
-                          f"{repeats:.0f} times, so the biggest net with {MIN_UPDATES:,} updates")
-            L, H = big
+    if repeats > REPEATS:
+        busy = [net for net in able if plan(net)[0] >= MIN_UPDATES
+                and plan(net)[3] >= MIN_PER_PARAM] or [(L, H)]
+        why = f"the text limits, not the time: {L} x {H} would read it {repeats:.0f} times"
+        (L, H), layers_why = (
+            pick([net for net in busy if plan(net)[4] <= TEXT_PARAMS * n_train],
+                 f"{why}, so at most {TEXT_PARAMS:g} parameters per character of it; ")
+            or (min(busy, key=lambda net: plan(net)[4]),
+                f"{why}, and even the smallest net has over {TEXT_PARAMS:g} parameters per "
+                "character of it"))
     steps, chars, epochs, per_param, params = plan((L, H))
     s.put("model.num_layers", L, layers_why)
     s.put("model.hidden_size", H,

@@ -66,17 +66,24 @@ def test_a_large_text_gets_the_most_parameters_that_read_enough_characters_each(
         assert plan[L, H][2] <= recipe.REPEATS
 
 
-def test_a_short_text_gets_the_biggest_net_with_enough_updates():
-    for n, minutes in ((1_000_000, 10), (1_000_000, 30), (100_000, 10)):
+def test_a_short_text_gets_the_biggest_net_the_text_can_feed():
+    for n, minutes, layers in ((1_000_000, 10, 1), (1_000_000, 60, 2), (100_000, 10, 2)):
         c, plan, chosen = sized(n, minutes)
-        fits = {net: p for net, p in plan.items()
-                if p[0] >= recipe.MIN_UPDATES and p[1] >= recipe.MIN_PER_PARAM}
-        most = max(p[3] for p in fits.values())
-        assert chosen in fits and fits[chosen][3] >= (1 - recipe.TIE) * most
-        assert chosen[0] == 1 or not any(net[0] == 1 and p[3] >= (1 - recipe.TIE) * most
-                                         for net, p in fits.items())
+        fits = {net: p for net, p in plan.items() if p[0] >= recipe.MIN_UPDATES and
+                p[1] >= recipe.MIN_PER_PARAM and p[3] <= recipe.TEXT_PARAMS * 0.9 * n}
+        best = {L: max((net for net in fits if net[0] == L), key=lambda net: fits[net][3])
+                for L in (1, 2)}
+        assert chosen == best[layers]
+        assert (layers == 2) == (fits[best[2]][0] >= recipe.TWO_LAYER_UPDATES)
         why = {k: why for k, _, why in choose(n, minutes).rows}["model.num_layers"]
         assert why.startswith("the text limits, not the time")
+
+
+def test_a_text_too_short_for_any_net_gets_the_smallest():
+    choice = choose(20_000, 10)
+    assert (choice.cfg.model.num_layers, choice.cfg.model.hidden_size) == (1, min(recipe.WIDTHS))
+    why = {k: why for k, _, why in choice.rows}["model.num_layers"]
+    assert "even the smallest net has over" in why
 
 
 def _lstm():
