@@ -8,6 +8,7 @@
 | russian-2m | Russian prose, 166 symbols | 2.0 million chars | Debian's `fortunes-ru` |
 | pydocs-10m | English technical prose | 10 million chars | Debian's `python3.11-doc` (HTML to text) |
 | pycode-50m | Python source code (ASCII files) | 50 million chars | this interpreter's library (stdlib, site-packages) |
+| pycode-heldout | Python source code, for measuring only | 250 thousand chars | the files past pycode-50m's cut, evenly spread |
 
 The Debian packages install with `apt-get install fortunes fortunes-ru python3.11-doc` (the script
 says so if one is missing). Each corpus is a deterministic function of those files (sorted paths,
@@ -95,29 +96,52 @@ def pydocs(max_chars=10_000_000):
     return _cut(parts, max_chars)
 
 
-def pycode(max_chars=50_000_000):
-    """Python source under this interpreter's library folders, sorted, ASCII files only (a few
-    test files hold thousands of other symbols, which would make this a study of the softmax)."""
+def _python_files():
+    """The text of every ASCII .py file under this interpreter's library folders, sorted by path
+    (a few test files hold thousands of other symbols, which would make pycode-50m a study of
+    the softmax)."""
     roots = sorted({sysconfig.get_paths()[k] for k in ("stdlib", "purelib", "platlib")})
-    parts, total, seen = [], 0, set()
+    seen = set()
     for root in roots:
         for path in sorted(Path(root).rglob("*.py")):
             if path in seen or not path.is_file():
                 continue
             seen.add(path)
             try:
-                text = path.read_bytes().decode("ascii")
+                yield path.read_bytes().decode("ascii")
             except (OSError, UnicodeDecodeError):
                 continue
-            parts.append(text)
-            total += len(text)
-            if total >= max_chars:
-                return _cut(parts, max_chars)
+
+
+def pycode(max_chars=50_000_000):
+    """Python source under this interpreter's library folders, the first max_chars of it."""
+    parts, total = [], 0
+    for text in _python_files():
+        parts.append(text)
+        total += len(text)
+        if total >= max_chars:
+            break
     return _cut(parts, max_chars)
+
+
+def pycode_heldout(max_chars=250_000, after=50_000_000, longest=40_000):
+    """Python source that pycode-50m does not hold: files past its cut, evenly spread (one in
+    every k of those under `longest` characters). pycode-50m's own last 250,000 characters, its
+    validation split, are one package's AWS policy documents in JSON, not code; this measures
+    its runs on code."""
+    files, total = _python_files(), 0
+    for text in files:
+        total += len(text)
+        if total >= after:
+            break
+    rest = [text for text in files if len(text) <= longest]
+    k = max(1, round(sum(map(len, rest)) / max_chars))
+    return _cut(rest[::k], max_chars)
 
 
 CORPORA = {"fortunes-100k": fortunes_en, "russian-2m": russian, "pydocs-10m": pydocs,
            "pycode-50m": pycode}
+HELDOUT = {"pycode-heldout": pycode_heldout}       # texts to measure runs on, not to train
 
 
 def build(name, out=DEFAULT_OUT):
@@ -125,7 +149,7 @@ def build(name, out=DEFAULT_OUT):
     path = Path(out) / f"{name}.txt"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        text = CORPORA[name]()
+        text = {**CORPORA, **HELDOUT}[name]()
         tmp = path.with_suffix(".tmp")
         tmp.write_text(text, "utf-8")
         tmp.replace(path)

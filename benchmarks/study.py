@@ -6,6 +6,7 @@ today's defaults and the automatic recipe, one run at a time, and record each on
     python benchmarks/study.py --budgets 2 --kinds grid,default
     python benchmarks/study.py --corpora fortunes-100k --budgets 10 --list
     python benchmarks/study.py --table                 # the results as RESULTS.md's table
+    python benchmarks/study.py --heldout               # pycode-50m's runs on held-out code
 
 Results go to benchmarks/study/results.jsonl, one line per finished trial; a trial already there
 is skipped, so a study stopped at any point (Ctrl-C, a closed laptop) goes on where it stopped
@@ -15,7 +16,9 @@ else heavy beside the study. `touch benchmarks/study/PAUSE` makes it wait before
 
 Every trial trains with `charlstm train` in a fresh process. All runs of one corpus use the same
 validation split (data.val_fraction below: about 250,000 characters for the large corpora, so an
-evaluation costs seconds, not minutes).
+evaluation costs seconds, not minutes). pycode-50m's validation split turned out to be one
+package's JSON data, not code: `--heldout` measures each of its runs' best checkpoint on Python
+files past the corpus's cut (corpora.py's pycode-heldout) as well, into study/heldout.jsonl.
 """
 
 import argparse
@@ -34,6 +37,8 @@ import corpora
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "study" / "results.jsonl"
+HELDOUT = HERE / "study" / "heldout.jsonl"
+HELDOUT_TEXT = {"pycode-50m": "pycode-heldout"}   # corpus -> a text its runs never read
 PAUSE = HERE / "study" / "PAUSE"
 RUNS = corpora.DEFAULT_OUT / "runs"
 
@@ -209,6 +214,32 @@ def _described(r):
     return f"{r['name']} ({m['num_layers']}x{m['hidden_size']}{drop}{heavy})"
 
 
+def heldout():
+    """Measure the best checkpoint of every recorded run of a corpus in HELDOUT_TEXT on that
+    text (runs whose folder a later run of the same name replaced are left out)."""
+    done = {(r["corpus"], r["budget"], r["name"]) for r in _read(HELDOUT)}
+    for r in _read(RESULTS):
+        key = (r["corpus"], r["budget"], r["name"])
+        ckpt = RUNS / f"{r['corpus']}-{r['budget']}m-{r['name']}" / "best.npz"
+        if r["corpus"] not in HELDOUT_TEXT or key in done or not ckpt.exists() or \
+                summarize(ckpt.parent)["steps"] != r["steps"]:
+            continue
+        text = corpora.build(HELDOUT_TEXT[r["corpus"]])
+        out = subprocess.run([sys.executable, "-m", "charlstm", "eval", str(ckpt), "--text",
+                              str(text), "--json", "--no-progress"],
+                             capture_output=True, text=True, check=True).stdout
+        record = {"corpus": r["corpus"], "budget": r["budget"], "name": r["name"],
+                  "text": HELDOUT_TEXT[r["corpus"]], "loss": json.loads(out)["loss"],
+                  "best_val": r["best_val"]}
+        with open(HELDOUT, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        print(f"{key}: held-out {record['loss']:.4f}, validation {r['best_val']:.4f}", flush=True)
+
+
+def _read(path):
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--corpora", default=",".join(corpora.CORPORA))
@@ -216,9 +247,13 @@ def main():
     ap.add_argument("--kinds", default="grid,default,auto")
     ap.add_argument("--list", action="store_true", help="print the trials still to run")
     ap.add_argument("--table", action="store_true", help="print the results as a table")
+    ap.add_argument("--heldout", action="store_true",
+                    help="measure pycode-50m's runs on held-out code")
     a = ap.parse_args()
     if a.table:
         return table()
+    if a.heldout:
+        return heldout()
     RESULTS.parent.mkdir(exist_ok=True)
     done = done_keys()
     todo = [t for t in trials(a.corpora.split(","), [int(b) for b in a.budgets.split(",")],

@@ -255,7 +255,7 @@ def sample(checkpoint, prime, length, temperature, top_k, top_p, argmax, seed, n
       charlstm sample runs/python-stdlib/best.npz --top-p 0.9 --length 2000 --seed 1
       charlstm sample runs/shakespeare-gpu/best.npz --device cuda
     """
-    params, vocab, cfg, _ = runstate.load_model(checkpoint)
+    params, vocab, cfg, _, start = runstate.load_model(checkpoint, with_start=True)
     params = _on_device(params, device)
     s = cfg.sample
     prime = s.prime if prime is None else prime
@@ -275,7 +275,8 @@ def sample(checkpoint, prime, length, temperature, top_k, top_p, argmax, seed, n
         if k:
             click.echo("\n" + "-" * 40)
         click.echo(prime, nl=False)
-        for ch in generate(params, vocab, length, rng, prime, temperature, top_k, top_p, argmax):
+        for ch in generate(params, vocab, length, rng, prime, temperature, top_k, top_p, argmax,
+                           start):
             click.echo(ch, nl=False)
             sys.stdout.flush()
         click.echo()
@@ -296,8 +297,9 @@ def sample(checkpoint, prime, length, temperature, top_k, top_p, argmax, seed, n
 def eval_(checkpoint, text_file, split, as_json, progress, device):
     """Measure how well a CHECKPOINT predicts a text: nats and bits per character, perplexity.
 
-    Every character after the first is predicted from all that precede it, from the zero state.
-    Long texts are read as parallel streams of at least 10,000 characters. While it runs, a bar
+    Every character after the first is predicted from all that precede it. Long texts are read
+    as parallel streams of at least 10,000 characters, each starting from a state the model
+    reached reading its training text (saved in the checkpoint). While it runs, a bar
     of characters done shows on stderr when that is a terminal (or with --progress); stdout
     holds the result alone.
 
@@ -308,7 +310,7 @@ def eval_(checkpoint, text_file, split, as_json, progress, device):
     """
     if (text_file is None) == (split is None):
         raise click.UsageError("give either --text FILE or --split val|test")
-    params, vocab, cfg, meta = runstate.load_model(checkpoint)
+    params, vocab, cfg, meta, start = runstate.load_model(checkpoint, with_start=True)
     params = _on_device(params, device)
     if split:
         tokens = split_tokens(cfg, vocab, split, checkpoint, meta.get("stream"))
@@ -324,7 +326,7 @@ def eval_(checkpoint, text_file, split, as_json, progress, device):
         raise CharlstmError(f"{text_file} needs at least 2 characters to predict one")
     if progress is None:                 # a bar in a log file or a pipe is noise
         progress = sys.stderr.isatty()
-    loss, chars, streams = evaluate(params, tokens, progress=progress)
+    loss, chars, streams = evaluate(params, tokens, progress=progress, start=start)
     result = {"loss": loss, "bpc": bpc(loss), "perplexity": math.exp(loss), "chars": chars}
     if as_json:
         click.echo(json.dumps(result))

@@ -6,7 +6,8 @@ function, whose one-line refusal is the same from `info`, `sample`, `eval` and `
 
     runstate.save("runs/x/last.npz", RunState(cfg, vocab, weights, average, moments, state, ...))
     saved = runstate.load_run("runs/x/last.npz")         # RunState: what a resumed run needs
-    params, vocab, cfg, meta = runstate.load_model(path)  # the weights alone: sample, eval
+    params, vocab, cfg, meta = runstate.load_model(path)  # the weights alone
+    params, vocab, cfg, meta, start = runstate.load_model(path, with_start=True)  # sample, eval
     cfg, vocab, meta = runstate.inspect(path)             # `info`: checks without reading arrays
 
 Arrays (L layers, B batch rows, H hidden; names and shapes of the parameters: model.param_shapes):
@@ -15,7 +16,8 @@ Arrays (L layers, B batch rows, H hidden; names and shapes of the parameters: mo
                                 moving average
     train.<param>               only with optim.ema: the weights training continues from
     optim.m.<param>, .v.<param> AdamW's moments
-    state.h, state.c            (L, B, H): the state carried into the next window
+    state.h, state.c            (L, B, H): the state carried into the next window, which sample
+                                and eval start from
 
 Metadata: charlstm_version, config (resolved), vocab (the characters in index order), the
 run's position (POSITION: step, epoch, window, optim_t, rng, ...), init_from (the checkpoint a
@@ -91,14 +93,19 @@ def load_run(path):
                     init_from=meta.get("init_from"), stream=meta.get("stream"))
 
 
-def load_model(path):
-    """What sampling and evaluation need, from a checkpoint alone: (params, vocab, cfg, meta)."""
+def load_model(path, with_start=False):
+    """What sampling and evaluation need, from a checkpoint alone: (params, vocab, cfg, meta),
+    and with `with_start` the state to start from: the carried (state.h, state.c), states the
+    model reached reading its training text, or None if the file has none."""
     arrays, meta = checkpoint.load_checkpoint(path)
     cfg, vocab = _validated(path, meta)
     _, params = model.alloc(_parameter_shapes(cfg, len(vocab)))
     for name, p in params.items():
         p[...] = arrays[name]
-    return params, vocab, cfg, meta
+    if not with_start:
+        return params, vocab, cfg, meta
+    start = (arrays["state.h"], arrays["state.c"]) if "state.h" in arrays else None
+    return params, vocab, cfg, meta, start
 
 
 def inspect(path):

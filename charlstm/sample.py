@@ -47,30 +47,37 @@ def next_distribution(logits, temperature=1.0, top_k=0, top_p=1.0):
     return p
 
 
-# With no prime the model would start from the zero state, which it never saw in training past
-# the first characters of a stream, so its first characters are rough. It first writes a burn-in
-# of its own text instead (drawn like the rest, never shown) and the sample starts after a
-# newline, at the beginning of a line, from a state that has read text. BURN_IN_MIN characters
-# are drawn at least, so the state is warm; BURN_IN_MAX at most, should no newline come (or the
+# The model starts from `start`, a state it reached reading its training text (a checkpoint's
+# carried state), not from the zero state, which it has not met since its first training step
+# and from which a few starts in a hundred never recover (evaluate.evaluate). Without a prime it
+# then writes a burn-in of its own text (drawn like the rest, never shown) and the sample starts
+# after a newline, at the beginning of a line. BURN_IN_MIN characters are drawn at least, so the
+# state has left the text it came from; BURN_IN_MAX at most, should no newline come (or the
 # vocabulary have none).
 BURN_IN_MIN = 50
 BURN_IN_MAX = 200
 
 
 def generate(params, vocab, length, rng, prime="", temperature=1.0, top_k=0, top_p=1.0,
-             argmax=False):
+             argmax=False, start=None):
     """Yield `length` generated characters, one at a time, after feeding `prime` (not yielded).
 
-    The model first reads a newline (when its vocabulary has one), so the prime is continued as
-    text that starts at the beginning of a line, not in the middle of a word; with neither a prime
-    nor a newline it starts from its first character. With no prime, a burn-in of the model's own
-    text comes first and is not yielded (see BURN_IN_MIN): the same rng gives the same text.
+    `start`: (h, c) of shape (L, R, H), a checkpoint's carried state; the model starts from its
+    first row (from the zero state without it). It first reads a newline (when its vocabulary
+    has one), so the prime is continued as text that starts at the beginning of a line, not in
+    the middle of a word; with neither a prime nor a newline it starts from its first character.
+    With no prime, a burn-in of the model's own text comes first and is not yielded (see
+    BURN_IN_MIN): the same rng gives the same text.
     """
     check_options(temperature, top_k, top_p, length)
     V, E, H, L = model.dims(params)
     prep = model.prepare_step(params)
     w = params["head.weight"]
-    h, c = model.init_state(L, 1, H, w.dtype, array_module(w))
+    xp = array_module(w)
+    if start is None:
+        h, c = model.init_state(L, 1, H, w.dtype, xp)
+    else:
+        h, c = (xp.array(s[:, :1], dtype=w.dtype) for s in start)   # copies: step updates them
 
     def draw(tok):
         """Feed token `tok` (updates h, c in place) and draw the next one."""

@@ -423,7 +423,7 @@ class Run:
         if not self.is_main:                     # rank 0 evaluates and writes for everyone
             return
         params = self.eval_params()
-        val, _, _ = evaluate(params, self.val_tokens)
+        val, _, _ = evaluate(params, self.val_tokens, start=state)
         improved = val < self.best_val
         self.best_val = min(self.best_val, val)
         self.log(step=self.step, epoch=round(self.epoch_progress(), 4), val_loss=val,
@@ -437,7 +437,8 @@ class Run:
         if self.cfg.train.sample_length > 0:
             from .sample import generate
             text = "".join(generate(params, self.vocab, length=self.cfg.train.sample_length,
-                                    rng=np.random.default_rng(self.step), temperature=0.8))
+                                    rng=np.random.default_rng(self.step), temperature=0.8,
+                                    start=state))
             echo("--- sample ---\n" + text + "\n--------------")
 
     # --- files ----------------------------------------------------------------------------

@@ -5,11 +5,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from charlstm import __version__
 from charlstm.cli import cli
+from charlstm.evaluate import evaluate
+from charlstm.runstate import load_model
+from charlstm.sample import generate
 
 from conftest import no_internal_error, synthetic_text
 
@@ -105,6 +109,22 @@ def test_eval_reports_loss_bpc_perplexity(run_dir, corpus):
     assert abs(r["bpc"] - r["loss"] / 0.6931471805599453) < 1e-9
     human = invoke("eval", run_dir / "best.npz", "--text", corpus)
     assert "bits/char" in human.output and "perplexity" in human.output
+
+
+def test_sample_and_eval_start_from_the_state_the_checkpoint_carried(run_dir, corpus):
+    """Not from the zero state, which a trained net has not met since its first step."""
+    params, vocab, _, _, start = load_model(run_dir / "best.npz", with_start=True)
+    assert start is not None and np.abs(start[1]).max() > 0
+    shown = invoke("sample", run_dir / "best.npz", "--prime", "the ", "--length", 60,
+                   "--seed", 4).output
+    ours = "".join(generate(params, vocab, 60, np.random.default_rng(4), prime="the ",
+                            start=start))
+    zero = "".join(generate(params, vocab, 60, np.random.default_rng(4), prime="the "))
+    assert shown == "the " + ours + "\n" and ours != zero
+    measured = json.loads(invoke("eval", run_dir / "best.npz", "--text", corpus, "--json").output)
+    tokens = vocab.encode(corpus.read_text())
+    assert measured["loss"] == pytest.approx(evaluate(params, tokens, start=start)[0], rel=1e-6)
+    assert measured["loss"] != pytest.approx(evaluate(params, tokens)[0], rel=1e-6)
 
 
 def test_eval_split_refuses_a_text_changed_since_training(run_dir, corpus):

@@ -164,9 +164,14 @@ def test_sampler_and_evaluation_equal_cpu(cp):
     a = "".join(generate(params, vocab, 50, np.random.default_rng(0), prime="abc", argmax=True))
     b = "".join(generate(gp, vocab, 50, np.random.default_rng(0), prime="abc", argmax=True))
     assert a == b
+    start = random_state(2, 3, 6)                   # a checkpoint's carried state, on the host
+    a = "".join(generate(params, vocab, 50, np.random.default_rng(0), argmax=True, start=start))
+    b = "".join(generate(gp, vocab, 50, np.random.default_rng(0), argmax=True, start=start))
+    assert a == b
     tokens = np.random.default_rng(3).integers(0, 7, 5000)
-    assert evaluate(gp, tokens, min_stream=1000)[0] == pytest.approx(
-        evaluate(params, tokens, min_stream=1000)[0], rel=1e-10)
+    for st in (None, start):
+        assert evaluate(gp, tokens, min_stream=1000, start=st)[0] == pytest.approx(
+            evaluate(params, tokens, min_stream=1000, start=st)[0], rel=1e-10)
 
 
 # --- training ----------------------------------------------------------------------------------

@@ -59,6 +59,17 @@ def test_generation_is_reproducible_and_respects_length(trained):
     assert text(1, top_k=1) == text(1, argmax=True)
 
 
+def test_generation_starts_from_the_first_row_of_start_and_leaves_it_alone(trained):
+    params, vocab, state = trained.params, trained.vocab, trained.state
+    L, _, H = state[0].shape
+    zeros = tuple(np.zeros((L, 3, H), np.float32) for _ in range(2))
+    assert text(params, vocab, 40, 1, start=zeros) == text(params, vocab, 40, 1)
+    before = [s.copy() for s in state]
+    first = tuple(s[:, :1].copy() for s in state)
+    assert text(params, vocab, 40, 1, start=state) == text(params, vocab, 40, 1, start=first)
+    assert all(np.array_equal(a, b) for a, b in zip(before, state))
+
+
 def test_generate_is_lazy(trained):
     gen = generate(trained.params, trained.vocab, 10**9, np.random.default_rng(0))
     assert len(next(gen)) == 1                                 # streams: no need to finish first

@@ -80,10 +80,12 @@ def test_weight_average_is_what_evaluation_and_checkpoints_use(tmp_path, corpus)
     for name, p in run.params.items():
         np.testing.assert_array_equal(arrays[f"train.{name}"], p)
     assert not np.array_equal(arrays["head.weight"], run.params["head.weight"])
-    # the logged val loss was measured on the averaged weights that best.npz holds
-    params, _, _, _ = load_model(tmp_path / "avg" / "best.npz")
+    # the logged val loss was measured on the averaged weights that best.npz holds, from the
+    # carried state it holds
+    params, _, _, _, start = load_model(tmp_path / "avg" / "best.npz", with_start=True)
     logged = [m for m in metrics(tmp_path / "avg") if "val_loss" in m][-1]
-    assert evaluate(params, run.val_tokens)[0] == pytest.approx(logged["val_loss"], rel=1e-6)
+    assert evaluate(params, run.val_tokens, start=start)[0] == pytest.approx(logged["val_loss"],
+                                                                            rel=1e-6)
     plain = Run.start(tiny_config(corpus, train__max_steps=5), tmp_path / "plain")
     plain.train(progress=False, echo=quiet)
     assert not any(k.startswith("train.") for k in checkpoint.load_checkpoint(tmp_path / "plain" / "last.npz")[0])
