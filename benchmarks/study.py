@@ -7,6 +7,7 @@ today's defaults and the automatic recipe, one run at a time, and record each on
     python benchmarks/study.py --corpora fortunes-100k --budgets 10 --list
     python benchmarks/study.py --table                 # the results as RESULTS.md's table
     python benchmarks/study.py --heldout               # pycode-50m's runs on held-out code
+    python benchmarks/study.py --reevaluate            # earlier runs, measured as eval now does
 
 Results go to benchmarks/study/results.jsonl, one line per finished trial; a trial already there
 is skipped, so a study stopped at any point (Ctrl-C, a closed laptop) goes on where it stopped
@@ -19,6 +20,12 @@ validation split (data.val_fraction below: about 250,000 characters for the larg
 evaluation costs seconds, not minutes). pycode-50m's validation split turned out to be one
 package's JSON data, not code: `--heldout` measures each of its runs' best checkpoint on Python
 files past the corpus's cut (corpora.py's pycode-heldout) as well, into study/heldout.jsonl.
+
+Validation losses are measured from the state each checkpoint carried (`"eval": "carried"`);
+before 2026-11-30 16:00 they were measured from the zero state, from which some nets never
+recover on some streams (README, `charlstm eval`). `--reevaluate` measures every earlier run
+whose folder still holds it again (the best and the last checkpoint; the old figure stays as
+`best_val_zero`); runs whose folder a later run replaced keep `"eval": "zero"`.
 """
 
 import argparse
@@ -165,7 +172,7 @@ def run_trial(corpus, budget, kind, name, settings):
     if proc.returncode != 0:
         raise SystemExit(f"{corpus} {budget}m {name} failed:\n{proc.stderr[-2000:]}")
     record = {"corpus": corpus, "budget": budget, "kind": kind, "name": name,
-              **summarize(out), "wall_s": round(wall), "settings": settings,
+              **summarize(out), "eval": "carried", "wall_s": round(wall), "settings": settings,
               "date": time.strftime("%Y-%m-%d %H:%M"), "machine": platform.node()}
     if kind == "auto":                                 # what the recipe chose, and why
         record["chosen"] = (out / "config.yaml").read_text()
@@ -236,6 +243,33 @@ def heldout():
         print(f"{key}: held-out {record['loss']:.4f}, validation {r['best_val']:.4f}", flush=True)
 
 
+def reevaluate(results=RESULTS,
+               folder=lambda r: RUNS / f"{r['corpus']}-{r['budget']}m-{r['name']}"):
+    """Measure each run in `results` not yet measured from its carried state again, from its
+    best and last checkpoints with `charlstm eval --split val`; the file is rewritten after each."""
+    rows = _read(results)
+    for r in rows:
+        if r.get("eval") in ("carried", "zero"):
+            continue
+        out = folder(r)
+        if not (out / "best.npz").exists() or summarize(out)["steps"] != r["steps"]:
+            r["eval"] = "zero"                        # its folder holds a later run now
+        else:
+            loss = {}
+            for name in ("best", "last"):
+                proc = subprocess.run([sys.executable, "-m", "charlstm", "eval",
+                                       str(out / f"{name}.npz"), "--split", "val", "--json",
+                                       "--no-progress"], capture_output=True, text=True, check=True)
+                loss[name] = json.loads(proc.stdout)["loss"]
+            r.update(best_val_zero=r["best_val"], best_val=min(loss.values()),
+                     last_val=loss["last"], eval="carried")
+            print(f"{out.name}: {r['best_val_zero']:.4f} from zeros, {r['best_val']:.4f} from the "
+                  "carried state", flush=True)
+        tmp = results.with_suffix(".tmp")
+        tmp.write_text("".join(json.dumps(row) + "\n" for row in rows))
+        tmp.replace(results)
+
+
 def _read(path):
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
@@ -249,11 +283,17 @@ def main():
     ap.add_argument("--table", action="store_true", help="print the results as a table")
     ap.add_argument("--heldout", action="store_true",
                     help="measure pycode-50m's runs on held-out code")
+    ap.add_argument("--reevaluate", action="store_true",
+                    help="measure earlier runs again from their checkpoints' carried state")
     a = ap.parse_args()
     if a.table:
         return table()
     if a.heldout:
         return heldout()
+    if a.reevaluate:
+        reevaluate()
+        return reevaluate(HERE / "study" / "targets.jsonl",
+                          lambda r: RUNS / f"target-{r['pair']}-{r['name']}")
     RESULTS.parent.mkdir(exist_ok=True)
     done = done_keys()
     todo = [t for t in trials(a.corpora.split(","), [int(b) for b in a.budgets.split(",")],

@@ -41,7 +41,7 @@ def run(pair, name, args):
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"{pair} {name} failed:\n{proc.stderr[-2000:]}")
-    record = {"pair": pair, "name": name, "args": args, **study.summarize(out),
+    record = {"pair": pair, "name": name, "args": args, **study.summarize(out), "eval": "carried",
               "wall_s": round(time.time() - tic), "date": time.strftime("%Y-%m-%d %H:%M"),
               "report": proc.stdout.partition("run folder:")[0],
               "chosen": (out / "config.yaml").read_text()}
