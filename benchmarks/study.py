@@ -186,14 +186,19 @@ def run_trial(corpus, budget, kind, name, settings):
 
 def table():
     """Markdown: a summary line per corpus and budget (best grid trial, the recipe's choice and
-    its gap, today's defaults), then every trial."""
+    its gap, today's defaults), then every trial (a loss marked * was measured from the zero
+    state: its folder holds a later run), then pycode-50m's runs on held-out code."""
     rows = [json.loads(line) for line in RESULTS.read_text().splitlines()]
     pairs = sorted({(r["budget"], r["corpus"]) for r in rows},
                    key=lambda p: (p[0], list(corpora.CORPORA).index(p[1])))
     print("| corpus | budget | best grid trial | recipe's choice | recipe - best | defaults |")
     print("| --- | --- | --- | --- | --- | --- |")
+    held = {(h["corpus"], h["budget"], h["name"]): h["loss"] for h in _read(HELDOUT)}
     for budget, corpus in pairs:
         mine = {r["name"]: r for r in rows if (r["budget"], r["corpus"]) == (budget, corpus)}
+        if corpus in HELDOUT_TEXT:            # measured on held-out text, where it was
+            mine = {name: dict(r, best_val=held[corpus, budget, name]) for name, r in mine.items()
+                    if (corpus, budget, name) in held}
         grid = [r for r in mine.values() if r["kind"] == "grid"]
         best = min(grid, key=lambda r: r["best_val"]) if grid else None
         auto, default = mine.get("auto"), mine.get("default")
@@ -201,16 +206,26 @@ def table():
                  f"{_described(auto)}: {auto['best_val']:.4f}" if auto else "-",
                  f"{auto['best_val'] - best['best_val']:+.4f}" if auto and best else "-",
                  f"{default['best_val']:.4f}" if default else "-"]
-        print(f"| {corpus} | {budget} min | " + " | ".join(cells) + " |")
+        where = f" ({HELDOUT_TEXT[corpus]})" if corpus in HELDOUT_TEXT else ""
+        print(f"| {corpus}{where} | {budget} min | " + " | ".join(cells) + " |")
     print()
     print("| corpus | budget | trial | best val loss | steps | epochs | chars/s (median, mean) |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for r in sorted(rows, key=lambda r: (r["budget"], list(corpora.CORPORA).index(r["corpus"]),
                                          r["best_val"])):
         name = _described(r) if "chosen" in r else r["name"]
-        print(f"| {r['corpus']} | {r['budget']} min | {name} | {r['best_val']:.4f} | "
+        zero = "*" if r.get("eval") == "zero" else ""
+        print(f"| {r['corpus']} | {r['budget']} min | {name} | {r['best_val']:.4f}{zero} | "
               f"{r['steps']:,} | {r['epochs']:.2f} | {r['chars_per_sec']:,}, "
               f"{r.get('mean_chars_per_sec', 0):,} |")
+    held = _read(HELDOUT)
+    if held:                                   # a text of its own per corpus in HELDOUT_TEXT
+        print()
+        print("| corpus | budget | trial | held-out code | validation split |")
+        print("| --- | --- | --- | --- | --- |")
+        for h in sorted(held, key=lambda h: (h["budget"], h["loss"])):
+            print(f"| {h['corpus']} | {h['budget']} min | {h['name']} | {h['loss']:.4f} | "
+                  f"{h['best_val']:.4f} |")
 
 
 def _described(r):

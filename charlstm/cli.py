@@ -246,9 +246,10 @@ def sample(checkpoint, prime, length, temperature, top_k, top_p, argmax, seed, n
            skip_unknown, device):
     """Generate text from a CHECKPOINT, streaming it as it is generated.
 
-    Options not given take the values of the checkpoint's `sample` config section. With no
-    prime, the model warms up on a burn-in of its own text, which is not printed, and the sample
-    begins after a newline in it: the first line reads like the rest.
+    Options not given take the values of the checkpoint's `sample` config section. The model
+    starts from a state it reached reading its training text (saved in the checkpoint), not
+    from the zero state. With no prime, it warms up on a burn-in of its own text, which is not
+    printed, and the sample begins after a newline in it: the first line reads like the rest.
 
     \b
       charlstm sample runs/shakespeare/best.npz --prime "ROMEO:" --temperature 0.8

@@ -41,7 +41,7 @@ def evaluate(params, tokens, window=128, min_stream=10_000, progress=False, star
     if start is None:
         state = model.init_state(L, x.shape[0], H, w.dtype, xp)
     else:
-        rows = np.arange(x.shape[0]) % start[0].shape[1]
+        rows = xp.asarray(np.arange(x.shape[0]) % start[0].shape[1])
         state = tuple(xp.asarray(s)[:, rows].astype(w.dtype) for s in start)
     with np.errstate(over="ignore", invalid="ignore"):      # a diverged model reports nan/inf
         with tqdm(total=x.size + tail_x.size, unit="char", unit_scale=True, desc="eval",
