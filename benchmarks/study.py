@@ -98,10 +98,14 @@ GRID = {
     # budget (1 x 256 at 2 minutes, so 1 x 384 at 10), or does it keep about 3,000 updates? Then,
     # once its 2 x 256 (6,800 steps) had beaten 2 x 384 (3,650) and every one-layer net, 2 x 192
     # in place of 2 x 512 (on pydocs-10m too, not yet run there): is smaller better still?
+    # 1x448 added to both once 1x512 had beaten every two-layer net on pydocs-10m by 0.07 while
+    # 2x256 led on pycode-50m's held-out code: 1x448 is what "one layer, 10 characters a
+    # parameter" would choose on each.
     ("pydocs-10m", 10): {"2x256": net(2, 256), "2x192": net(2, 192), "1x512": net(1, 512),
-                         "2x384": net(2, 384), "2x448": net(2, 448)},
+                         "2x384": net(2, 384), "2x448": net(2, 448), "1x448": net(1, 448)},
     ("pycode-50m", 10): {"1x384": net(1, 384), "1x512": net(1, 512), "2x256": net(2, 256),
-                         "2x384": net(2, 384), "2x448": net(2, 448), "2x192": net(2, 192)},
+                         "2x384": net(2, 384), "2x448": net(2, 448), "2x192": net(2, 192),
+                         "1x448": net(1, 448)},
 }
 
 
