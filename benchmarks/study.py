@@ -186,6 +186,8 @@ def run_trial(corpus, budget, kind, name, settings):
     print(f"{corpus} {budget}m {name}: best val {record['best_val']:.4f} in {record['steps']} "
           f"steps, {record['epochs']:.2f} epochs, {record['chars_per_sec']:,} chars/s, "
           f"{wall:.0f} s", flush=True)
+    if corpus in HELDOUT_TEXT:                         # before the next trial takes the cores
+        heldout()
 
 
 def table():
