@@ -16,17 +16,20 @@ What a user set (in a config file or with --set) is kept; everything else is cho
    characters. For each layer count the chosen net is the one with the most parameters that
    reads CHARS_PER_PARAM characters per parameter, so that size and updates grow together with
    the budget (as in the compute-optimal scaling of language models, here about 10 characters a
-   parameter). On pycode-50m in 10 minutes, 2 x 256 (12 per parameter) beat 2 x 192 (33) by
-   0.028 and 2 x 384 (3.0) by 0.020; at 2 minutes the winners read 10-21; on tiny-shakespeare in
-   30 minutes 2 x 448 (6.9) beat 2 x 512 (3.8) by 0.025. Two layers once they get
-   TWO_LAYER_UPDATES updates, else one: at 2 minutes two-layer nets with 2,700-3,900 updates lost
-   to one layer with as many parameters by 0.04-0.15 on every corpus; at 10 minutes 2 x 256 with
-   6,800 beat every one-layer net on pycode-50m (1 x 512 by 0.038, 1 x 384 by 0.152).
+   parameter). In 10 minutes 1 x 448 (about 10 per parameter) beat 1 x 512 (6) by 0.029 on
+   pydocs-10m; on pycode-50m's held-out code 2 x 256 (12) beat 2 x 192 (33) by 0.028 and 2 x 384
+   (3.0) by 0.034; at 2 minutes the winners read 10-21. One layer: on a text read about once, one
+   wide layer learned as fast as two or faster in every trial (at 2 minutes two-layer nets lost
+   to one layer of as many parameters by 0.04-0.15 on every corpus; at 10 minutes 1 x 448 beat
+   every two-layer net on pydocs-10m by 0.10 or more and ended 0.006 behind 2 x 256 on
+   pycode-50m's held-out code).
    A short text is another matter: if that net would read it more than REPEATS times, the text
    limits and not the time. Then for each layer count the chosen net is the biggest that still
    gets MIN_UPDATES updates, reads MIN_PER_PARAM characters per parameter, and has at most
-   TEXT_PARAMS parameters per character of the text (the time buys epochs, not size), and again
-   two layers once they get TWO_LAYER_UPDATES. On tiny-shakespeare in 10 minutes, 1 x 640 (3,750
+   TEXT_PARAMS parameters per character of the text (the time buys epochs, not size), and two
+   layers once they get TWO_LAYER_UPDATES (with the heavy regularization of many epochs, two
+   layers beat one: 2 x 128 to 2 x 384 with 3,500-14,000 updates all beat 1 x 384 by 0.02 on
+   fortunes-100k in 10 minutes; with fewer updates one wins). On tiny-shakespeare in 10 minutes, 1 x 640 (3,750
    updates, 6 epochs) got 1.4387, 2 x 448 (2,800 updates, 1.75 characters per parameter) 1.4695
    and 2 x 256 (the 10-per-parameter net: 6,300 updates, 10 epochs) 1.5272; in 30 minutes
    2 x 448 (2.6 parameters per character, 10,600 updates) beat 2 x 512 (3.3) by 0.025, and on
@@ -63,7 +66,7 @@ DEFAULT_MINUTES = 3          # `charlstm train` with no config and no run length
 WIDTHS = (128, 160, 192, 224, 256, 288, 320, 352, 384, 416, 448, 512, 576, 640, 768, 896, 1024)
 GPU_WIDTHS = WIDTHS + (1280, 1536, 2048)                 # a GPU's steps cost little more when wide
 CHARS_PER_PARAM = 10.0       # the chosen net has the most parameters that read this many each
-TWO_LAYER_UPDATES = 4500     # two layers when they get this many updates, else one
+TWO_LAYER_UPDATES = 4500     # a text read many times: two layers when they get this many updates
 REPEATS = 4                  # a text read more often than this limits the model, not the time:
 MIN_UPDATES = 2800           # ...then the most parameters that get this many updates,
 MIN_PER_PARAM = 2.0          # ...read this many characters each
@@ -214,8 +217,8 @@ def choose(cfg, explicit, corpus, timer=None):
     timing = (f"timed training steps here for {spent:.1f} s: "
               + ", ".join(f"{L} x {H} {B * T / t:,.0f} chars/s" for (L, H), t in measured.items()))
 
-    # 2. size: per layer count, the most parameters that read CHARS_PER_PARAM characters each;
-    # then two layers if they get TWO_LAYER_UPDATES updates
+    # 2. size: per layer count, the most parameters that read CHARS_PER_PARAM characters each,
+    # one layer; a short text: the most it can feed, two layers with TWO_LAYER_UPDATES updates
     def plan(net):
         steps = budget / step_time[net]
         chars = steps * B * T
@@ -231,17 +234,20 @@ def choose(cfg, explicit, corpus, timer=None):
             f"{plan((L, H))[0]:.0f} training steps here (at least {MIN_STEPS} are needed); give "
             f"more minutes, e.g. --minutes {math.ceil(minutes * MIN_STEPS / max(plan((L, H))[0], 1))}")
 
-    def pick(fits, why):
-        """The biggest net of each layer count in `fits`; two layers if theirs gets
-        TWO_LAYER_UPDATES updates. None if no net fits."""
+    def pick(fits, why, two_from=None):
+        """The biggest net of each layer count in `fits`; one layer, or two if theirs gets
+        `two_from` updates. None if no net fits."""
         best = {layers: max((net for net in fits if net[0] == layers), key=lambda net: plan(net)[4])
                 for layers in depths if any(net[0] == layers for net in fits)}
         if not best:
             return None
-        two = plan(best[2])[0] if 2 in best and 1 in best else None
-        L = 2 if two is not None and two >= TWO_LAYER_UPDATES else min(best)
-        if two is None:
-            return best[L], why.rstrip("; ")
+        if len(best) == 1:
+            return best[min(best)], why.rstrip("; ")
+        if two_from is None:
+            return best[1], why + ("one layer: on a text read about once it learned as fast as "
+                                   "two or faster in every trial of the study")
+        two = plan(best[2])[0]
+        L = 2 if two >= two_from else 1
         why += (f"two layers: {two:,.0f} updates (they beat one from about "
                 f"{TWO_LAYER_UPDATES:,})" if L == 2 else f"one layer: two would get "
                 f"{two:,.0f} updates (they beat one from about {TWO_LAYER_UPDATES:,})")
@@ -261,7 +267,8 @@ def choose(cfg, explicit, corpus, timer=None):
         why = f"the text limits, not the time: {L} x {H} would read it {repeats:.0f} times"
         (L, H), layers_why = (
             pick([net for net in busy if plan(net)[4] <= TEXT_PARAMS * n_train],
-                 f"{why}, so at most {TEXT_PARAMS:g} parameters per character of it; ")
+                 f"{why}, so at most {TEXT_PARAMS:g} parameters per character of it; ",
+                 TWO_LAYER_UPDATES)
             or (min(busy, key=lambda net: plan(net)[4]),
                 f"{why}, and even the smallest net has over {TEXT_PARAMS:g} parameters per "
                 "character of it"))

@@ -57,13 +57,16 @@ def sized(n, minutes):
     return c, plans(c), (c.model.num_layers, c.model.hidden_size)
 
 
-def test_a_large_text_gets_the_most_parameters_that_read_enough_characters_each():
+def test_a_large_text_gets_one_layer_with_the_most_parameters_that_read_enough_each():
     for n, minutes in ((50_000_000, 2), (50_000_000, 10), (10_000_000, 30)):
         c, plan, (L, H) = sized(n, minutes)
-        assert H == max(h for h in recipe.WIDTHS if plan[L, h][1] >= recipe.CHARS_PER_PARAM)
-        best_two = max(h for h in recipe.WIDTHS if plan[2, h][1] >= recipe.CHARS_PER_PARAM)
-        assert (L == 2) == (plan[2, best_two][0] >= recipe.TWO_LAYER_UPDATES)
+        assert L == 1
+        assert H == max(h for h in recipe.WIDTHS if plan[1, h][1] >= recipe.CHARS_PER_PARAM)
         assert plan[L, H][2] <= recipe.REPEATS
+        why = {k: why for k, _, why in choose(n, minutes).rows}["model.num_layers"]
+        assert why.startswith("one layer: on a text read about once")
+    two = choose(50_000_000, 10, "model.num_layers=2").cfg           # unless you say two
+    assert two.model.num_layers == 2
 
 
 def test_a_short_text_gets_the_biggest_net_the_text_can_feed():
