@@ -21,7 +21,7 @@ What a user set (in a config file or with --set) is kept; everything else is cho
    (3.0) by 0.034; at 2 minutes the winners read 10-21. One layer: on a text read about once, one
    wide layer learned as fast as two or faster in every trial (at 2 minutes two-layer nets lost
    to one layer of as many parameters by 0.04-0.15 on every corpus; at 10 minutes 1 x 448 beat
-   every two-layer net on pydocs-10m by 0.10 or more and ended 0.006 behind 2 x 256 on
+   every two-layer net on pydocs-10m by 0.09 or more and ended 0.006 behind 2 x 256 on
    pycode-50m's held-out code).
    A short text is another matter: if that net would read it more than REPEATS times, the text
    limits and not the time. Then for each layer count the chosen net is the biggest that still
