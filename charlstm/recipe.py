@@ -17,7 +17,7 @@ What a user set (in a config file or with --set) is kept; everything else is cho
    reads CHARS_PER_PARAM characters per parameter, so that size and updates grow together with
    the budget (as in the compute-optimal scaling of language models, here about 10 characters a
    parameter). In 10 minutes 1 x 448 (about 10 per parameter) beat 1 x 512 (6) by 0.029 on
-   pydocs-10m; on pycode-50m's held-out code 2 x 256 (12) beat 2 x 192 (33) by 0.028 and 2 x 384
+   pydocs-10m; on pycode-50m's held-out code 2 x 256 (12) beat 2 x 192 (33) by 0.006 and 2 x 384
    (3.0) by 0.034; at 2 minutes the winners read 10-21. One layer: on a text read about once, one
    wide layer learned as fast as two or faster in every trial (at 2 minutes two-layer nets lost
    to one layer of as many parameters by 0.04-0.15 on every corpus; at 10 minutes 1 x 448 beat
