@@ -163,9 +163,14 @@ def done_keys():
             for r in map(json.loads, RESULTS.read_text().splitlines())}
 
 
+def folder(r):
+    """The run folder of a trial record (a later run of the same name replaces it)."""
+    return RUNS / f"{r['corpus']}-{r['budget']}m-{r['name']}"
+
+
 def run_trial(corpus, budget, kind, name, settings):
     path = corpora.build(corpus)
-    out = RUNS / f"{corpus}-{budget}m-{name}"
+    out = folder({"corpus": corpus, "budget": budget, "name": name})
     shutil.rmtree(out, ignore_errors=True)            # a trial cut short starts again
     while PAUSE.exists():
         time.sleep(5)
@@ -194,12 +199,12 @@ def table():
     """Markdown: a summary line per corpus and budget (best grid trial, the recipe's choice and
     its gap, today's defaults), then every trial (a loss marked * was measured from the zero
     state: its folder holds a later run), then pycode-50m's runs on held-out code."""
-    rows = [json.loads(line) for line in RESULTS.read_text().splitlines()]
+    rows, held_rows = _read(RESULTS), _read(HELDOUT)
     pairs = sorted({(r["budget"], r["corpus"]) for r in rows},
                    key=lambda p: (p[0], list(corpora.CORPORA).index(p[1])))
     print("| corpus | budget | best grid trial | recipe's choice | recipe - best | defaults |")
     print("| --- | --- | --- | --- | --- | --- |")
-    held = {(h["corpus"], h["budget"], h["name"]): h["loss"] for h in _read(HELDOUT)}
+    held = {(h["corpus"], h["budget"], h["name"]): h["loss"] for h in held_rows}
     for budget, corpus in pairs:
         mine = {r["name"]: r for r in rows if (r["budget"], r["corpus"]) == (budget, corpus)}
         if corpus in HELDOUT_TEXT:            # measured on held-out text, where it was
@@ -224,12 +229,11 @@ def table():
         print(f"| {r['corpus']} | {r['budget']} min | {name} | {r['best_val']:.4f}{zero} | "
               f"{r['steps']:,} | {r['epochs']:.2f} | {r['chars_per_sec']:,}, "
               f"{r.get('mean_chars_per_sec', 0):,} |")
-    held = _read(HELDOUT)
-    if held:                                   # a text of its own per corpus in HELDOUT_TEXT
+    if held_rows:                              # a text of its own per corpus in HELDOUT_TEXT
         print()
         print("| corpus | budget | trial | held-out code | validation split |")
         print("| --- | --- | --- | --- | --- |")
-        for h in sorted(held, key=lambda h: (h["budget"], h["loss"])):
+        for h in sorted(held_rows, key=lambda h: (h["budget"], h["loss"])):
             print(f"| {h['corpus']} | {h['budget']} min | {h['name']} | {h['loss']:.4f} | "
                   f"{h['best_val']:.4f} |")
 
@@ -251,7 +255,7 @@ def heldout():
     done = {(r["corpus"], r["budget"], r["name"]) for r in _read(HELDOUT)}
     for r in _read(RESULTS):
         key = (r["corpus"], r["budget"], r["name"])
-        ckpt = RUNS / f"{r['corpus']}-{r['budget']}m-{r['name']}" / "last.npz"
+        ckpt = folder(r) / "last.npz"
         if r["corpus"] not in HELDOUT_TEXT or key in done or not ckpt.exists() or \
                 summarize(ckpt.parent)["steps"] != r["steps"]:
             continue
@@ -267,8 +271,7 @@ def heldout():
         print(f"{key}: held-out {record['loss']:.4f}, validation {r['best_val']:.4f}", flush=True)
 
 
-def reevaluate(results=RESULTS,
-               folder=lambda r: RUNS / f"{r['corpus']}-{r['budget']}m-{r['name']}"):
+def reevaluate(results=RESULTS, folder=folder):
     """Measure each run in `results` not yet measured from its carried state again, from its
     best and last checkpoints with `charlstm eval --split val`; the file is rewritten after each."""
     rows = _read(results)

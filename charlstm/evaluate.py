@@ -28,9 +28,9 @@ def evaluate(params, tokens, window=128, min_stream=10_000, progress=False, star
     characters (see data.eval_streams). Returns (loss, chars predicted, S). `start`: (h, c) of
     shape (L, R, H), states the model reached reading text (a checkpoint's carried state.h,
     state.c); stream i starts from row i % R. Without it, streams start from the zero state, which
-    a trained net has not met since its first step: from there a few starts in a hundred can send
-    a net into a state it never leaves (on one 2 x 384 net, 2 streams of 24 lost 17.7 nats a
-    character for all their 10,000 characters, the rest about 1.5). `progress` shows a bar of
+    a trained net has not met since its first step: from there some starts send a net into a
+    state it never leaves (on one 2 x 384 net, 2 streams of 24 lost 17.7 nats a character for
+    all their 10,000 characters, the rest about 1.5). `progress` shows a bar of
     characters done on stderr (a megabyte takes tens of seconds on a CPU); the training loop
     evaluates silently.
     """

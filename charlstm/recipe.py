@@ -29,11 +29,12 @@ What a user set (in a config file or with --set) is kept; everything else is cho
    TEXT_PARAMS parameters per character of the text (the time buys epochs, not size), and two
    layers once they get TWO_LAYER_UPDATES (with the heavy regularization of many epochs, two
    layers beat one: 2 x 128 to 2 x 384 with 3,500-14,000 updates all beat 1 x 384 by 0.02 on
-   fortunes-100k in 10 minutes; with fewer updates one wins). On tiny-shakespeare in 10 minutes, 1 x 640 (3,750
-   updates, 6 epochs) got 1.4387, 2 x 448 (2,800 updates, 1.75 characters per parameter) 1.4695
-   and 2 x 256 (the 10-per-parameter net: 6,300 updates, 10 epochs) 1.5272; in 30 minutes
-   2 x 448 (2.6 parameters per character, 10,600 updates) beat 2 x 512 (3.3) by 0.025, and on
-   fortunes-100k in 10 minutes 2 x 128 (2.8) ended within 0.004 of 2 x 384 (11).
+   fortunes-100k in 10 minutes; with fewer updates one wins). On tiny-shakespeare in 10
+   minutes, 1 x 640 (3,750 updates, 6 epochs) got 1.4387, 2 x 448 (2,800 updates, 1.75
+   characters per parameter) 1.4695 and 2 x 256 (the 10-per-parameter net: 6,300 updates, 10
+   epochs) 1.5272; in 30 minutes 2 x 448 (2.6 parameters per character, 10,600 updates) beat
+   2 x 512 (3.3) by 0.025, and on fortunes-100k in 10 minutes 2 x 128 (2.8) ended within 0.004
+   of 2 x 384 (11).
 3. Regularization. The characters read divided by the training text's length are the epochs. A
    text read up to 3 times is not memorized: no dropout (dropout 0.1 cost 0.011 at one epoch);
    more epochs get dropout 0.1 and then 0.2 (tiny-shakespeare's 10-minute config, about 6 epochs),
@@ -248,9 +249,9 @@ def choose(cfg, explicit, corpus, timer=None):
                                    "two or faster in every trial of the study")
         two = plan(best[2])[0]
         L = 2 if two >= two_from else 1
-        why += (f"two layers: {two:,.0f} updates (they beat one from about "
-                f"{TWO_LAYER_UPDATES:,})" if L == 2 else f"one layer: two would get "
-                f"{two:,.0f} updates (they beat one from about {TWO_LAYER_UPDATES:,})")
+        why += (f"two layers: {two:,.0f} updates (they beat one from about {two_from:,})"
+                if L == 2 else f"one layer: two would get {two:,.0f} updates (they beat one "
+                f"from about {two_from:,})")
         return best[L], why
 
     # per layer count the most parameters that read CHARS_PER_PARAM characters each; a short

@@ -49,7 +49,7 @@ def next_distribution(logits, temperature=1.0, top_k=0, top_p=1.0):
 
 # The model starts from `start`, a state it reached reading its training text (a checkpoint's
 # carried state), not from the zero state, which it has not met since its first training step
-# and from which a few starts in a hundred never recover (evaluate.evaluate). Without a prime it
+# and from which some starts never recover (evaluate.evaluate). Without a prime it
 # then writes a burn-in of its own text (drawn like the rest, never shown) and the sample starts
 # after a newline, at the beginning of a line. BURN_IN_MIN characters are drawn at least, so the
 # state has left the text it came from; BURN_IN_MAX at most, should no newline come (or the
