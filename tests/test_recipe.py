@@ -109,6 +109,41 @@ def test_regularization_follows_the_epochs():
     assert "epochs" in dict((k, why) for k, _, why in small.rows)["model.dropout"]
 
 
+def test_the_weight_average_spans_a_tenth_of_the_steps_and_an_eighth_when_heavy():
+    for n, minutes, share in ((10_000_000, 10, recipe.AVERAGE), (100_000, 2, recipe.AVERAGE_HEAVY)):
+        c, plan, net = sized(n, minutes)
+        assert (c.model.weight_drop > 0) == (share == recipe.AVERAGE_HEAVY)
+        assert c.optim.ema == round(1 - 1 / (share * plan[net][0]), 4)
+    assert choose(100_000, 60).cfg.optim.ema == 0.999                   # at most 1,000 steps
+
+
+# chars/s of the timed nets in two sittings on the development machine (the recipe's reports,
+# benchmarks/study/targets.jsonl, 2026-11-30)
+DEVELOPMENT = ({(1, 128): 104_502, (1, 512): 13_734, (2, 128): 48_477, (2, 512): 5_510},
+               {(1, 128): 81_782, (1, 512): 13_433, (2, 128): 41_855, (2, 512): 6_362})
+
+
+@pytest.mark.parametrize("speeds", DEVELOPMENT)
+@pytest.mark.parametrize("path, minutes", [("configs/shakespeare.yaml", 10),
+                                           ("configs/shakespeare-30min.yaml", 30)])
+def test_the_shipped_configs_are_what_the_recipe_chooses_on_the_development_machine(
+        path, minutes, speeds):
+    def timer(V, E, H, L, B, T, *rest):
+        return B * T / speeds[L, H]
+
+    cfg, explicit = load_config_keys(None, ["data.path=text.txt", f"train.max_minutes={minutes}",
+                                            "train.recipe=auto"])
+    got = config_to_dict(recipe.choose(cfg, explicit, Corpus(1_115_394), timer=timer).cfg)
+    pinned = config_to_dict(load_config_keys(path, [])[0])
+    for section in ("model", "optim"):
+        ema = got[section].pop("ema", None), pinned[section].pop("ema", None)
+        assert got[section] == pinned[section], path
+    span = [1 / (1 - e) for e in ema]                       # steps averaged: the timing moves
+    assert span[0] == pytest.approx(span[1], rel=0.12)      # the steps it expects a little
+    assert {k: got["train"][k] for k in ("batch_size", "seq_len", "windows")} == \
+        {k: pinned["train"][k] for k in ("batch_size", "seq_len", "windows")}
+
+
 def test_the_result_is_a_plain_config_that_saves_and_loads():
     c = choose(2_000_000, 5).cfg
     assert c.train.recipe == "off" and c.train.max_steps is None
