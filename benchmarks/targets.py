@@ -5,6 +5,7 @@
 
     python benchmarks/targets.py                    # every pair not yet recorded
     python benchmarks/targets.py --pairs shakespeare-10
+    python benchmarks/targets.py --pairs shakespeare-30 --repeat 2   # recipe-a, shipped-a, recipe-b, ...
 
 Results go to benchmarks/study/targets.jsonl, one line per run; a pair whose runs are all
 recorded is skipped. Needs data/tinyshakespeare/input.txt (see the README's Quickstart).
@@ -55,13 +56,17 @@ def run(pair, name, args):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pairs", default=",".join(PAIRS))
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="run each pair this many times, alternating; names get -a, -b, ...")
     a = ap.parse_args()
     done = {(r["pair"], r["name"]) for r in map(json.loads, RESULTS.read_text().splitlines())} \
         if RESULTS.exists() else set()
     for pair in a.pairs.split(","):
-        if all((pair, name) in done for name, _ in PAIRS[pair]):
+        runs = [(name + (f"-{chr(ord('a') + i)}" if a.repeat > 1 else ""), args)
+                for i in range(a.repeat) for name, args in PAIRS[pair]]
+        if all((pair, name) in done for name, _ in runs):
             continue
-        for name, args in PAIRS[pair]:                 # all again: one sitting per pair
+        for name, args in runs:                        # all again: one sitting per pair
             run(pair, name, args)
 
 
