@@ -29,6 +29,10 @@ PAIRS = {  # name -> [(run, charlstm train arguments)], run in this order
                        ("recipe", ["--data", SHAKESPEARE, "--minutes", "10"])],
     "shakespeare-30": [("recipe", ["--data", SHAKESPEARE, "--minutes", "30"]),
                        ("shipped", ["configs/shakespeare-30min.yaml"])],
+    # the recipe's 30 minutes evaluating every minute as the config does (its only difference):
+    # compare with the shakespeare-30 runs of the same day
+    "shakespeare-30-eval1": [("recipe", ["--data", SHAKESPEARE, "--minutes", "30",
+                                         "--set", "train.eval_minutes=1"])],
 }
 RESULTS = study.HERE / "study" / "targets.jsonl"
 
