@@ -6,6 +6,7 @@
     python benchmarks/targets.py                    # every pair not yet recorded
     python benchmarks/targets.py --pairs shakespeare-10
     python benchmarks/targets.py --pairs shakespeare-30 --repeat 2   # recipe-a, shipped-a, recipe-b, ...
+    python benchmarks/targets.py --pairs shakespeare-30-eval1        # one run: the recipe, evaluating every minute
 
 Results go to benchmarks/study/targets.jsonl, one line per run; a pair whose runs are all
 recorded is skipped. Needs data/tinyshakespeare/input.txt (see the README's Quickstart).
@@ -63,6 +64,11 @@ def main():
     ap.add_argument("--repeat", type=int, default=1,
                     help="run each pair this many times, alternating; names get -a, -b, ...")
     a = ap.parse_args()
+    unknown = [p for p in a.pairs.split(",") if p not in PAIRS]
+    if unknown:
+        ap.error(f"unknown pair {unknown[0]!r}; the pairs: {', '.join(PAIRS)}")
+    if not 1 <= a.repeat <= 26:
+        ap.error(f"--repeat {a.repeat}: give 1 to 26 (runs are named -a to -z)")
     done = {(r["pair"], r["name"]) for r in map(json.loads, RESULTS.read_text().splitlines())} \
         if RESULTS.exists() else set()
     for pair in a.pairs.split(","):
