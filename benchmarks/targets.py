@@ -8,6 +8,7 @@
     python benchmarks/targets.py --pairs shakespeare-30 --repeat 2   # recipe-a, shipped-a, recipe-b, ...
     python benchmarks/targets.py --pairs shakespeare-30-eval1        # one run: the recipe, evaluating every minute
     python benchmarks/targets.py --pairs shakespeare-30-dropout0.2   # one run: the config, window dropout 0.2
+    python benchmarks/targets.py --pairs shakespeare-30-resolved     # one run: the recipe's saved config.yaml
 
 Results go to benchmarks/study/targets.jsonl, one line per run; a pair whose runs are all
 recorded is skipped. Needs data/tinyshakespeare/input.txt (see the README's Quickstart).
@@ -37,6 +38,10 @@ PAIRS = {  # name -> [(run, charlstm train arguments)], run in this order
                                          "--set", "train.eval_minutes=1"])],
     # the config with lighter window dropout: this machine now gives it about 8,000 steps (13
     # epochs) where it was tuned with 11,000 (17.6), and dropout 0.25 beat 0.3 there
+    # the config.yaml that the recipe's last shakespeare-30 run saved, trained as a plain config
+    # (no timing of nets in its process): compare with that run
+    "shakespeare-30-resolved": [("resolved", [str(study.RUNS / "target-shakespeare-30-recipe"
+                                                  / "config.yaml")])],
     "shakespeare-30-dropout0.2": [("shipped-dropout0.2", ["configs/shakespeare-30min.yaml",
                                                          "--set", "model.dropout=0.2"])],
 }
