@@ -36,12 +36,12 @@ PAIRS = {  # name -> [(run, charlstm train arguments)], run in this order
     # compare with the shakespeare-30 runs of the same day
     "shakespeare-30-eval1": [("recipe", ["--data", SHAKESPEARE, "--minutes", "30",
                                          "--set", "train.eval_minutes=1"])],
-    # the config with lighter window dropout: this machine now gives it about 8,000 steps (13
-    # epochs) where it was tuned with 11,000 (17.6), and dropout 0.25 beat 0.3 there
     # the config.yaml that the recipe's last shakespeare-30 run saved, trained as a plain config
     # (no timing of nets in its process): compare with that run
     "shakespeare-30-resolved": [("resolved", [str(study.RUNS / "target-shakespeare-30-recipe"
                                                   / "config.yaml")])],
+    # the config with lighter window dropout: this machine now gives it about 8,000 steps (13
+    # epochs) where it was tuned with 11,000 (17.6), and dropout 0.25 beat 0.3 there
     "shakespeare-30-dropout0.2": [("shipped-dropout0.2", ["configs/shakespeare-30min.yaml",
                                                          "--set", "model.dropout=0.2"])],
 }
@@ -79,6 +79,11 @@ def main():
         ap.error(f"unknown pair {unknown[0]!r}; the pairs: {', '.join(PAIRS)}")
     if not 1 <= a.repeat <= 26:
         ap.error(f"--repeat {a.repeat}: give 1 to 26 (runs are named -a to -z)")
+    missing = [args[0] for p in a.pairs.split(",") for _, args in PAIRS[p]
+               if args[0].endswith(".yaml") and not os.path.exists(args[0])]
+    if missing:
+        ap.error(f"{missing[0]} not found (the shakespeare-30-resolved pair trains the "
+                 "config.yaml that a shakespeare-30 recipe run saved: run that pair first)")
     done = {(r["pair"], r["name"]) for r in map(json.loads, RESULTS.read_text().splitlines())} \
         if RESULTS.exists() else set()
     for pair in a.pairs.split(","):
