@@ -69,8 +69,10 @@ def run(pair, name, args):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--pairs", default=",".join(PAIRS))
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--pairs", default=",".join(PAIRS),
+                    help=f"comma-separated, of: {', '.join(PAIRS)} (default: every pair not yet recorded)")
     ap.add_argument("--repeat", type=int, default=1,
                     help="run each pair this many times, alternating; names get -a, -b, ...")
     a = ap.parse_args()
