@@ -10,8 +10,8 @@ What a user set (in a config file or with --set) is kept; everything else is cho
 
 1. Speed. Training steps of 1- and 2-layer nets are timed at two widths each on this machine, and
    the time of every other width is read off the line through them (a step costs a fixed overhead
-   plus a part proportional to its matrix products). This takes a few seconds and comes off the
-   budget.
+   plus a part proportional to its matrix products). This takes a few seconds, in a child
+   process (the training process never holds the timed nets), and comes off the budget.
 2. Size. Each candidate net gets budget / step time steps, and so reads steps x batch x window
    characters. For each layer count the chosen net is the one with the most parameters that
    reads CHARS_PER_PARAM characters per parameter, so that size and updates grow together with
@@ -52,7 +52,11 @@ What a user set (in a config file or with --set) is kept; everything else is cho
 The figures in the rules come from the study in benchmarks/study.py (benchmarks/RESULTS.md).
 """
 
+import json
 import math
+import os
+import subprocess
+import sys
 import textwrap
 import time
 from dataclasses import dataclass, field
@@ -152,6 +156,35 @@ def time_step(V, E, H, L, B, T, cell, dropout, device="cpu", steps=3, warmup=3):
     return float(np.median(times))
 
 
+def time_apart(nets, V, E, B, T, cell, device):
+    """{(layers, width): seconds per training step} for each net in `nets`, timed (time_step)
+    in a child Python process: the process that trains afterwards has never held the timed nets,
+    so its allocator and its speed are those of a plain run of the chosen config."""
+    job = json.dumps({"nets": nets, "V": V, "E": E, "B": B, "T": T, "device": device,
+                      "cell": [cell.name, cell.peepholes, cell.coupled_gates]})
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # this charlstm's parent
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [here] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])))
+    child = subprocess.run([sys.executable, "-m", "charlstm.recipe"], input=job, env=env,
+                           capture_output=True, text=True)
+    if child.returncode != 0:
+        said = (child.stderr.strip().splitlines() or [f"exit status {child.returncode}"])[-1]
+        raise CharlstmError(f"timing training steps (in a child process) failed: {said}")
+    return {(L, H): seconds for L, H, seconds in json.loads(child.stdout)}
+
+
+def _time_job():
+    """The child of time_apart: a job in JSON on stdin, [[layers, width, seconds], ...] out."""
+    job = json.load(sys.stdin)
+    cell = Cell(*job["cell"])
+    try:
+        out = [[L, H, time_step(job["V"], job["E"], H, L, job["B"], job["T"], cell, 0.0,
+                                job["device"])] for L, H in job["nets"]]
+    except CharlstmError as e:
+        sys.exit(str(e))
+    print(json.dumps(out))
+
+
 class _Settings:
     """The config being resolved: what the user set stays; `put` records each choice."""
 
@@ -176,7 +209,8 @@ def choose(cfg, explicit, corpus, timer=None):
     machine; returns a Choice whose cfg is a plain config with train.recipe off.
 
     `explicit`: the dotted keys the user set, which keep their values. `timer(V, E, H, L, B, T,
-    cell, dropout, device)` returns seconds per step (time_step; tests pass a model machine).
+    cell, dropout, device)`, if given, returns seconds per step in this process (tests pass a
+    model machine); by default a child process times the nets (time_apart).
     """
     minutes = cfg.train.max_minutes
     if minutes is None:
@@ -204,14 +238,15 @@ def choose(cfg, explicit, corpus, timer=None):
         B = cfg.train.batch_size
 
     # 1. speed: for each layer count, two widths timed and the others on the line through them
-    timer = timer or time_step
     cell, E, device = Cell.of_config(cfg.model), cfg.model.embedding_size, cfg.train.device
     depths = [cfg.model.num_layers] if "model.num_layers" in s.explicit else [1, 2]
     widths = ([cfg.model.hidden_size] if "model.hidden_size" in s.explicit else
               list(GPU_WIDTHS if device == "cuda" else WIDTHS))
     timed = sorted({min(widths), min(max(widths), 512 if device == "cpu" else 1024)})
     tic = time.perf_counter()
-    measured = {(L, H): timer(V, E, H, L, B, T, cell, 0.0, device) for L in depths for H in timed}
+    sizes = [(L, H) for L in depths for H in timed]
+    measured = ({(L, H): timer(V, E, H, L, B, T, cell, 0.0, device) for L, H in sizes}
+                if timer else time_apart(sizes, V, E, B, T, cell, device))
     spent = time.perf_counter() - tic
     step_time = {}
     for L in depths:
@@ -318,3 +353,7 @@ def choose(cfg, explicit, corpus, timer=None):
                    f"{minutes:g} minutes less the {spent:.1f} s of timing"))
     cfg.train.recipe = "off"                       # resolved: a plain config from here on
     return Choice(cfg, s.rows, timing, spent)
+
+
+if __name__ == "__main__":
+    _time_job()

@@ -216,7 +216,8 @@ def invoke(*args):
 def model_machine(monkeypatch):
     """The command line's recipe times the model machine, not this one: the tests' choices
     then do not depend on how busy the machine running them is."""
-    monkeypatch.setattr(recipe, "time_step", machine)
+    monkeypatch.setattr(recipe, "time_apart", lambda sizes, V, E, B, T, cell, device: {
+        (L, H): machine(V, E, H, L, B, T, cell, 0.0, device) for L, H in sizes})
 
 
 @pytest.mark.parametrize("minutes, said", [("0", "got 0.0"), ("-3", "got -3.0"),
@@ -289,3 +290,26 @@ def test_this_machine_is_timed_for_real():
     from charlstm.cells import Cell
     seconds = recipe.time_step(20, 8, 16, 1, 4, 8, Cell("lstm", False, False), 0.2)
     assert 0 < seconds < 5
+
+
+def test_the_nets_are_timed_in_a_child_process():
+    """time_apart: the same figures as time_step, measured in another process (so the training
+    process never holds the timed nets), for every size asked."""
+    from charlstm.cells import Cell
+    got = recipe.time_apart([(1, 16), (2, 24)], 20, 8, 4, 8, Cell("gru", False, False), "cpu")
+    assert set(got) == {(1, 16), (2, 24)} and all(0 < s < 5 for s in got.values()), got
+
+
+def test_a_child_that_cannot_time_is_one_line(monkeypatch):
+    """A device the child cannot use: its own one-line reason, not a traceback."""
+    from charlstm import backend
+    from charlstm.cells import Cell
+    try:
+        backend.require("cuda")
+        pytest.skip("this machine has a GPU")
+    except CharlstmError as e:
+        reason = str(e)
+    with pytest.raises(CharlstmError) as err:
+        recipe.time_apart([(1, 16)], 20, 8, 4, 8, Cell("lstm", False, False), "cuda")
+    assert str(err.value).startswith("timing training steps (in a child process) failed: ")
+    assert str(err.value).endswith(reason), err.value
