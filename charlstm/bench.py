@@ -1,11 +1,12 @@
 """Speed and memory, measured: full training steps, evaluation, sampling, and the machine's own
 matrix-multiply rate for comparison.
 
-    result = run_bench(layers=2, hidden=512, batch=64, seq=100, vocab=65, steps=10)
-    result = run_bench(cell="gru")                  # or cell="lstm", peepholes=True, ...
+    result = run_bench()                                       # 2 x 512, batch 64, seq 100
+    result = run_bench(bench_config("configs/shakespeare.yaml", ["model.cell=gru"]), steps=5)
 
-A training step is what `charlstm train` does per batch: forward, backward, gradient clipping and
-AdamW, on random tokens. Its floating-point rate counts the matrix products only (2*m*n*k each):
+A training step is what `charlstm train` does per batch, through the same function
+(step.train_step): forward, backward, gradient clipping, AdamW and the config's weight average,
+on random tokens. Its floating-point rate counts the matrix products only (2*m*n*k each):
 per character the forward pass costs 2*G*H per layer for the recurrent product, 2*G*H per layer
 above the first for the input product, and 2*H*V for the head, with G the gate columns (4H for
 the LSTM, 3H for the GRU or coupled gates, H for the RNN); backward costs twice the forward.
@@ -17,15 +18,16 @@ a 4096^2 float32 product on that GPU (cuBLAS; TF32 only where CUPY_TF32=1 allows
 
 import resource
 import time
-from types import SimpleNamespace
 
 import numpy as np
 
-from . import backend, model, optim
+from . import backend, model
 from .blas import set_threads
 from .cells import Cell
+from .config import load_config
 from .data import Vocab
 from .sample import generate
+from .step import TrainState, train_step
 
 
 def matmul_flops_per_char(L, H, V, gates=4):
@@ -90,36 +92,40 @@ def _median(xs):
     return float(np.median(xs))
 
 
-def random_net(V, E, H, L, B, T, cell, device, rng):
-    """A net of `cell` (a cells.Cell) on `device` with its gradients, AdamW state, a batch of
-    random tokens and a zero state: what timing a training step needs.
-    Returns (flat, params, gflat, grads, opt, x, y, state)."""
-    cfg = SimpleNamespace(embedding_size=E, hidden_size=H, num_layers=L, forget_bias=1.0,
-                          cell=cell.name, peepholes=cell.peepholes,
-                          coupled_gates=cell.coupled_gates)
-    flat, params = model.init_params(V, cfg, rng)
-    flat, params = model.to_device(flat, model.shapes_of(params), device)
-    gflat, grads = model.alloc(model.shapes_of(params), xp=backend.array_module(flat))
-    opt = optim.adamw_init(flat, optim.decay_mask_for(params, flat))
-    x, y = rng.integers(0, V, (B, T)), rng.integers(0, V, (B, T))
-    state = model.init_state(L, B, H, xp=backend.array_module(flat))
-    return flat, params, gflat, grads, opt, x, y, state
+# bench's own shape when no config says otherwise: torch-rnn's benchmark size, and a weight decay
+# so that AdamW's decay is part of the timed step
+DEFAULTS = ("model.num_layers=2", "model.hidden_size=512", "train.batch_size=64",
+            "train.seq_len=100", "optim.weight_decay=0.01")
 
 
-def run_bench(layers=2, hidden=512, batch=64, seq=100, vocab=65, embedding=64, steps=10,
-              warmup=2, sample_chars=500, threads=0, seed=0, device="cpu", cell="lstm",
-              peepholes=False, coupled_gates=False):
-    """Time `steps` training steps after `warmup`; return a dict of figures (medians per step)."""
-    spec = Cell(cell, peepholes, coupled_gates)
-    xp = backend.require(device)
-    if threads:
-        set_threads(threads)
+def bench_config(config=None, overrides=()):
+    """The Config bench times: a CONFIG file and --set overrides, or DEFAULTS without a file."""
+    return load_config(config, (() if config else DEFAULTS) + tuple(overrides))
+
+
+def random_tokens(cfg, V, rng):
+    """A (B, T) batch of random inputs and targets."""
+    shape = (cfg.train.batch_size, cfg.train.seq_len)
+    return rng.integers(0, V, shape), rng.integers(0, V, shape)
+
+
+def run_bench(cfg=None, vocab=65, steps=10, warmup=2, sample_chars=500, seed=0):
+    """Time `steps` training steps (step.train_step) of `cfg` (bench_config() if None) on
+    random tokens of a `vocab`-character alphabet, after `warmup`; a dict of figures (medians
+    per step). The device and BLAS threads are cfg.train's."""
+    cfg = bench_config() if cfg is None else cfg
+    m, t = cfg.model, cfg.train
+    spec, L, H, B, T = Cell.of_config(m), m.num_layers, m.hidden_size, t.batch_size, t.seq_len
+    xp = backend.require(t.device)
+    if t.threads:
+        set_threads(t.threads)
     # first: its buffers are freed before the baseline
     peak = machine_gflops(4096, xp=xp) if xp is not np else machine_gflops()
     rng = np.random.default_rng(seed)
-    flat, params, gflat, grads, opt, x, y, state = random_net(
-        vocab, embedding, hidden, layers, batch, seq, spec, device, rng)
-    ocfg = SimpleNamespace(beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01)
+    ts = TrainState.new(cfg, vocab)
+    ts.to_device(t.device)
+    ts.keep_average(cfg.optim.ema)
+    x, y = random_tokens(cfg, vocab, rng)
     # parameters, gradients and optimizer state included
     baseline = current_rss_mb() if xp is np else gpu_pool_mb(xp)
 
@@ -127,38 +133,35 @@ def run_bench(layers=2, hidden=512, batch=64, seq=100, vocab=65, embedding=64, s
         backend.synchronize(xp)
         return time.perf_counter()
 
-    fwd, bwd, upd, ev = [], [], [], []
+    fwd, bwd, upd, ev, losses = [], [], [], [], []
     for i in range(warmup + steps):
-        t0 = mark()
-        _, cache, new_state = model.forward(params, x, y, state)
-        t1 = mark()
-        model.backward(params, cache, grads)
-        del cache                            # as in training: one step's activations at a time
-        t2 = mark()
-        optim.clip_grad_norm(gflat, 5.0)
-        optim.adamw_step(flat, gflat, opt, 1e-3, ocfg)
+        marks = {"start": mark()}
+        loss, _, _ = train_step(ts, cfg, x, y, 1e-3,
+                                timer=lambda phase: marks.update({phase: mark()}))
         t3 = mark()
-        model.forward(params, x, y, state, keep_cache=False)   # evaluation: forward only
+        model.forward(ts.params, x, y, ts.state, keep_cache=False)   # evaluation: forward only
         t4 = mark()
         if i >= warmup:
-            fwd.append(t1 - t0), bwd.append(t2 - t1), upd.append(t3 - t2), ev.append(t4 - t3)
+            fwd.append(marks["forward"] - marks["start"])
+            bwd.append(marks["backward"] - marks["forward"])
+            upd.append(t3 - marks["backward"]), ev.append(t4 - t3), losses.append(loss)
     step_peak = peak_rss_mb() if xp is np else gpu_pool_mb(xp)
-    chars = batch * seq
+    chars = B * T
     step = _median([a + b + c for a, b, c in zip(fwd, bwd, upd)])
     vocab_obj = Vocab([chr(0x21 + i) for i in range(vocab)])
-    gen = generate(params, vocab_obj, sample_chars + 20, np.random.default_rng(seed))
+    gen = generate(ts.params, vocab_obj, sample_chars + 20, np.random.default_rng(seed))
     for _ in range(20):                                         # warm up the sampler
         next(gen)
     tic = time.perf_counter()
     for _ in gen:
         pass
     sample_rate = sample_chars / (time.perf_counter() - tic)
-    achieved = matmul_flops_per_char(layers, hidden, vocab, spec.gates) * chars / step / 1e9
+    achieved = matmul_flops_per_char(L, H, vocab, spec.gates) * chars / step / 1e9
     return {
-        "config": {"layers": layers, "hidden": hidden, "batch": batch, "seq": seq, "vocab": vocab,
-                   "embedding": embedding, "steps": steps, "threads": threads or None,
-                   "device": device, "cell": cell, "peepholes": peepholes,
-                   "coupled_gates": coupled_gates},
+        "config": {"layers": L, "hidden": H, "batch": B, "seq": T, "vocab": vocab,
+                   "embedding": m.embedding_size, "steps": steps, "threads": t.threads or None,
+                   "device": t.device, "cell": m.cell, "peepholes": m.peepholes,
+                   "coupled_gates": m.coupled_gates},
         "train_chars_per_sec": chars / step,
         "step_ms": 1e3 * step, "forward_ms": 1e3 * _median(fwd), "backward_ms": 1e3 * _median(bwd),
         "optimizer_ms": 1e3 * _median(upd),
@@ -169,9 +172,10 @@ def run_bench(layers=2, hidden=512, batch=64, seq=100, vocab=65, embedding=64, s
         "gpu_memory_mb": gpu_pool_mb(xp) if xp is not np else None,
         "step_memory_mb": step_peak - baseline,
         # torch-rnn's bound is the plain LSTM's; the other cells keep other buffers
-        "activation_bound_mb": 4 * activation_floats(layers, hidden, embedding, batch, seq,
+        "activation_bound_mb": 4 * activation_floats(L, H, m.embedding_size, B, T,
                                                      vocab) / 2 ** 20 if spec.plain else None,
-        "parameters": int(flat.size),
+        "parameters": int(ts.flat.size),
+        "losses": losses,                    # the timed steps' losses: the same on every machine
     }
 
 

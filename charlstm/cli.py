@@ -11,17 +11,15 @@ from pathlib import Path
 
 import click
 import numpy as np
-import yaml
 
-from . import __version__, backend, model, recipe, runstate
+from . import __version__, api, backend, model, runstate
 from .cells import Cell
-from .config import CELLS, config_from_dict, config_to_dict, load_config, load_config_keys
+from .config import CELLS, load_config
 from .corpus import prepare as prepare_corpus, read_text
-from .distributed import launcher_rank, world
+from .distributed import launcher_rank
 from .errors import CharlstmError, Interrupted
 from .evaluate import bpc, evaluate, split_tokens
 from .sample import check_options, generate
-from .train import Run
 
 
 class _Group(click.Group):
@@ -86,10 +84,22 @@ def cli(ctx, debug):
             pass
 
 
+_DEVICE = click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None,
+                       help="Run on the CPU, or on an NVIDIA GPU through CuPy (pip install "
+                       "'charlstm[gpu]') [default: cpu; train and bench: the config's "
+                       "train.device].")
+_SET = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                    help="Override a config key, e.g. --set optim.lr=0.001 (repeatable).")
+
+
+def _progress(default, when):
+    return click.option("--progress/--no-progress", default=default,
+                        help=f"Show a progress bar, or not (for logs and scripts) [default: {when}].")
+
+
 @cli.command()
 @click.argument("config", required=False, type=click.Path(dir_okay=False))
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Override a config key, e.g. --set optim.lr=0.001 (repeatable).")
+@_SET
 @click.option("--data", type=click.Path(), help="Text file to train on (short for "
               "--set data.path=PATH; drops the config's data.url and data.sha256).")
 @click.option("--minutes", type=float, help="Train for N minutes with every setting you did not "
@@ -104,8 +114,10 @@ def cli(ctx, debug):
               help="Continue the run in this folder from its last checkpoint.")
 @click.option("--init-from", type=click.Path(dir_okay=False),
               help="Start a new run from this checkpoint's weights and vocabulary (fine-tuning).")
-@click.option("--no-progress", is_flag=True, help="No progress bar (for logs and scripts).")
-def train(config, overrides, data, minutes, dry_run, out, resume_dir, init_from, no_progress):
+@_DEVICE
+@_progress(True, "shown")
+def train(config, overrides, data, minutes, dry_run, out, resume_dir, init_from, device,
+          progress):
     """Train a model from a YAML CONFIG (defaults and the built-in corpus if omitted).
 
     \b
@@ -118,107 +130,20 @@ def train(config, overrides, data, minutes, dry_run, out, resume_dir, init_from,
       charlstm train --data notes.txt --set model.weight_drop=0.2 --set optim.ema=0.999
       charlstm train configs/shakespeare.yaml --set model.cell=gru --out runs/sh-gru
       charlstm train configs/shakespeare-gpu.yaml   # 5 minutes on an NVIDIA GPU (CuPy)
-      charlstm train configs/shakespeare.yaml --set train.device=cuda --out runs/sh-gpu
+      charlstm train configs/shakespeare.yaml --device cuda --out runs/sh-gpu
       charlstm train --resume runs/shakespeare     # continue where it stopped
       charlstm train --data lyrics.txt --init-from runs/shakespeare/best.npz --out runs/lyrics
     """
-    overrides = list(overrides) + ([f"data.path={data}"] if data else [])
-    if minutes is not None:
-        recipe.check_minutes(minutes)
-        # recipe first, so that --set train.recipe=off (a plain run of N minutes) wins
-        overrides = ["train.recipe=auto"] + overrides + [f"train.max_minutes={minutes!r}"]
-    progress = not no_progress
-    if resume_dir:
-        if config or out or init_from or minutes is not None or dry_run:
-            raise CharlstmError("--resume takes the run's own config and folder; drop CONFIG, "
-                                "--out, --init-from, --minutes and --dry-run (use --set to change "
-                                "settings such as train.max_steps)")
-        run = Run.resume(resume_dir, overrides, progress)
-        if run.is_main:
-            click.echo(f"resuming '{resume_dir}' at step {run.step}")
-    else:
-        cfg, explicit = load_config_keys(config, overrides)
-        if init_from and cfg.train.recipe == "auto":
-            raise CharlstmError("--minutes (train.recipe: auto) chooses a new model, but "
-                                f"--init-from '{init_from}' fixes it; set the training time "
-                                "with --set train.max_minutes=N instead")
-        notice = None
-        if config is None and not init_from and not explicit & set(_RUN_LENGTH):
-            cfg.train.max_minutes, cfg.train.recipe = recipe.DEFAULT_MINUTES, "auto"
-            notice = (f"no config and no run length: {recipe.DEFAULT_MINUTES} minutes of "
-                      "training with settings chosen for the text (choose the time with "
-                      "--minutes N, or fix the settings with a config file or --set "
-                      "train.max_steps=N)")
-        if cfg.train.recipe == "auto":
-            cfg = _choose(cfg, explicit, progress, notice)
-        if dry_run:
-            click.echo("# the run's config (save it as a YAML file to train with it as it is):")
-            click.echo(yaml.safe_dump(config_to_dict(cfg), sort_keys=False).rstrip())
-            return
-        out = out or _free_folder(Path("runs") / _run_name(config, cfg))
-        run = Run.start(cfg, out, init_from, progress)
-        if run.is_main:
-            click.echo(f"run folder: {out}" + (f" (fine-tuning from '{init_from}')"
-                                                if init_from else ""))
-    run.train(progress=progress)
-    if not run.is_main:
-        return
-    best = Path(run.out) / "best.npz"
-    click.echo(f"done: step {run.step}, best val loss {run.best_val:.4f} nats/char "
-               f"({bpc(run.best_val):.4f} bits/char)")
-    click.echo(f"sample from it with:  charlstm sample {best}")
-
-
-# Keys that say how long a run is: set any, and a run without a config keeps the defaults.
-_RUN_LENGTH = ("train.max_steps", "train.max_epochs", "train.max_minutes", "train.recipe")
-
-
-def _choose(cfg, explicit, progress, notice=None):
-    """The recipe's choice (recipe.py), made by rank 0 under mpirun and sent to every rank;
-    `notice`, a line saying why the recipe runs, printed before its table."""
-    comm = world()
-    outcome = None
-    if comm is None or comm.rank == 0:
-        try:
-            corpus = prepare_corpus(cfg.data, progress, click.echo)
-            choice = recipe.choose(cfg, explicit, corpus)
-            if notice:
-                click.echo(notice)
-            click.echo(choice.report())
-            outcome = ("ok", config_to_dict(choice.cfg))
-        except CharlstmError as e:
-            outcome = ("error", str(e))
-    if comm is not None:
-        outcome = comm.decide(outcome)
-    if outcome[0] == "error":
-        raise CharlstmError(outcome[1])
-    return config_from_dict(outcome[1], "the recipe's choice")
-
-
-def _run_name(config, cfg):
-    """A new run's folder name: the config's, else the data's (its file or folder name)."""
-    if config:
-        return Path(config).stem
-    path = cfg.data.path
-    if path is None:
-        return "python-stdlib"                    # the built-in corpus
-    first = path[0] if isinstance(path, list) else path
-    plain = []                                    # the path up to its first glob pattern
-    for part in Path(first).parts:
-        if any(ch in part for ch in "*?["):
-            break
-        plain.append(part)
-    name = Path(*plain).stem if plain else ""
-    return name if name not in ("", ".", "..", "/") else "data"
-
-
-def _free_folder(folder):
-    """`folder`, or folder-2, folder-3, ... : the first that holds no run yet."""
-    candidate, k = folder, 1
-    while (candidate / "last.npz").exists():
-        k += 1
-        candidate = folder.with_name(f"{folder.name}-{k}")
-    return str(candidate)
+    result = api.train(config, data=data, minutes=minutes, out=out, overrides=overrides,
+                       resume=resume_dir, init_from=init_from, device=device, dry_run=dry_run,
+                       progress=progress, echo=click.echo)
+    if dry_run:
+        click.echo("# the run's config (save it as a YAML file to train with it as it is):")
+        click.echo(api.config_text(result.config))
+    elif result.main:
+        click.echo(f"done: step {result.steps}, best val loss {result.best_val:.4f} nats/char "
+                   f"({bpc(result.best_val):.4f} bits/char)")
+        click.echo(f"sample from it with:  charlstm sample {result.best}")
 
 
 @cli.command()
@@ -240,8 +165,7 @@ def _free_folder(folder):
               help="Number of independent samples.")
 @click.option("--skip-unknown", is_flag=True, help="Drop prime characters that are not in the "
               "model's vocabulary instead of stopping.")
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
-              help="Run on the CPU, or on an NVIDIA GPU through CuPy (pip install 'charlstm[gpu]').")
+@_DEVICE
 def sample(checkpoint, prime, length, temperature, top_k, top_p, argmax, seed, num_samples,
            skip_unknown, device):
     """Generate text from a CHECKPOINT, streaming it as it is generated.
@@ -291,10 +215,8 @@ def sample(checkpoint, prime, length, temperature, top_k, top_p, argmax, seed, n
               help="Measure on this split of the data the checkpoint was trained on instead "
               "(refused if those files changed since).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-@click.option("--progress/--no-progress", default=None, help="Show a bar of characters done on "
-              "stderr, or not [default: when stderr is a terminal].")
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
-              help="Run on the CPU, or on an NVIDIA GPU through CuPy (pip install 'charlstm[gpu]').")
+@_progress(None, "when stderr is a terminal")
+@_DEVICE
 def eval_(checkpoint, text_file, split, as_json, progress, device):
     """Measure how well a CHECKPOINT predicts a text: nats and bits per character, perplexity.
 
@@ -339,11 +261,11 @@ def eval_(checkpoint, text_file, split, as_json, progress, device):
 
 @cli.command()
 @click.argument("config", required=False, type=click.Path(dir_okay=False))
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Override a config key, e.g. --set data.path=books/ (repeatable).")
+@_SET
 @click.option("--data", type=click.Path(), help="Text file, folder or glob (short for "
               "--set data.path=PATH; drops the config's data.url and data.sha256).")
-def prepare(config, overrides, data):
+@_progress(True, "shown")
+def prepare(config, overrides, data, progress):
     """Encode a config's data into its token cache now, instead of at the start of training.
 
     \b
@@ -352,7 +274,7 @@ def prepare(config, overrides, data):
     """
     from .corpus import cache_dir
     cfg = load_config(config, list(overrides) + ([f"data.path={data}"] if data else []))
-    corpus = prepare_corpus(cfg.data, progress=True, echo=click.echo)
+    corpus = prepare_corpus(cfg.data, progress=progress, echo=click.echo)
     click.echo(f"{corpus.description}: {len(corpus.tokens):,} characters, vocabulary "
                f"{len(corpus.vocab)} ({np.dtype(corpus.vocab.dtype).name} tokens)"
                + ("" if cfg.data.path is None else f", cached in {cache_dir(cfg.data)}"))
@@ -384,7 +306,7 @@ def info(checkpoint):
                                      f"{best:.4f} nats/char ({bpc(best):.4f} bits/char)"))
     click.echo(f"vocabulary ({len(vocab)}): {vocab.chars!r}")
     click.echo("config:")
-    click.echo(yaml.safe_dump(config_to_dict(cfg), sort_keys=False).rstrip())
+    click.echo(api.config_text(cfg))
 
 
 @cli.command()
@@ -405,59 +327,73 @@ def plot(run_dirs, output):
     click.echo(f"wrote {plot_runs(run_dirs, out)}")
 
 
+# bench's shortcuts: option -> config key
+_BENCH_KEYS = {"layers": "model.num_layers", "hidden": "model.hidden_size",
+               "batch": "train.batch_size", "seq": "train.seq_len",
+               "embedding": "model.embedding_size", "cell": "model.cell",
+               "peepholes": "model.peepholes", "coupled_gates": "model.coupled_gates",
+               "threads": "train.threads"}
+
+
+def _shortcut(name, what, **kw):
+    key = _BENCH_KEYS[name.lstrip("-").replace("-", "_")]
+    return click.option(name, help=f"{what} (short for --set {key}=...).", **kw)
+
+
 @cli.command()
-@click.option("--layers", type=click.IntRange(min=1), default=2, show_default=True,
-              help="LSTM layers.")
-@click.option("--hidden", type=click.IntRange(min=1), default=512, show_default=True,
-              help="Hidden size.")
-@click.option("--batch", type=click.IntRange(min=1), default=64, show_default=True,
-              help="Batch size (parallel streams).")
-@click.option("--seq", type=click.IntRange(min=1), default=100, show_default=True,
-              help="Characters per window.")
+@click.argument("config", required=False, type=click.Path(dir_okay=False))
+@_SET
+@_shortcut("--layers", "Recurrent layers [default: 2]", type=click.IntRange(min=1))
+@_shortcut("--hidden", "Hidden size [default: 512]", type=click.IntRange(min=1))
+@_shortcut("--batch", "Batch size, parallel streams [default: 64]", type=click.IntRange(min=1))
+@_shortcut("--seq", "Characters per window [default: 100]", type=click.IntRange(min=1))
+@_shortcut("--embedding", "Embedding size, 0 = one-hot [default: 64]",
+           type=click.IntRange(min=0))
+@_shortcut("--cell", "The recurrent cell [default: lstm]", type=click.Choice(CELLS))
+@_shortcut("--peepholes", "LSTM with peephole connections", is_flag=True, default=None)
+@_shortcut("--coupled-gates", "LSTM with coupled input and forget gates", is_flag=True,
+           default=None)
+@_shortcut("--threads", "BLAS threads, 0 = the library's default", type=click.IntRange(min=0))
 @click.option("--vocab", type=click.IntRange(min=2), default=65, show_default=True,
-              help="Vocabulary size.")
-@click.option("--embedding", type=click.IntRange(min=0), default=64, show_default=True,
-              help="Embedding size (0 = one-hot).")
+              help="Vocabulary size of the random tokens.")
 @click.option("--steps", type=click.IntRange(min=1), default=10, show_default=True,
               help="Timed training steps (after 2 warm-up steps).")
-@click.option("--threads", type=click.IntRange(min=0), default=0,
-              help="BLAS threads (0 = the library's default).")
-@click.option("--cell", type=click.Choice(CELLS), default="lstm", show_default=True,
-              help="The recurrent cell (model.cell).")
-@click.option("--peepholes", is_flag=True, help="LSTM with peephole connections "
-              "(model.peepholes).")
-@click.option("--coupled-gates", is_flag=True, help="LSTM with coupled input and forget gates "
-              "(model.coupled_gates).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
-              help="Run on the CPU, or on an NVIDIA GPU through CuPy (pip install 'charlstm[gpu]').")
-def bench(layers, hidden, batch, seq, vocab, embedding, steps, threads, cell, peepholes,
-          coupled_gates, as_json, device):
+@_DEVICE
+def bench(config, overrides, vocab, steps, as_json, device, **shortcuts):
     """Time training steps, evaluation and sampling on random tokens; report speed and memory.
 
-    Reports training chars/s with the forward / backward / optimizer split, the matrix-product
-    GFLOP/s achieved against the machine's own rate on a large product, evaluation and sampling
-    chars/s and peak resident memory.
+    Times the training step of a CONFIG (with --set overrides), the same step `charlstm train`
+    takes; without a config, a 2 x 512 LSTM, batch 64, seq 100. Reports training chars/s with
+    the forward / backward / optimizer split, the matrix-product GFLOP/s achieved against the
+    machine's own rate on a large product, evaluation and sampling chars/s and peak resident
+    memory.
 
     \b
       charlstm bench                                   # 2 x 512, batch 64, seq 100
+      charlstm bench configs/shakespeare.yaml          # the step that config trains with
       charlstm bench --layers 2 --hidden 128 --batch 50 --seq 50 --json
+      charlstm bench --set model.dropout=0.2 --set optim.ema=0.999
       charlstm bench --device cuda --layers 3 --hidden 1024 --batch 256   # on an NVIDIA GPU
       charlstm bench --cell gru                        # or --cell rnn, --peepholes, --coupled-gates
     """
-    from .bench import format_report, run_bench
-    for option, on in (("--peepholes", peepholes), ("--coupled-gates", coupled_gates)):
-        if on and cell != "lstm":
+    from .bench import bench_config, format_report, run_bench
+    cell = shortcuts["cell"]
+    for option in ("peepholes", "coupled_gates"):
+        if shortcuts[option] and cell not in (None, "lstm"):
+            flag = "--" + option.replace("_", "-")
             raise click.BadParameter(f"the {cell} cell has no such variant (only lstm has); drop "
-                                     f"{option}, or use --cell lstm", param_hint=option)
-    result = run_bench(layers, hidden, batch, seq, vocab, embedding, steps, threads=threads,
-                       device=device, cell=cell, peepholes=peepholes, coupled_gates=coupled_gates)
+                                     f"{flag}, or use --cell lstm", param_hint=flag)
+    sets = list(overrides) + [f"{_BENCH_KEYS[name]}={str(v).lower()}"
+                              for name, v in shortcuts.items() if v is not None]
+    sets += [f"train.device={device}"] if device else []
+    result = run_bench(bench_config(config, sets), vocab=vocab, steps=steps)
     click.echo(json.dumps(result) if as_json else format_report(result))
 
 
 def _on_device(params, device):
     """A checkpoint's parameters (host arrays) on `device`; one clear line if it is not usable."""
-    if device == "cpu":
+    if device in (None, "cpu"):
         return params
     backend.require(device)
     return {name: backend.to_device(p, device) for name, p in params.items()}

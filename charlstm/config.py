@@ -9,6 +9,7 @@ fields (`KEYS` lists them). Every user mistake raises ConfigError with one line 
 --set string, the key and the value, and saying what is expected.
 """
 
+import copy
 import dataclasses
 import difflib
 import math
@@ -129,6 +130,10 @@ KEYS: list[str] = list(_TYPES)
 _OPTIONAL = [k for k, (_, optional) in _TYPES.items() if optional]
 
 CELLS = ("lstm", "gru", "rnn")  # model.cell
+# The keys that fix a model's parameter names and shapes (with the vocabulary): a fine-tuning run
+# takes them from its checkpoint, and a resumed run must keep them.
+ARCHITECTURE = ("model.num_layers", "model.hidden_size", "model.embedding_size", "model.cell",
+                "model.peepholes", "model.coupled_gates")
 
 _ge0 = ("be >= 0", lambda v: v >= 0)
 _ge1 = ("be >= 1", lambda v: v >= 1)
@@ -488,6 +493,22 @@ def _override(values: dict, overrides: Sequence[str]) -> None:
         overridden.append(f"{section}.{key}")
     for key in stale_source_keys(overridden):
         values.pop(key, None)
+
+
+def get(cfg: Config, dotted: str) -> Any:
+    """The value of a dotted key, e.g. get(cfg, "model.hidden_size")."""
+    section, key = dotted.split(".")
+    return getattr(getattr(cfg, section), key)
+
+
+def replaced(cfg: Config, values: dict) -> Config:
+    """A copy of `cfg` with {dotted key: value} set; `cfg` itself is never changed. The values
+    are the library's own (derived or chosen), so they are not checked again here."""
+    out = copy.deepcopy(cfg)
+    for dotted, value in values.items():
+        section, key = dotted.split(".")
+        setattr(getattr(out, section), key, value)
+    return out
 
 
 def config_to_dict(cfg: Config) -> dict:

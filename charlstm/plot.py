@@ -13,10 +13,7 @@ import math
 from pathlib import Path
 
 from .errors import CharlstmError
-
-# The progress bar's running average of the train loss moves this much per step (train.py:
-# smooth_loss = 0.95 * smooth_loss + 0.05 * loss, from the first loss on).
-BAR_WEIGHT = 0.95
+from .step import SMOOTHING
 
 
 def read_metrics(run_dir):
@@ -92,8 +89,8 @@ def _is_number(v):
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def _smooth(steps, losses, weight=BAR_WEIGHT):
-    """The progress bar's running average of the train loss, at the logged steps.
+def _smooth(steps, losses, weight=1 - SMOOTHING):
+    """The progress bar's running average of the train loss (step.smooth), at the logged steps.
 
     The bar averages every step's loss; the metrics hold every train.log_every-th loss only, so
     each logged loss stands in for the steps since the previous one: d steps apart, the average

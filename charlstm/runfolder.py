@@ -1,11 +1,15 @@
-"""The run folder: one writer at a time, and the chores on its files that resuming relies on.
+"""The run folder: its files' names, one writer at a time, and the chores on its files that
+resuming relies on.
 
-    with holding("runs/x") as lock: ...              # FolderLock, by rank 0, before any read/write
-    truncate_metrics("runs/x", step)                 # on (re)start: lines past the checkpoint go
-    keep_step_checkpoint("runs/x", step, keep=3)     # last.npz kept as step_NNNNNNNN.npz too
+    out = free_folder(Path("runs") / run_name(config_path, cfg))   # runs/notes, runs/notes-2, ...
+    with holding(out) as lock: ...                   # FolderLock, by rank 0, before any read/write
+    truncate_metrics(out, step)                      # on (re)start: lines past the checkpoint go
+    append_metrics(out, {"step": 10, "train_loss": 2.3})
+    keep_step_checkpoint(out, step, keep=3)          # last.npz kept as step_NNNNNNNN.npz too
 
 A run folder holds config.yaml, metrics.jsonl, last.npz, best.npz, step_NNNNNNNN.npz (see
-runstate.py for what a checkpoint holds) and .lock, the lock's file.
+runstate.py for what a checkpoint holds) and .lock, the lock's file. This module is the one place
+that names them.
 """
 
 import contextlib
@@ -16,6 +20,9 @@ from pathlib import Path
 from . import checkpoint
 from .distributed import launcher_rank
 from .errors import CharlstmError
+
+LAST, BEST = "last.npz", "best.npz"     # the latest checkpoint, and the best validated one
+CONFIG, METRICS = "config.yaml", "metrics.jsonl"
 
 try:
     import fcntl
@@ -88,10 +95,47 @@ def remove_stale_temporaries(folder):
         tmp.unlink(missing_ok=True)
 
 
+def holds_run(folder):
+    """Whether `folder` holds a run (a checkpoint to resume)."""
+    return (Path(folder) / LAST).exists()
+
+
+def run_name(config_path, cfg):
+    """A new run's folder name: the config file's, else the data's (its file or folder name)."""
+    if config_path:
+        return Path(config_path).stem
+    path = cfg.data.path
+    if path is None:
+        return "python-stdlib"                    # the built-in corpus
+    first = path[0] if isinstance(path, list) else path
+    plain = []                                    # the path up to its first glob pattern
+    for part in Path(first).parts:
+        if any(ch in part for ch in "*?["):
+            break
+        plain.append(part)
+    name = Path(*plain).stem if plain else ""
+    return name if name not in ("", ".", "..", "/") else "data"
+
+
+def free_folder(folder):
+    """`folder`, or folder-2, folder-3, ... : the first that holds no run yet."""
+    folder = Path(folder)
+    candidate, k = folder, 1
+    while holds_run(candidate):
+        k += 1
+        candidate = folder.with_name(f"{folder.name}-{k}")
+    return str(candidate)
+
+
+def append_metrics(folder, record):
+    with open(Path(folder) / METRICS, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
 def truncate_metrics(folder, step):
     """Drop logged lines past the checkpoint's step (a killed run logged them, then lost them),
     so a resumed run's metrics read as if it had never stopped."""
-    path = Path(folder) / "metrics.jsonl"
+    path = Path(folder) / METRICS
     if not path.exists():
         return
     kept = []
@@ -115,8 +159,8 @@ def keep_step_checkpoint(folder, step, keep):
     target = folder / f"step_{step:08d}.npz"
     target.unlink(missing_ok=True)
     try:
-        os.link(folder / "last.npz", target)
+        os.link(folder / LAST, target)
     except OSError:                       # a file system without hard links
-        checkpoint.save_checkpoint(target, *checkpoint.load_checkpoint(folder / "last.npz"))
+        checkpoint.save_checkpoint(target, *checkpoint.load_checkpoint(folder / LAST))
     for old in sorted(folder.glob("step_*.npz"))[:-keep]:
         old.unlink(missing_ok=True)

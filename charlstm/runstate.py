@@ -4,8 +4,9 @@ Every command that opens a checkpoint comes through here (checkpoint.py is only 
 atomic save, validated load), so the layout below is known in one place and checked by one
 function, whose one-line refusal is the same from `info`, `sample`, `eval` and `train --resume`.
 
-    runstate.save("runs/x/last.npz", RunState(cfg, vocab, weights, average, moments, state, ...))
+    runstate.save_run("runs/x/last.npz", cfg, vocab, ts, run_position, init_from, stream)
     saved = runstate.load_run("runs/x/last.npz")         # RunState: what a resumed run needs
+    ts.restore(saved)                                     # a step.TrainState, as it was saved
     params, vocab, cfg, meta = runstate.load_model(path)  # the weights alone
     params, vocab, cfg, meta, start = runstate.load_model(path, with_start=True)  # sample, eval
     cfg, vocab, meta = runstate.inspect(path)             # `info`: checks without reading arrays
@@ -33,13 +34,16 @@ import numpy as np
 
 from . import __version__, checkpoint, model
 from .cells import Cell
-from .config import KEYS, Config, config_from_dict, config_to_dict
+from .config import ARCHITECTURE, KEYS, Config, config_from_dict, config_to_dict, get
 from .data import Vocab
 from .errors import CharlstmError, CheckpointError
+from .runfolder import LAST
 
-# Where a run stands, besides its arrays; the losses that may be infinite are stored as null.
+# Where a run stands, besides its arrays: its TrainState's scalars (step.TrainState.position)
+# and the run's own two; the losses that may be infinite are stored as null.
 POSITION = ("step", "epoch", "window", "optim_t", "rng", "train_time", "best_val_loss",
             "lr_scale", "smooth_loss", "loss_floor")
+RUN_POSITION = ("train_time", "best_val_loss")
 MODEL_META = ("config", "vocab")
 RUN_META = MODEL_META + POSITION
 _INFINITE_AS_NULL = ("best_val_loss", "loss_floor")
@@ -59,8 +63,21 @@ class RunState:
     stream: dict | None = None   # what stream_of returns; None in checkpoints from before it
 
 
+def save_run(path, cfg, vocab, ts, run_position, init_from=None, stream=None, state=None):
+    """Write a run checkpoint of `ts` (a step.TrainState, on either device) atomically.
+    run_position: RUN_POSITION's values; `state`: the whole batch's carried (h, c) under MPI
+    (ts.state, this process's rows, otherwise)."""
+    shapes = model.shapes_of(ts.params)
+    save(path, RunState(
+        cfg, vocab, weights=ts.params,
+        average=None if ts.ema is None else ts.eval_params(),
+        moments=tuple(model.views(ts.opt[key], shapes) for key in "mv"),
+        state=ts.state if state is None else state, position={**ts.position(), **run_position},
+        init_from=init_from, stream=stream))
+
+
 def save(path, s):
-    """Write a run checkpoint (atomically; see checkpoint.save_checkpoint)."""
+    """Write a RunState as a run checkpoint (atomically; see checkpoint.save_checkpoint)."""
     shown = s.average if s.average is not None else s.weights
     arrays = dict(shown)                          # what sample/eval/PyTorch load
     if s.average is not None:
@@ -231,9 +248,7 @@ def _check_position(meta, path):
 # token cache lives. Every other data key, present or future, counts.
 _NOT_STREAM = ("data.path", "data.url", "data.sha256", "data.cache_dir")
 # Outside the data section: how the text is cut into windows, and the architecture.
-_LAYOUT = ("train.batch_size", "train.seq_len", "train.windows", "model.num_layers",
-           "model.hidden_size", "model.embedding_size", "model.cell", "model.peepholes",
-           "model.coupled_gates")
+_LAYOUT = ("train.batch_size", "train.seq_len", "train.windows") + ARCHITECTURE
 
 
 def fixed_keys(saved_cfg, fine_tuning):
@@ -255,8 +270,8 @@ def check_stream(run_dir, saved, cfg, corpus, tokens):
     """Refuse, in one line, to resume `saved` with config `cfg` on this corpus and tokens when
     anything that shapes the stream of windows (or the model) differs from what the run had."""
     keys = [k for k in fixed_keys(saved.cfg, saved.init_from is not None)
-            if _get(saved.cfg, k) != _get(cfg, k)]
-    changes = [f"{k}: {_shown(_get(saved.cfg, k))} -> {_shown(_get(cfg, k))}" for k in keys]
+            if get(saved.cfg, k) != get(cfg, k)]
+    changes = [f"{k}: {_shown(get(saved.cfg, k))} -> {_shown(get(cfg, k))}" for k in keys]
     if saved.stream is not None:                 # a changed key may explain a token count
         changes += stream_changes(saved.stream, corpus, tokens, count_tokens=not changes)
     # A checkpoint from before `stream` was recorded: its settings are checked above, and of its
@@ -272,7 +287,7 @@ def check_stream(run_dir, saved, cfg, corpus, tokens):
     else:
         advice = ("a resumed run trains on the data stream it started with; to train its "
                   "weights on the changed data, start a new run from them with --init-from "
-                  f"{Path(run_dir) / 'last.npz'} --out NEW_DIR (or afresh with --out NEW_DIR)")
+                  f"{Path(run_dir) / LAST} --out NEW_DIR (or afresh with --out NEW_DIR)")
     raise CharlstmError(f"cannot resume '{run_dir}': {'; '.join(changes)}; {advice}")
 
 
@@ -296,11 +311,6 @@ def _source_changes(old, new, most=4):
     out += [f"'{p}' added" for p in after if p not in before]
     out = out or ["the source files' order"]
     return out[:most] + ([f"{len(out) - most} more files"] if len(out) > most else [])
-
-
-def _get(cfg, dotted):
-    section, key = dotted.split(".")
-    return getattr(getattr(cfg, section), key)
 
 
 def _shown(value):

@@ -330,6 +330,6 @@ def test_a_run_that_will_overfit_says_so(tmp_path, dropout, warned):
                                         (None, "python-stdlib")])
 def test_a_run_folder_is_named_after_the_data_even_a_glob(path, name):
     from types import SimpleNamespace
-    from charlstm.cli import _run_name
-    assert _run_name(None, SimpleNamespace(data=SimpleNamespace(path=path))) == name
-    assert _run_name("configs/shakespeare.yaml", None) == "shakespeare"
+    from charlstm.runfolder import run_name
+    assert run_name(None, SimpleNamespace(data=SimpleNamespace(path=path))) == name
+    assert run_name("configs/shakespeare.yaml", None) == "shakespeare"

@@ -107,7 +107,7 @@ def test_a_dying_rank_takes_the_job_down(tmp_path, corpus):
     runner = tmp_path / "die.py"
     runner.write_text(
         "import os, signal, sys\n"
-        "import charlstm.train as t\n"
+        "import charlstm.run as t\n"
         "real = t.Run.train_step\n"
         "def step(self):\n"
         "    if self.comm and self.comm.rank == 1 and self.step == 14:\n"

@@ -25,7 +25,8 @@ import charlstm
 from charlstm import checkpoint
 from charlstm.cli import cli
 from charlstm.errors import CharlstmError, Interrupted
-from charlstm.train import Run
+from charlstm.run import Run
+from charlstm.step import divergence
 
 from conftest import no_internal_error, tiny_config
 
@@ -186,8 +187,8 @@ def test_second_ctrl_c_exits_at_once(tmp_path, corpus):
 
 def bad_loss_at(monkeypatch, step_to_fail, bad=float("nan")):
     """Make the forward pass of one training step return the loss `bad`."""
-    import charlstm.train as train_mod
-    real = train_mod.model.forward
+    import charlstm.step as step_mod
+    real = step_mod.model.forward
     calls = {"n": 0}
 
     def forward(*args, **kw):
@@ -197,7 +198,7 @@ def bad_loss_at(monkeypatch, step_to_fail, bad=float("nan")):
             if calls["n"] == step_to_fail:
                 loss = bad
         return loss, cache, state
-    monkeypatch.setattr(train_mod.model, "forward", forward)
+    monkeypatch.setattr(step_mod.model, "forward", forward)
 
 
 # NaN, and a finite loss no sane model produces (above 3 ln V + 10; V = 17 here: 18.5)
@@ -225,22 +226,22 @@ def test_bad_loss_skip_keeps_weights_and_halves_lr(tmp_path, corpus, monkeypatch
     bad_loss_at(monkeypatch, 7, bad)
     for _ in range(6):
         run.train_step()
-    before = run.flat.copy()
+    before = run.ts.flat.copy()
     loss, lr, _ = run.train_step()
-    np.testing.assert_array_equal(run.flat, before)
-    assert run.lr_scale == 0.5 and run.step == 7
+    np.testing.assert_array_equal(run.ts.flat, before)
+    assert run.ts.lr_scale == 0.5 and run.step == 7
     skipped = json.loads((run.out / "metrics.jsonl").read_text().splitlines()[-1])
     assert skipped["step"] == 7 and words in skipped["skipped"]
     run.train_step()
-    assert not np.array_equal(run.flat, before)
+    assert not np.array_equal(run.ts.flat, before)
 
 
 def test_the_sanity_bound_sits_far_above_a_uniform_guess(tmp_path, corpus):
     run = Run.start(tiny_config(corpus), tmp_path / "r")
     V = len(run.vocab)
     bound = 3 * np.log(V) + 10
-    assert run.divergence(bound * 1.001, 1.0) and run.divergence(1e30, 1.0)
-    assert run.divergence(bound * 0.999, 1.0) is None
+    assert divergence(bound * 1.001, 1.0, V) and divergence(1e30, 1.0, V)
+    assert divergence(bound * 0.999, 1.0, V) is None
     first, _, _ = run.train_step()                   # an untrained model: about ln V
     assert abs(first - np.log(V)) < 0.5 and first < bound / 3
 
@@ -249,23 +250,22 @@ def test_only_rank_0_logs_and_reports_a_skipped_step(tmp_path, corpus, capsys):
     run = Run.start(tiny_config(corpus, train__on_divergence="skip"), tmp_path / "r")
     run.is_main = False                              # as on MPI rank 1
     run.on_divergence("the loss is nan", 0.01)
-    assert run.lr_scale == 0.5                       # every rank halves, to stay in step
+    assert run.ts.lr_scale == 0.5                    # every rank halves, to stay in step
     assert not (run.out / "metrics.jsonl").exists() and capsys.readouterr().out == ""
     run.is_main = True
     run.on_divergence("the loss is nan", 0.005)
-    assert run.lr_scale == 0.25 and "step skipped" in capsys.readouterr().out
+    assert run.ts.lr_scale == 0.25 and "step skipped" in capsys.readouterr().out
     assert "skipped" in (run.out / "metrics.jsonl").read_text()
 
 
 def test_explode_ratio_is_off_by_default_and_stops_when_set(tmp_path, corpus):
-    run = Run.start(tiny_config(corpus), tmp_path / "a")
-    run.loss_floor = 0.1
-    assert run.divergence(15.0, 1.0) is None         # 150 x the floor, below 3 ln V + 10
-    run = Run.start(tiny_config(corpus, train__explode_ratio=3), tmp_path / "b")
-    run.loss_floor = 1.0
-    assert "explode_ratio" in run.divergence(3.5, 1.0)
-    assert run.divergence(2.9, 1.0) is None
-    assert "gradient norm" in run.divergence(1.0, float("inf"))
+    V = 17                                           # the corpus's characters
+    ratio = tiny_config(corpus).train.explode_ratio
+    assert divergence(15.0, 1.0, V, ratio, loss_floor=0.1) is None   # 150 x the floor, below
+    ratio = tiny_config(corpus, train__explode_ratio=3).train.explode_ratio   # 3 ln V + 10
+    assert "explode_ratio" in divergence(3.5, 1.0, V, ratio, loss_floor=1.0)
+    assert divergence(2.9, 1.0, V, ratio, loss_floor=1.0) is None
+    assert "gradient norm" in divergence(1.0, float("inf"), V, ratio, loss_floor=1.0)
 
 
 def test_real_divergence_through_the_cli(tmp_path, corpus):

@@ -9,7 +9,7 @@ from charlstm.data import Vocab
 from charlstm.errors import CharlstmError
 from charlstm.sample import (BURN_IN_MAX, BURN_IN_MIN, burn_in, check_options, generate,
                              next_distribution)
-from charlstm.train import Run
+from charlstm.run import Run
 
 from conftest import tiny_config
 
@@ -60,7 +60,7 @@ def test_generation_is_reproducible_and_respects_length(trained):
 
 
 def test_generation_starts_from_the_first_row_of_start_and_leaves_it_alone(trained):
-    params, vocab, state = trained.params, trained.vocab, trained.state
+    params, vocab, state = trained.params, trained.vocab, trained.ts.state
     L, _, H = state[0].shape
     zeros = tuple(np.zeros((L, 3, H), np.float32) for _ in range(2))
     assert text(params, vocab, 40, 1, start=zeros) == text(params, vocab, 40, 1)

@@ -16,7 +16,7 @@ import pytest
 from charlstm import model, optim
 from charlstm.config import load_config
 from charlstm.data import Batches, Vocab
-from charlstm.train import Run
+from charlstm.run import Run
 
 from conftest import synthetic_text, tiny_config
 

@@ -11,7 +11,7 @@ from charlstm import checkpoint, model, optim
 from charlstm.errors import CharlstmError
 from charlstm.evaluate import evaluate
 from charlstm.runstate import load_model
-from charlstm.train import Run
+from charlstm.run import Run, _Bar
 
 from conftest import synthetic_text, tiny_config
 
@@ -67,8 +67,8 @@ def test_resume_equals_uninterrupted_run(tmp_path, corpus, mask, windows):
     assert sorted(a) == sorted(b) == list(range(1, 31))
     for step in range(1, 31):
         assert a[step]["train_loss"] == b[step]["train_loss"], step
-    np.testing.assert_array_equal(whole.flat, resumed.flat)
-    np.testing.assert_array_equal(whole.ema, resumed.ema)
+    np.testing.assert_array_equal(whole.ts.flat, resumed.ts.flat)
+    np.testing.assert_array_equal(whole.ts.ema, resumed.ts.ema)
 
 
 def test_weight_average_is_what_evaluation_and_checkpoints_use(tmp_path, corpus):
@@ -184,15 +184,15 @@ def test_evaluate_counts_every_character(tmp_path, corpus):
 def test_a_time_budget_has_a_bar_in_minutes_and_an_overfit_estimate(tmp_path, corpus):
     cfg = tiny_config(corpus, train__max_steps="null", train__max_minutes=2)
     run = Run.start(cfg, tmp_path / "run")
-    bar = run.progress_bar(run.total_steps(), disable=False)
-    assert (bar.unit, bar.total) == ("min", 2)
+    bar = _Bar(run, run.total_steps(), disable=False)
+    assert (bar.bar.unit, bar.bar.total) == ("min", 2)
     bar.close()
     said = []
     run.warn_overfit(None, 0.001, said.append)         # 120,000 steps of 140 windows: 857 epochs
     assert len(said) == 1 and "about 857 times (epochs)" in said[0]
     run.lock.release()
     steps = Run.start(tiny_config(corpus), tmp_path / "steps")
-    bar = steps.progress_bar(steps.total_steps(), disable=False)
-    assert (bar.unit, bar.total) == ("step", 40)
+    bar = _Bar(steps, steps.total_steps(), disable=False)
+    assert (bar.bar.unit, bar.bar.total) == ("step", 40)
     bar.close()
     steps.lock.release()

@@ -1,0 +1,394 @@
+"""A training run in its folder: start or resume it, then the loop, with evaluation, metrics and
+checkpoints that let it continue exactly where it stopped.
+
+    run = Run.start(cfg, out_dir)          # or Run.resume(run_dir, ["train.max_steps=9000"])
+    run.train(progress=True)
+
+A step itself (forward, backward, clip, AdamW, weight average) and the state it changes are
+step.py's; this module decides when to evaluate, save, log and stop. A checkpoint holds everything
+the run's future depends on (step.TrainState, training time, best validation loss), so a run
+resumed from step k makes the same updates, and logs the same losses, as the uninterrupted run
+from step k on. runstate.py says how checkpoints are stored and refuses a resume onto another
+token stream; runfolder.py names the folder's files and holds its lock (start and resume take it
+before they touch the folder).
+"""
+
+import contextlib
+import math
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from . import backend, runfolder, runstate
+from .blas import set_threads
+from .config import (ARCHITECTURE, Config, config_from_dict, config_to_dict, get, replaced,
+                     save_config)
+from .corpus import fine_tune_tokens, prepare
+from .data import Batches, split
+from .distributed import world
+from .errors import CharlstmError, Diverged, Interrupted
+from .evaluate import bpc, evaluate
+from .runfolder import BEST, LAST
+from .step import TrainState, learning_rate, next_window, train_step
+
+OVERFIT_EPOCHS = 10   # past this many epochs a net memorizes its text without regularization
+
+
+class Run:
+    """One training run: its folder, data, TrainState, clock and best validation loss."""
+
+    def __init__(self, cfg, out_dir, vocab, tokens, corpus, init_from=None):
+        """tokens: the corpus's (or, fine-tuning, the corpus mapped into `vocab`). The run keeps
+        its own copy of `cfg`, with model.vocab_size filled in."""
+        self.cfg = replaced(cfg, {"model.vocab_size": len(vocab)})
+        self.out, self.vocab, self.source = Path(out_dir), vocab, corpus.description
+        self.stream = runstate.stream_of(corpus, tokens)
+        self.init_from = init_from        # the checkpoint a fine-tuning run started from
+        self.lock = None                  # runfolder.FolderLock: rank 0 holds it while it may write
+        t = self.cfg.train
+        self.train_tokens, self.val_tokens, self.test_tokens = split(
+            tokens, self.cfg.data.val_fraction, self.cfg.data.test_fraction)
+        self.batches = Batches(self.train_tokens, t.batch_size, t.seq_len,
+                               shifted=t.windows == "shifted")
+        self.comm = world()               # data-parallel under mpirun: this process's batch rows
+        self.is_main = self.comm is None or self.comm.rank == 0
+        self.ts = TrainState.new(self.cfg, len(vocab),
+                                 self.comm.rows(t.batch_size) if self.comm else slice(None))
+        self.train_time, self.best_val = 0.0, math.inf
+        self.stop_signal = None           # set by SIGINT / SIGTERM: stop after this step
+        self.evaluated_at = None          # the step of the latest evaluation
+
+    @property
+    def params(self):
+        return self.ts.params
+
+    @property
+    def step(self):
+        return self.ts.step
+
+    # --- start or resume ------------------------------------------------------------------
+
+    @classmethod
+    def start(cls, cfg, out_dir, init_from=None, progress=False, echo=tqdm.write):
+        """A new run in out_dir (which must not already hold a run's checkpoint).
+
+        init_from: a checkpoint whose weights (and so architecture and vocabulary) the run starts
+        from, to fine-tune on new text; characters of the text outside that vocabulary are
+        skipped or replaced as data.unknown says, and reported.
+        """
+        with runfolder.holding(out_dir) as lock:
+            if runfolder.holds_run(out_dir):
+                raise CharlstmError(f"'{out_dir}' already holds a run; continue it with "
+                                    f"--resume {out_dir}, or choose another folder with --out")
+            corpus = prepare(cfg.data, progress, echo)
+            if init_from is None:
+                run = cls(cfg, out_dir, corpus.vocab, corpus.tokens, corpus)
+            else:
+                params, vocab, saved, _ = runstate.load_model(init_from)
+                cfg = replaced(cfg, {key: get(saved, key) for key in ARCHITECTURE})
+                tokens = fine_tune_tokens(corpus, vocab, cfg.data.unknown, echo)
+                run = cls(cfg, out_dir, vocab, tokens, corpus, init_from=str(init_from))
+                for name, p in run.params.items():
+                    p[...] = params[name]
+            run.lock = lock
+        return run
+
+    @classmethod
+    def resume(cls, run_dir, overrides=(), progress=False, echo=tqdm.write):
+        """Continue the run in run_dir from its last.npz, with --set `overrides` ("key=value")
+        on its config (or a whole Config to continue with). What would change its stream of
+        windows is refused: see runstate.check_stream."""
+        path = Path(run_dir) / LAST
+        if not Path(run_dir).is_dir():
+            raise CharlstmError(f"run folder '{run_dir}' not found")
+        with runfolder.holding(run_dir) as lock:
+            if not path.exists():
+                raise CharlstmError(f"'{run_dir}' has no checkpoint ({LAST}) to resume from; "
+                                    "start it again without --resume")
+            saved = runstate.load_run(path)
+            cfg = overrides if isinstance(overrides, Config) else \
+                config_from_dict(config_to_dict(saved.cfg), str(path), overrides)
+            corpus = prepare(cfg.data, progress, echo)
+            tokens = corpus.tokens
+            if saved.init_from is not None:       # a fine-tuning run: its text mapped as before
+                tokens = fine_tune_tokens(corpus, saved.vocab, cfg.data.unknown, _quiet)
+            runstate.check_stream(run_dir, saved, cfg, corpus, tokens)
+            run = cls(cfg, run_dir, saved.vocab, tokens, corpus, init_from=saved.init_from)
+            run.ts.restore(saved)
+            run.train_time, run.best_val = (saved.position["train_time"],
+                                            saved.position["best_val_loss"])
+            total = run.total_steps()
+            if total is not None and run.step >= total:
+                raise CharlstmError(f"run '{run_dir}' already finished at step {run.step}; to "
+                                    f"train longer, resume with --set train.max_steps=N "
+                                    f"(N > {run.step})")
+            run.lock = lock
+        return run
+
+    # --- the loop -------------------------------------------------------------------------
+
+    def train(self, progress=True, echo=tqdm.write):
+        """Train until a stop condition; evaluate and checkpoint along the way and at the end.
+
+        SIGINT / SIGTERM stop it after the current step with a checkpoint (raising Interrupted);
+        a divergent step raises Diverged or is skipped, as train.on_divergence says.
+        """
+        echo = self.begin(echo)
+        t, total, first = self.cfg.train, self.total_steps(), self.step
+        bar = _Bar(self, total, disable=not (progress and self.is_main))
+        self.warn_overfit(total, None, echo)
+        try:
+            with _stop_on_signals(self):
+                while total is None or self.step < total:
+                    if self.out_of_time():
+                        echo(f"time budget of {t.max_minutes} minutes reached at step {self.step}")
+                        break
+                    tic = time.perf_counter()
+                    loss, lr, norm = self.train_step()
+                    dt = time.perf_counter() - tic
+                    self.train_time += dt
+                    bar.update(lr, dt)
+                    if self.step == first + 20 and total is None:   # a time budget: now the
+                        self.warn_overfit(total, dt, echo)          # speed is known
+                    if self.step % t.log_every == 0 and self.is_main:
+                        self.log(step=self.step, epoch=round(self.epoch_progress(), 4),
+                                 train_loss=loss, lr=lr, grad_norm=norm,
+                                 chars_per_sec=t.batch_size * t.seq_len / dt,
+                                 train_time=round(self.train_time, 3))
+                    evaluate_now, self.stop_signal = self.decide(
+                        (self.step % t.eval_every == 0 or self.minute_mark(dt), self.stop_signal))
+                    if evaluate_now:
+                        self.evaluate_and_save(echo)
+                    if self.stop_signal is not None:
+                        self.stop_for_signal()
+                if self.evaluated_at != self.step:
+                    self.evaluate_and_save(echo)
+        except (Interrupted, Diverged):
+            raise                                 # every rank reached the same decision
+        except BaseException as e:
+            if self.comm:                         # one rank failed alone: end the whole job
+                sys.stderr.write(f"charlstm rank {self.comm.rank}: {e}\n")
+                sys.stderr.flush()
+                self.comm.abort(1)
+            raise
+        finally:
+            bar.close()
+            if self.lock is not None:
+                self.lock.release()
+                self.lock = None
+        return self
+
+    def begin(self, echo):
+        """Before the first step: threads, device, every rank on rank 0's weights, the weight
+        average, the folder (lock, config.yaml, metrics past the checkpoint dropped) and a line
+        saying what trains. Returns the echo to use (silent on ranks other than 0)."""
+        t = self.cfg.train
+        if t.threads:
+            set_threads(t.threads)
+        xp = backend.require(t.device)
+        if self.comm and xp is not np:           # one GPU per rank, round robin
+            xp.cuda.Device(self.comm.rank % xp.cuda.runtime.getDeviceCount()).use()
+        self.ts.to_device(t.device)
+        if self.comm:
+            self.comm.broadcast_(self.ts.flat)
+        self.ts.keep_average(self.cfg.optim.ema)
+        if not self.is_main:
+            return _quiet
+        if self.lock is None:                     # let go by an earlier train(): take it again
+            self.lock = runfolder.FolderLock(self.out).acquire()
+        runfolder.remove_stale_temporaries(self.out)
+        save_config(self.cfg, self.out / runfolder.CONFIG)
+        runfolder.truncate_metrics(self.out, self.step)
+        ranks = f" on {self.comm.size} MPI ranks" if self.comm else ""
+        echo(f"training on {self.source}{ranks}: {len(self.train_tokens):,} train / "
+             f"{len(self.val_tokens):,} val characters, vocabulary {len(self.vocab)}, "
+             f"{self.ts.flat.size:,} parameters")
+        return echo
+
+    def train_step(self):
+        """One step (step.train_step) at the schedule's rate; returns (loss, lr, norm). A
+        divergent step stops the run or is skipped, as train.on_divergence says."""
+        t = self.cfg.train
+        x, y = next_window(self.ts, self.batches, t.seed)
+        time_fraction = self.train_time / (60 * t.max_minutes) if t.max_minutes else None
+        lr = learning_rate(self.ts, self.cfg, self.total_steps(), time_fraction)
+        loss, norm, problem = train_step(self.ts, self.cfg, x, y, lr, self.comm)
+        if problem:
+            self.on_divergence(problem, lr)
+        return loss, lr, norm
+
+    def decide(self, value):
+        """Rank 0's decision on every rank (data-parallel runs must take the same branches)."""
+        return self.comm.decide(value) if self.comm else value
+
+    def total_steps(self):
+        """Step at which training ends (max_steps or max_epochs, the earlier); None if time only."""
+        t = self.cfg.train
+        limits = [t.max_steps] if t.max_steps else []
+        if t.max_epochs:
+            limits.append(math.ceil(t.max_epochs * self.batches.num_batches))
+        return min(limits) if limits else None
+
+    def out_of_time(self):
+        """Whether the time budget (train.max_minutes) is spent, as rank 0 measured it."""
+        t = self.cfg.train
+        return self.decide(bool(t.max_minutes and self.train_time >= 60 * t.max_minutes))
+
+    def minute_mark(self, dt):
+        """True when this step's time crossed a multiple of train.eval_minutes."""
+        every = self.cfg.train.eval_minutes
+        if not every:
+            return False
+        return (self.train_time // (60 * every)) > ((self.train_time - dt) // (60 * every))
+
+    def epoch_progress(self):
+        return self.ts.epoch + self.ts.window / self.batches.num_batches
+
+    def warn_overfit(self, total, step_seconds, echo):
+        """Warn when the run will read its text more than OVERFIT_EPOCHS times with neither
+        dropout nor weight drop. `total`: the run's last step, or None when a time budget ends
+        it; then the warning waits for `step_seconds`, a step's measured time."""
+        m, t = self.cfg.model, self.cfg.train
+        waiting = total is None and step_seconds is None
+        if m.dropout or m.weight_drop or not self.is_main or waiting:
+            return
+        if total is None:
+            total = self.step + (60 * t.max_minutes - self.train_time) / step_seconds
+        epochs = total / self.batches.num_batches
+        if epochs > OVERFIT_EPOCHS:
+            echo(f"warning: this run will read its {len(self.train_tokens):,}-character training "
+                 f"text about {epochs:,.0f} times (epochs) with no dropout, and will overfit it "
+                 "(validation loss rising while train loss falls); add --set model.dropout=0.2, "
+                 "train for less, or let charlstm choose for your text: --minutes N")
+
+    # --- stops, evaluation and files --------------------------------------------------------
+
+    def on_divergence(self, problem, lr):
+        if self.cfg.train.on_divergence == "skip":
+            self.ts.lr_scale *= 0.5               # every rank: they must stay in step
+            if self.is_main:                      # rank 0 alone logs and reports
+                self.log(step=self.step, skipped=problem, lr_scale=self.ts.lr_scale)
+                tqdm.write(f"step {self.step}: {problem}; step skipped, learning rate halved "
+                           f"to {lr / 2:.3g}")
+            return
+        kept = (f"{self.out / LAST} and {BEST} are untouched" if runfolder.holds_run(self.out)
+                else "no checkpoint had been written yet")
+        raise Diverged(
+            f"step {self.step}: {problem}; training stopped ({kept}). Lower optim.lr (now "
+            f"{lr:.3g}) or optim.grad_clip, or set train.on_divergence=skip to skip such steps "
+            "and halve the learning rate")
+
+    def stop_for_signal(self):
+        name = signal.Signals(self.stop_signal).name
+        state = self.full_state()
+        if self.is_main:
+            self.save(self.out / LAST, state)
+        raise Interrupted(self.stop_signal, f"{name} received: stopped after step {self.step} and "
+                          f"saved {self.out / LAST}; resume with:  charlstm train --resume "
+                          f"{self.out}")
+
+    def evaluate_and_save(self, echo):
+        """Validation loss, then best.npz (if it improved), last.npz and a sample; rank 0 alone."""
+        self.evaluated_at = self.step
+        state = self.full_state()
+        if not self.is_main:
+            return
+        params = self.ts.eval_params()
+        val, _, _ = evaluate(params, self.val_tokens, start=state)
+        improved = val < self.best_val
+        self.best_val = min(self.best_val, val)
+        self.log(step=self.step, epoch=round(self.epoch_progress(), 4), val_loss=val,
+                 val_bpc=bpc(val), train_time=round(self.train_time, 3))
+        echo(f"step {self.step} (epoch {self.epoch_progress():.2f}): val loss {val:.4f} "
+             f"nats/char, {bpc(val):.4f} bits/char" + (" (best)" if improved else ""))
+        if improved:
+            self.save(self.out / BEST, state)
+        self.save(self.out / LAST, state)
+        runfolder.keep_step_checkpoint(self.out, self.step, self.cfg.train.keep_last)
+        if self.cfg.train.sample_length > 0:
+            from .sample import generate
+            text = "".join(generate(params, self.vocab, length=self.cfg.train.sample_length,
+                                    rng=np.random.default_rng(self.step), temperature=0.8,
+                                    start=state))
+            echo("--- sample ---\n" + text + "\n--------------")
+
+    def full_state(self):
+        """The carried (h, c) of the whole batch: gathered from every rank (on rank 0)."""
+        if not self.comm:
+            return self.ts.state
+        h, c = (self.comm.gather_rows(s, axis=1) for s in self.ts.state)
+        return (h, c) if self.is_main else None
+
+    def save(self, path, state=None):
+        """A checkpoint of the run (runstate.py); `state`: the whole batch's, under MPI."""
+        runstate.save_run(path, self.cfg, self.vocab, self.ts,
+                          {"train_time": self.train_time, "best_val_loss": self.best_val},
+                          self.init_from, self.stream, state)
+
+    def log(self, **record):
+        runfolder.append_metrics(self.out, record)
+
+
+class _Bar:
+    """The progress bar: over the time budget (training minutes, with an ETA) when time alone
+    ends the run, over the steps otherwise; its postfix shows step, epoch, loss, lr and speed."""
+
+    def __init__(self, run, total, disable):
+        self.run, self.timed = run, total is None
+        t = run.cfg.train
+        if self.timed:
+            self.drawn = run.train_time / 60
+            self.bar = tqdm(total=t.max_minutes, initial=self.drawn, unit="min", disable=disable,
+                            dynamic_ncols=True,
+                            bar_format="{l_bar}{bar}| {n:.1f}/{total:g} min [{elapsed}<"
+                                       "{remaining}{postfix}]")
+        else:
+            self.bar = tqdm(total=total, initial=run.step, disable=disable, unit="step",
+                            dynamic_ncols=True)
+
+    def update(self, lr, dt):
+        run, t = self.run, self.run.cfg.train
+        if self.timed:                            # minutes; past the budget's end not drawn
+            before, self.drawn = self.drawn, min(run.train_time / 60, t.max_minutes)
+            self.bar.update(self.drawn - before)
+        else:
+            self.bar.update(1)
+        shown = run.ts.smooth_loss if run.ts.smooth_loss is not None else math.nan
+        self.bar.set_postfix({"step": run.step, "epoch": f"{run.epoch_progress():.2f}",
+                              "loss": f"{shown:.3f}", "lr": f"{lr:.2e}",
+                              "cps": f"{t.batch_size * t.seq_len / dt:,.0f}"}, refresh=False)
+
+    def close(self):
+        self.bar.close()
+
+
+@contextlib.contextmanager
+def _stop_on_signals(run):
+    """The first SIGINT or SIGTERM asks the loop to stop after the current step (run.stop_signal);
+    a second one raises KeyboardInterrupt at once. Checkpoint writes are atomic, so even that
+    leaves the last complete checkpoint in place."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        if run.stop_signal is not None:
+            raise KeyboardInterrupt
+        run.stop_signal = signum
+        tqdm.write(f"{signal.Signals(signum).name}: stopping after this step (again to quit now)")
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def _quiet(*_):
+    pass
