@@ -201,9 +201,8 @@ class Run:
             return _quiet
         if self.lock is None:                     # let go by an earlier train(): take it again
             self.lock = runfolder.FolderLock(self.out).acquire()
-        runfolder.remove_stale_temporaries(self.out)
+        runfolder.tidy(self.out, self.step)
         save_config(self.cfg, self.out / runfolder.CONFIG)
-        runfolder.truncate_metrics(self.out, self.step)
         ranks = f" on {self.comm.size} MPI ranks" if self.comm else ""
         echo(f"training on {self.source}{ranks}: {len(self.train_tokens):,} train / "
              f"{len(self.val_tokens):,} val characters, vocabulary {len(self.vocab)}, "
@@ -250,21 +249,15 @@ class Run:
         return self.ts.epoch + self.ts.window / self.batches.num_batches
 
     def warn_overfit(self, total, step_seconds, echo):
-        """Warn when the run will read its text more than OVERFIT_EPOCHS times with neither
-        dropout nor weight drop. `total`: the run's last step, or None when a time budget ends
+        """overfit_warning for this run: `total`, its last step, or None when a time budget ends
         it; then the warning waits for `step_seconds`, a step's measured time."""
         m, t = self.cfg.model, self.cfg.train
-        waiting = total is None and step_seconds is None
-        if m.dropout or m.weight_drop or not self.is_main or waiting:
+        if m.dropout or m.weight_drop or not self.is_main:
             return
-        if total is None:
+        if total is None and step_seconds is not None:
             total = self.step + (60 * t.max_minutes - self.train_time) / step_seconds
-        epochs = total / self.batches.num_batches
-        if epochs > OVERFIT_EPOCHS:
-            echo(f"warning: this run will read its {len(self.train_tokens):,}-character training "
-                 f"text about {epochs:,.0f} times (epochs) with no dropout, and will overfit it "
-                 "(validation loss rising while train loss falls); add --set model.dropout=0.2, "
-                 "train for less, or let charlstm choose for your text: --minutes N")
+        if total is not None and total / self.batches.num_batches > OVERFIT_EPOCHS:
+            echo(overfit_warning(len(self.train_tokens), total / self.batches.num_batches))
 
     # --- stops, evaluation and files --------------------------------------------------------
 
@@ -311,11 +304,14 @@ class Run:
         self.save(self.out / LAST, state)
         runfolder.keep_step_checkpoint(self.out, self.step, self.cfg.train.keep_last)
         if self.cfg.train.sample_length > 0:
-            from .sample import generate
-            text = "".join(generate(params, self.vocab, length=self.cfg.train.sample_length,
-                                    rng=np.random.default_rng(self.step), temperature=0.8,
-                                    start=state))
-            echo("--- sample ---\n" + text + "\n--------------")
+            echo("--- sample ---\n" + self.sample(params, state) + "\n--------------")
+
+    def sample(self, params, state):
+        """train.sample_length characters at temperature 0.8, the same for the same step."""
+        from .sample import generate
+        return "".join(generate(params, self.vocab, length=self.cfg.train.sample_length,
+                                rng=np.random.default_rng(self.step), temperature=0.8,
+                                start=state))
 
     def full_state(self):
         """The carried (h, c) of the whole batch: gathered from every rank (on rank 0)."""
@@ -332,6 +328,15 @@ class Run:
 
     def log(self, **record):
         runfolder.append_metrics(self.out, record)
+
+
+def overfit_warning(chars, epochs):
+    """The warning for a run that will read its `chars`-character text `epochs` times, past
+    OVERFIT_EPOCHS, with neither dropout nor weight drop: such a net memorizes it."""
+    return (f"warning: this run will read its {chars:,}-character training text about "
+            f"{epochs:,.0f} times (epochs) with no dropout, and will overfit it (validation loss "
+            "rising while train loss falls); add --set model.dropout=0.2, train for less, or let "
+            "charlstm choose for your text: --minutes N")
 
 
 class _Bar:

@@ -89,6 +89,13 @@ def holding(folder):
         raise
 
 
+def tidy(folder, step):
+    """Before a run (re)starts writing: no temporaries of a killed write, no metrics past the
+    checkpoint's step."""
+    remove_stale_temporaries(folder)
+    truncate_metrics(folder, step)
+
+
 def remove_stale_temporaries(folder):
     """Temporary checkpoint files left by a run killed mid-write (never a complete checkpoint)."""
     for tmp in Path(folder).glob(".*.tmp-*"):

@@ -1,35 +1,14 @@
-"""Shared fixtures: small corpora built inside the tests (the suite never needs a download)."""
+"""Shared fixtures: small corpora built inside the tests (the suite never needs a download).
+
+Plain helper functions shared by test modules are in helpers.py."""
 
 import os
 
-import numpy as np
 import pytest
 
-from charlstm.config import load_config
+pytest.register_assert_rewrite("helpers")     # before its import: its asserts explain failures too
 
-
-def synthetic_text(n=20_000, seed=0):
-    """A text with learnable structure: words from a small lexicon in a fixed rotation, with noise.
-
-    Its unigram entropy is about 3 nats/char, but the next character is nearly determined by
-    the previous few, so a model that learns anything beats the unigram baseline by far.
-    """
-    rng = np.random.default_rng(seed)
-    words = ["the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran", "far", "away", "home"]
-    out, i, size = [], 0, 0
-    while size < n:
-        word = words[i % len(words)] if rng.random() > 0.05 else words[rng.integers(12)]
-        out += [word, "\n" if rng.random() < 0.1 else " "]
-        size += len(word) + 1
-        i += 1
-    return "".join(out)[:n]
-
-
-def no_internal_error(output):
-    """What a command printed holds no traceback and no "internal error": the CLI prints that for
-    an exception that is not a user error, i.e. a bug, so one such line is a failure too."""
-    assert "Traceback" not in output, output
-    assert "internal error" not in output, output
+from helpers import synthetic_text  # noqa: E402
 
 
 @pytest.fixture
@@ -37,12 +16,6 @@ def corpus(tmp_path):
     path = tmp_path / "corpus.txt"
     path.write_text(synthetic_text(), encoding="utf-8")
     return path
-
-
-def tiny_config(data_path, **overrides):
-    """configs/tiny.yaml on `data_path`, with section.key=value overrides."""
-    sets = [f"data.path={data_path}"] + [f"{k.replace('__', '.')}={v}" for k, v in overrides.items()]
-    return load_config("configs/tiny.yaml", sets)
 
 
 @pytest.fixture(autouse=True)

@@ -11,7 +11,7 @@ from charlstm.bench import activation_floats, matmul_flops_per_char
 from charlstm.cli import cli
 from charlstm.plot import _smooth, read_metrics
 
-from conftest import no_internal_error
+from helpers import no_internal_error
 
 
 def invoke(*args):

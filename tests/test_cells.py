@@ -12,71 +12,10 @@ from charlstm.gru import gru_backward, gru_forward
 from charlstm.lstm_variants import variant_backward, variant_forward
 from charlstm.rnn import rnn_backward, rnn_forward
 
-from test_model import numeric_grad, random_batch, random_state, rel_error, sigmoid
+from helpers import (CELLS, IDS, assert_forward_equals_naive, make_params, numeric_grad,
+                     random_batch, random_state, rel_error)
 
-# (cell, peepholes, coupled_gates): the plain LSTM is tested in test_model.py, and here too
-CELLS = [("lstm", False, False), ("lstm", True, False), ("lstm", False, True),
-         ("lstm", True, True), ("gru", False, False), ("rnn", False, False)]
-IDS = ["lstm", "peepholes", "coupled", "peepholes+coupled", "gru", "rnn"]
-
-
-def make_params(cell, peepholes=False, coupled=False, V=7, E=5, H=6, L=2, seed=0,
-                dtype=np.float64):
-    """Every parameter random, biases and peephole vectors included."""
-    cfg = SimpleNamespace(embedding_size=E, hidden_size=H, num_layers=L, forget_bias=1.0,
-                          cell=cell, peepholes=peepholes, coupled_gates=coupled)
-    rng = np.random.default_rng(seed)
-    flat, params = model.init_params(V, cfg, rng, dtype)
-    flat[...] = rng.uniform(-0.8, 0.8, flat.shape)
-    return flat, params
-
-
-def naive_forward(params, x, y, state):
-    """The equations of each cell, one gate and one step at a time, from the parameter names."""
-    V, E, H, L = model.dims(params)
-    cell = cells.of_params(params)
-    p = cell.name
-    B, T = x.shape
-    h, c = [s.copy() for s in state]
-    total = 0.0
-    for t in range(T):
-        inp = params["embedding.weight"][x[:, t]] if E > 0 else np.eye(V)[x[:, t]]
-        for k in range(L):
-            def part(gate, side, arg):   # W_{side}{gate} arg + b_{side}{gate}, one gate's rows
-                order = {"lstm": "fgo" if cell.coupled_gates else "ifgo", "gru": "rzn",
-                         "rnn": "h"}[p]
-                rows = slice(order.index(gate) * H, (order.index(gate) + 1) * H)
-                w, b = params[f"{p}.weight_{side}_l{k}"], params[f"{p}.bias_{side}_l{k}"]
-                return arg @ w[rows].T + b[rows]
-
-            def peep(name):
-                return params.get(f"{p}.weight_{name}_l{k}", np.zeros(H))
-
-            if p == "rnn":
-                h[k] = np.tanh(part("h", "ih", inp) + part("h", "hh", h[k]))
-            elif p == "gru":
-                r = sigmoid(part("r", "ih", inp) + part("r", "hh", h[k]))
-                z = sigmoid(part("z", "ih", inp) + part("z", "hh", h[k]))
-                n = np.tanh(part("n", "ih", inp) + r * part("n", "hh", h[k]))
-                h[k] = (1 - z) * n + z * h[k]
-            else:
-                pre = {g: part(g, "ih", inp) + part(g, "hh", h[k])
-                       for g in ("fgo" if cell.coupled_gates else "ifgo")}
-                f = sigmoid(pre["f"] + peep("cf") * c[k])
-                g = np.tanh(pre["g"])
-                if cell.coupled_gates:
-                    c_new = f * c[k] + (1 - f) * g
-                else:
-                    i = sigmoid(pre["i"] + peep("ci") * c[k])
-                    c_new = f * c[k] + i * g
-                o = sigmoid(pre["o"] + peep("co") * c_new)
-                c[k] = c_new
-                h[k] = o * np.tanh(c_new)
-            inp = h[k]
-        logits = inp @ params["head.weight"].T + params["head.bias"]
-        logp = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
-        total -= logp[np.arange(B), y[:, t]].sum()
-    return total / (B * T), (np.array(h), np.array(c))
+# CELLS: (cell, peepholes, coupled_gates); the plain LSTM is tested in test_model.py, and here too
 
 
 @pytest.mark.parametrize("spec", CELLS, ids=IDS)
@@ -85,11 +24,7 @@ def test_forward_equals_naive_loop(spec, E):
     _, params = make_params(*spec, E=E)
     x, y = random_batch(7, 3, 5)
     state = random_state(2, 3, 6)
-    loss, _, (h, c) = model.forward(params, x, y, state)
-    loss_ref, (h_ref, c_ref) = naive_forward(params, x, y, state)
-    assert loss == pytest.approx(loss_ref, rel=1e-12)
-    np.testing.assert_allclose(h, h_ref, rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(c, c_ref, rtol=1e-12, atol=1e-12)
+    _, c = assert_forward_equals_naive(params, x, y, state)
     if spec[0] != "lstm":                      # no cell state: c passes through unchanged
         np.testing.assert_array_equal(c, state[1])
 

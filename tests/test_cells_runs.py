@@ -8,20 +8,15 @@ import pytest
 
 from charlstm import checkpoint, model
 from charlstm.runstate import load_model
-from charlstm.train import Run
+from charlstm.run import Run
 
-from conftest import tiny_config
-from test_cli import invoke, one_line_error
-import test_distributed as mpi
+from helpers import (MPI_SETTINGS, assert_losses_close, invoke, needs_mpi, one_line_error, quiet,
+                     step_losses, tiny_config, train_ranks)
 
 # --set strings per cell and variant
 SPECS = {"lstm": [], "peepholes": ["model.peepholes=true"], "coupled": ["model.coupled_gates=true"],
          "peepholes+coupled": ["model.peepholes=true", "model.coupled_gates=true"],
          "gru": ["model.cell=gru"], "rnn": ["model.cell=rnn"]}
-
-
-def quiet(*_):
-    pass
 
 
 def config(corpus, spec, **overrides):
@@ -30,11 +25,6 @@ def config(corpus, spec, **overrides):
         key, value = s.split("=")
         setattr(cfg.model, key.split(".")[1], value if key == "model.cell" else value == "true")
     return cfg
-
-
-def losses(run_dir):
-    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-    return {m["step"]: m["train_loss"] for m in map(json.loads, lines) if "train_loss" in m}
 
 
 @pytest.mark.parametrize("spec", list(SPECS))
@@ -50,9 +40,9 @@ def test_resume_equals_uninterrupted_run(tmp_path, corpus, spec):
         progress=False, echo=quiet)
     resumed = Run.resume(tmp_path / "part", config(corpus, spec, **sets))
     resumed.train(progress=False, echo=quiet)
-    assert losses(tmp_path / "whole") == losses(tmp_path / "part")
-    assert len(losses(tmp_path / "whole")) == 30
-    np.testing.assert_array_equal(whole.flat, resumed.flat)
+    assert step_losses(tmp_path / "whole") == step_losses(tmp_path / "part")
+    assert len(step_losses(tmp_path / "whole")) == 30
+    np.testing.assert_array_equal(whole.ts.flat, resumed.ts.flat)
     # the checkpoint records the cell and holds its parameters
     arrays, meta = checkpoint.load_checkpoint(tmp_path / "part" / "last.npz")
     assert meta["config"]["model"]["cell"] == whole.cfg.model.cell
@@ -201,10 +191,10 @@ def test_bench_every_cell(monkeypatch):
     assert bad.exit_code == 2 and "the gru cell has no such variant" in bad.output
 
 
-@mpi.needs_mpi
+@needs_mpi
 @pytest.mark.parametrize("spec", ["gru", "peepholes+coupled"])
 def test_two_mpi_ranks_equal_one_process(tmp_path, corpus, spec):
-    sets = mpi.SETTINGS + SPECS[spec] + ["model.dropout_mask=window"]
-    mpi.train(2, tmp_path / "two", corpus, sets=sets)
-    mpi.train(None, tmp_path / "one", corpus, sets=sets)
-    mpi.assert_close(mpi.losses(tmp_path / "two"), mpi.losses(tmp_path / "one"))
+    sets = MPI_SETTINGS + SPECS[spec] + ["model.dropout_mask=window"]
+    train_ranks(2, tmp_path / "two", corpus, sets=sets)
+    train_ranks(None, tmp_path / "one", corpus, sets=sets)
+    assert_losses_close(step_losses(tmp_path / "two"), step_losses(tmp_path / "one"))

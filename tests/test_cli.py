@@ -15,21 +15,7 @@ from charlstm.evaluate import evaluate
 from charlstm.runstate import load_model
 from charlstm.sample import generate
 
-from conftest import no_internal_error, synthetic_text
-
-
-def invoke(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
-
-
-def one_line_error(result, *words):
-    """A user error: non-zero exit, one line on stderr naming what is wrong, no traceback."""
-    assert result.exit_code != 0, result.output
-    no_internal_error(result.output)
-    lines = [ln for ln in result.output.strip().splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("Error:"), result.output
-    for w in words:
-        assert w in lines[0], (w, lines[0])
+from helpers import invoke, one_line_error, synthetic_text
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from charlstm.config import load_config
 from charlstm.corpus import cache_dir, prepare
 from charlstm.errors import DataError
 
-from conftest import no_internal_error, synthetic_text
+from helpers import no_internal_error, synthetic_text
 
 
 def data_cfg(path, **kw):

@@ -4,67 +4,23 @@ These run `mpirun -n 2` on this machine. `.ci/run` installs Open MPI and mpi4py 
 CHARLSTM_REQUIRE_MPI=1, so in CI a missing MPI fails these tests instead of skipping them.
 """
 
-import importlib.util
 import json
-import os
-import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-import charlstm
-
-from conftest import no_internal_error
-
-HAVE_MPI = bool(shutil.which("mpirun")) and importlib.util.find_spec("mpi4py") is not None
-needs_mpi = pytest.mark.skipif(not HAVE_MPI and not os.environ.get("CHARLSTM_REQUIRE_MPI"),
-                               reason="needs Open MPI (mpirun) and mpi4py: pip install "
-                                      "'charlstm[mpi]'")
-SETTINGS = ["train.max_steps=20", "train.eval_every=10", "train.log_every=1", "train.threads=1",
-            "train.batch_size=8", "train.seq_len=16", "model.dropout=0.1", "model.weight_drop=0.2", "train.sample_length=0"]
-
-
-def env():
-    return dict(os.environ, PYTHONPATH=str(Path(charlstm.__file__).parents[1]),
-                OMPI_MCA_btl_vader_single_copy_mechanism="none",   # containers lack CMA
-                OMPI_MCA_rmaps_base_oversubscribe="1")
-
-
-def charlstm_cmd(ranks, *args):
-    base = [sys.executable, "-m", "charlstm", *map(str, args)]
-    if ranks is None:
-        return base
-    return ["mpirun", "--allow-run-as-root", "--oversubscribe", "-n", str(ranks), *base]
-
-
-def train(ranks, out, corpus, *extra, sets=SETTINGS, check=True):
-    args = (["train", "configs/tiny.yaml", "--data", corpus, "--out", out] if not
-            (out / "last.npz").exists() else ["train", "--resume", out])
-    args += [x for s in sets for x in ("--set", s)] + list(extra) + ["--no-progress"]
-    return subprocess.run(charlstm_cmd(ranks, *args), capture_output=True, text=True, env=env(),
-                          timeout=300, check=check)
-
-
-def losses(run_dir):
-    return {m["step"]: m["train_loss"] for m in map(json.loads,
-            (run_dir / "metrics.jsonl").read_text().splitlines()) if "train_loss" in m}
-
-
-def assert_close(a, b):
-    assert sorted(a) == sorted(b)
-    for step in a:
-        assert abs(a[step] - b[step]) <= 1e-5 * abs(b[step]), (step, a[step], b[step])
+from helpers import (MPI_SETTINGS, assert_losses_close, mpi_env, needs_mpi,
+                     no_internal_error, step_losses, train_ranks)
 
 
 @needs_mpi
 @pytest.mark.parametrize("mask", ["step", "window"])
 def test_two_ranks_equal_one_process(tmp_path, corpus, mask):
-    sets = SETTINGS + [f"model.dropout_mask={mask}"]
-    train(2, tmp_path / "two", corpus, sets=sets)
-    train(None, tmp_path / "one", corpus, sets=sets)
-    assert_close(losses(tmp_path / "two"), losses(tmp_path / "one"))
+    sets = MPI_SETTINGS + [f"model.dropout_mask={mask}"]
+    train_ranks(2, tmp_path / "two", corpus, sets=sets)
+    train_ranks(None, tmp_path / "one", corpus, sets=sets)
+    assert_losses_close(step_losses(tmp_path / "two"), step_losses(tmp_path / "one"))
     # rank 0 alone wrote the run folder; the checkpoint is the one a single process writes
     from charlstm import checkpoint
     meta = checkpoint.read_meta(tmp_path / "two" / "last.npz")
@@ -73,19 +29,19 @@ def test_two_ranks_equal_one_process(tmp_path, corpus, mask):
 
 @needs_mpi
 def test_resume_with_another_number_of_ranks(tmp_path, corpus):
-    train(2, tmp_path / "r", corpus)                                   # steps 1..20 on 2 ranks
-    done = train(None, tmp_path / "r", corpus, sets=["train.max_steps=30"])   # 21..30 on 1
+    train_ranks(2, tmp_path / "r", corpus)                                   # steps 1..20 on 2 ranks
+    done = train_ranks(None, tmp_path / "r", corpus, sets=["train.max_steps=30"])   # 21..30 on 1
     assert "resuming" in done.stdout
-    train(None, tmp_path / "ref", corpus, sets=SETTINGS + ["train.max_steps=30"])
-    assert_close(losses(tmp_path / "r"), losses(tmp_path / "ref"))
+    train_ranks(None, tmp_path / "ref", corpus, sets=MPI_SETTINGS + ["train.max_steps=30"])
+    assert_losses_close(step_losses(tmp_path / "r"), step_losses(tmp_path / "ref"))
 
 
 @needs_mpi
 def test_rank_0_alone_logs_and_reports_skipped_steps(tmp_path, corpus):
     """lr 1e30: from step 2 on every step diverges and is skipped, on both ranks alike."""
-    sets = SETTINGS + ["train.max_steps=6", "optim.lr=1e30", "optim.grad_clip=0",
+    sets = MPI_SETTINGS + ["train.max_steps=6", "optim.lr=1e30", "optim.grad_clip=0",
                        "train.on_divergence=skip"]
-    result = train(2, tmp_path / "r", corpus, sets=sets)
+    result = train_ranks(2, tmp_path / "r", corpus, sets=sets)
     printed = [ln for ln in result.stdout.splitlines() if "step skipped" in ln]
     assert [ln.split(":")[0] for ln in printed] == [f"step {k}" for k in range(2, 7)]
     records = [json.loads(ln) for ln in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
@@ -95,7 +51,7 @@ def test_rank_0_alone_logs_and_reports_skipped_steps(tmp_path, corpus):
 
 @needs_mpi
 def test_batch_must_divide_among_ranks(tmp_path, corpus):
-    result = train(2, tmp_path / "r", corpus, sets=SETTINGS + ["train.batch_size=7"], check=False)
+    result = train_ranks(2, tmp_path / "r", corpus, sets=MPI_SETTINGS + ["train.batch_size=7"], check=False)
     assert result.returncode != 0
     assert "does not divide evenly among 2 MPI ranks" in result.stderr
     no_internal_error(result.stderr)
@@ -118,12 +74,12 @@ def test_a_dying_rank_takes_the_job_down(tmp_path, corpus):
         "sys.argv = ['charlstm'] + sys.argv[1:]\n"
         "main()\n")
     args = ["train", "configs/tiny.yaml", "--data", corpus, "--out", tmp_path / "r",
-            "--no-progress"] + [x for s in SETTINGS for x in ("--set", s)]
+            "--no-progress"] + [x for s in MPI_SETTINGS for x in ("--set", s)]
     cmd = ["mpirun", "--allow-run-as-root", "--oversubscribe", "-n", "2", sys.executable,
            str(runner), *map(str, args)]
-    result = subprocess.run(cmd, capture_output=True, text=True, env=env(), timeout=120)
+    result = subprocess.run(cmd, capture_output=True, text=True, env=mpi_env(), timeout=120)
     assert result.returncode != 0
-    done = train(None, tmp_path / "r", corpus, sets=[])
+    done = train_ranks(None, tmp_path / "r", corpus, sets=[])
     assert "resuming" in done.stdout and "step 10" in done.stdout
 
 
@@ -140,7 +96,7 @@ def test_mpirun_without_mpi4py_is_a_one_line_error(tmp_path, corpus):
     result = subprocess.run(
         [sys.executable, "-c", code, "train", "configs/tiny.yaml", "--data", str(corpus),
          "--out", str(tmp_path / "r"), "--no-progress"],
-        capture_output=True, text=True, env=dict(env(), OMPI_COMM_WORLD_SIZE="2",
+        capture_output=True, text=True, env=dict(mpi_env(), OMPI_COMM_WORLD_SIZE="2",
                                                  OMPI_COMM_WORLD_RANK="0"))
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from charlstm.cli import cli
 from charlstm.config import KEYS
 
-from conftest import no_internal_error, synthetic_text
+from helpers import no_internal_error, synthetic_text
 
 # Keep whatever the random input leaves valid fast: these come after it, so they win.
 SMALL = ["model.hidden_size=8", "model.num_layers=1", "model.embedding_size=4",

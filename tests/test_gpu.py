@@ -15,11 +15,11 @@ from charlstm import backend, checkpoint, fused, lstm, model, optim
 from charlstm.errors import CharlstmError
 from charlstm.evaluate import evaluate
 from charlstm.sample import generate
-from charlstm.train import Run
+from charlstm.run import Run
 
-from conftest import tiny_config
-import test_cells
-from test_model import make_params, numeric_grad, random_batch, random_state, rel_error
+from helpers import (CELLS, HAVE_MPI, IDS, MPI_SETTINGS, assert_losses_close, make_params,
+                     numeric_grad, quiet, random_batch, random_state, rel_error, step_losses,
+                     tiny_config, train_ranks)
 
 
 def _gpu():
@@ -32,10 +32,6 @@ def _gpu():
 @pytest.fixture(scope="module")
 def cp():
     return _gpu()
-
-
-def quiet(*_):
-    pass
 
 
 def to_gpu(params, cp):
@@ -119,10 +115,10 @@ def assert_forward_and_backward_equal_cpu(cp, params, state):
     return gp
 
 
-@pytest.mark.parametrize("spec", test_cells.CELLS, ids=test_cells.IDS)
+@pytest.mark.parametrize("spec", CELLS, ids=IDS)
 def test_every_cell_forward_gradients_and_step_equal_cpu_in_float64(cp, spec):
     """The new cells run the generic xp lines on the GPU (no fused kernels): the same numbers."""
-    _, params = test_cells.make_params(*spec, E=5, L=2, H=6)
+    _, params = make_params(*spec, E=5, L=2, H=6)
     state = random_state(2, 4, 6)
     gp = assert_forward_and_backward_equal_cpu(cp, params, state)
     x, _ = random_batch(7, 4, 9)
@@ -200,7 +196,7 @@ def test_resume_on_the_gpu_is_exact(tmp_path, corpus, cp):
     resumed = Run.resume(tmp_path / "part", tiny_config(corpus, **sets))
     resumed.train(progress=False, echo=quiet)
     assert losses(tmp_path / "whole") == losses(tmp_path / "part")
-    np.testing.assert_array_equal(whole.flat.get(), resumed.flat.get())
+    np.testing.assert_array_equal(whole.ts.flat.get(), resumed.ts.flat.get())
 
 
 def test_gpu_checkpoint_samples_evaluates_and_resumes_on_the_cpu(tmp_path, corpus, cp):
@@ -229,18 +225,17 @@ def test_gpu_checkpoint_samples_evaluates_and_resumes_on_the_cpu(tmp_path, corpu
     on_cpu.train(progress=False, echo=quiet)
     on_gpu = Run.resume(tmp_path / "copy", tiny_config(corpus, **dict(sets, train__max_steps=25)))
     on_gpu.train(progress=False, echo=quiet)
-    assert isinstance(on_cpu.flat, np.ndarray) and on_cpu.step == on_gpu.step == 25
+    assert isinstance(on_cpu.ts.flat, np.ndarray) and on_cpu.step == on_gpu.step == 25
     np.testing.assert_allclose(losses(tmp_path / "run"), losses(tmp_path / "copy"), rtol=1e-4)
 
 
 def test_two_mpi_ranks_on_the_gpu_equal_one_process(tmp_path, corpus, cp):
-    import test_distributed as mpi
-    if not mpi.HAVE_MPI:
+    if not HAVE_MPI:
         pytest.skip("needs Open MPI (mpirun) and mpi4py")
-    sets = mpi.SETTINGS + ["train.device=cuda", "model.dropout_mask=window"]
-    mpi.train(2, tmp_path / "two", corpus, sets=sets)
-    mpi.train(None, tmp_path / "one", corpus, sets=sets)
-    mpi.assert_close(mpi.losses(tmp_path / "two"), mpi.losses(tmp_path / "one"))
+    sets = MPI_SETTINGS + ["train.device=cuda", "model.dropout_mask=window"]
+    train_ranks(2, tmp_path / "two", corpus, sets=sets)
+    train_ranks(None, tmp_path / "one", corpus, sets=sets)
+    assert_losses_close(step_losses(tmp_path / "two"), step_losses(tmp_path / "one"))
 
 
 # --- without a GPU (these run everywhere) ------------------------------------------------------

@@ -27,7 +27,7 @@ from charlstm.checkpoint import FORMAT, FORMAT_VERSION, load_checkpoint, read_me
 from charlstm.cli import cli
 from charlstm.errors import CheckpointError
 
-from conftest import synthetic_text
+from helpers import synthetic_text
 
 STORED, DEFLATED = zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED
 HUGE = 3 << 30                     # bytes a bomb expands to: fits the zip's 32-bit size fields

@@ -9,56 +9,8 @@ import pytest
 from charlstm import model
 from charlstm.lstm import lstm_backward, lstm_forward
 
-
-def make_params(V=7, E=5, H=6, L=2, seed=0, dtype=np.float64):
-    """Every parameter random, biases included, so a wrong bias path cannot hide."""
-    cfg = SimpleNamespace(embedding_size=E, hidden_size=H, num_layers=L, forget_bias=1.0)
-    rng = np.random.default_rng(seed)
-    flat, params = model.init_params(V, cfg, rng, dtype)
-    flat[...] = rng.uniform(-0.8, 0.8, flat.shape)
-    return flat, params
-
-
-def random_batch(V, B, T, seed=1):
-    rng = np.random.default_rng(seed)
-    return rng.integers(0, V, (B, T)), rng.integers(0, V, (B, T))
-
-
-def random_state(L, B, H, seed=2):
-    rng = np.random.default_rng(seed)
-    return rng.uniform(-0.5, 0.5, (L, B, H)), rng.uniform(-0.5, 0.5, (L, B, H))
-
-
-def sigmoid(z):
-    return 1.0 / (1.0 + np.exp(-z))
-
-
-def naive_forward(params, x, y, state):
-    """The equations of the seed documents, one gate and one step at a time (no fusing)."""
-    V, E, H, L = model.dims(params)
-    B, T = x.shape
-    h, c = [s.copy() for s in state]
-    total = 0.0
-    for t in range(T):
-        if E > 0:
-            inp = params["embedding.weight"][x[:, t]]
-        else:
-            inp = np.eye(V)[x[:, t]]
-        for k in range(L):
-            w_ih, w_hh = params[f"lstm.weight_ih_l{k}"], params[f"lstm.weight_hh_l{k}"]
-            b_ih, b_hh = params[f"lstm.bias_ih_l{k}"], params[f"lstm.bias_hh_l{k}"]
-            gate = {}
-            for j, name in enumerate("ifgo"):
-                rows = slice(j * H, (j + 1) * H)
-                z = inp @ w_ih[rows].T + b_ih[rows] + h[k] @ w_hh[rows].T + b_hh[rows]
-                gate[name] = np.tanh(z) if name == "g" else sigmoid(z)
-            c[k] = gate["f"] * c[k] + gate["i"] * gate["g"]
-            h[k] = gate["o"] * np.tanh(c[k])
-            inp = h[k]
-        logits = inp @ params["head.weight"].T + params["head.bias"]
-        logp = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
-        total -= logp[np.arange(B), y[:, t]].sum()
-    return total / (B * T), (np.array(h), np.array(c))
+from helpers import (assert_forward_equals_naive, make_params, numeric_grad, random_batch,
+                     random_state, rel_error)
 
 
 @pytest.mark.parametrize("E", [5, 0])
@@ -66,30 +18,7 @@ def test_fused_forward_equals_naive_loop(E):
     _, params = make_params(E=E)
     x, y = random_batch(7, 3, 5)
     state = random_state(2, 3, 6)
-    loss, _, (h, c) = model.forward(params, x, y, state)
-    loss_ref, (h_ref, c_ref) = naive_forward(params, x, y, state)
-    assert loss == pytest.approx(loss_ref, rel=1e-12)
-    np.testing.assert_allclose(h, h_ref, rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(c, c_ref, rtol=1e-12, atol=1e-12)
-
-
-def rel_error(a, b):
-    return np.abs(a - b).max() / max(np.abs(a).max(), np.abs(b).max(), 1e-12)
-
-
-def numeric_grad(f, arg, eps=1e-6):
-    """Central differences of the scalar f() in every element of `arg`, which is perturbed in
-    place and restored (a NumPy or CuPy array; the result is a NumPy array)."""
-    numeric = np.zeros(arg.shape)
-    for idx in np.ndindex(arg.shape):
-        old = float(arg[idx])
-        arg[idx] = old + eps
-        up = f()
-        arg[idx] = old - eps
-        down = f()
-        arg[idx] = old
-        numeric[idx] = (up - down) / (2 * eps)
-    return numeric
+    assert_forward_equals_naive(params, x, y, state)
 
 
 @pytest.mark.parametrize("E,L", [(5, 2), (0, 1), (4, 3)])

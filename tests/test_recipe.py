@@ -12,7 +12,7 @@ from charlstm.config import config_from_dict, config_to_dict, load_config_keys
 from charlstm.data import Vocab
 from charlstm.errors import CharlstmError
 
-from conftest import no_internal_error, synthetic_text
+from helpers import no_internal_error, synthetic_text
 
 
 class Corpus:

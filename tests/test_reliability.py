@@ -28,7 +28,7 @@ from charlstm.errors import CharlstmError, Interrupted
 from charlstm.run import Run
 from charlstm.step import divergence
 
-from conftest import no_internal_error, tiny_config
+from helpers import no_internal_error, tiny_config
 
 # Enough steps for a kill to land mid-run; threads=1 so every process computes bit-identically.
 SETTINGS = ["train.max_steps=200", "train.eval_every=6", "train.log_every=1", "train.threads=1",

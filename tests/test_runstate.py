@@ -20,7 +20,7 @@ from charlstm.cli import cli
 from charlstm.evaluate import evaluate, split_tokens
 from charlstm.runstate import load_model
 
-from conftest import synthetic_text
+from helpers import synthetic_text
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

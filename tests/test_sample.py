@@ -11,7 +11,7 @@ from charlstm.sample import (BURN_IN_MAX, BURN_IN_MIN, burn_in, check_options, g
                              next_distribution)
 from charlstm.run import Run
 
-from conftest import tiny_config
+from helpers import tiny_config
 
 LOGITS = np.log(np.array([0.5, 0.2, 0.15, 0.1, 0.05]))
 

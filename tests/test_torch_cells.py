@@ -13,10 +13,9 @@ import pytest
 from charlstm import model
 from charlstm.data import Vocab
 from charlstm.sample import generate
-from charlstm.train import Run
+from charlstm.run import Run
 
-from conftest import tiny_config
-from test_model import random_state, rel_error
+from helpers import random_state, rel_error, tiny_config
 
 CASES = [("gru", 2, 16), ("gru", 1, 0), ("rnn", 2, 16), ("rnn", 1, 0)]
 

@@ -18,7 +18,7 @@ from charlstm.config import load_config
 from charlstm.data import Batches, Vocab
 from charlstm.run import Run
 
-from conftest import synthetic_text, tiny_config
+from helpers import synthetic_text, tiny_config
 
 
 def torch_net(torch, V, E, H, L, params=None):

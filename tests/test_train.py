@@ -13,7 +13,7 @@ from charlstm.evaluate import evaluate
 from charlstm.runstate import load_model
 from charlstm.run import Run, _Bar
 
-from conftest import synthetic_text, tiny_config
+from helpers import synthetic_text, tiny_config
 
 
 def metrics(run_dir):
