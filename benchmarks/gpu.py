@@ -1,5 +1,5 @@
-"""The README's GPU figures: `charlstm bench --device cuda` beside PyTorch's cuDNN nn.LSTM on the
-same GPU, in one sitting, alternating, float32 with TF32 off and on for both.
+"""The GPU figures of benchmarks/RESULTS.md: `charlstm bench --device cuda` beside PyTorch's cuDNN
+nn.LSTM on the same GPU, in one sitting, alternating, float32 with TF32 off and on for both.
 
     python benchmarks/gpu.py                       # on a machine with an NVIDIA GPU, CuPy and torch
     python benchmarks/gpu.py --cpu-json cpu.json   # add the 2-core CPU figure measured elsewhere

@@ -1,5 +1,5 @@
-"""The README's race: every cell and LSTM variant trained for the same minutes on one corpus, one
-after another, then a table and one plot overlaying their curves.
+"""The race of benchmarks/RESULTS.md: every cell and LSTM variant trained for the same minutes on
+one corpus, one after another, then a table and one plot overlaying their curves.
 
     python benchmarks/race.py                      # configs/shakespeare.yaml, 10 minutes each
     python benchmarks/race.py --minutes 5 --only lstm,gru --out runs/race-5

@@ -1,6 +1,6 @@
-"""Reproduce the README's performance tables: `charlstm bench` on each configuration, the median of
-several runs, beside PyTorch's nn.LSTM (nn.GRU, nn.RNN with --cell) measured in the same sitting
-when a Python with torch is given.
+"""Reproduce the performance tables of benchmarks/RESULTS.md: `charlstm bench` on each
+configuration, the median of several runs, beside PyTorch's nn.LSTM (nn.GRU, nn.RNN with --cell)
+measured in the same sitting when a Python with torch is given.
 
     python benchmarks/run.py                                  # charlstm only
     python benchmarks/run.py --torch-python /path/to/venv/bin/python --repeats 3

@@ -1,6 +1,6 @@
-"""The PyTorch baseline of the README's performance table (developers only; torch is never a
-charlstm dependency): Embedding -> nn.LSTM (or nn.GRU, nn.RNN with --cell) -> Linear with Adam and
-gradient clipping, float32, timed the way `charlstm bench` times charlstm.
+"""The PyTorch baseline of the performance table in benchmarks/RESULTS.md (developers only; torch
+is never a charlstm dependency): Embedding -> nn.LSTM (or nn.GRU, nn.RNN with --cell) -> Linear
+with Adam and gradient clipping, float32, timed the way `charlstm bench` times charlstm.
 
     pip install torch==2.13.0        # into a scratch virtualenv
     python benchmarks/torch_reference.py --layers 2 --hidden 512 --batch 64 --seq 100 --json

@@ -46,6 +46,7 @@ class Run:
         """tokens: the corpus's (or, fine-tuning, the corpus mapped into `vocab`). The run keeps
         its own copy of `cfg`, with model.vocab_size filled in."""
         self.cfg = replaced(cfg, {"model.vocab_size": len(vocab)})
+        backend.require(self.cfg.train.device)       # before any file is written: one clear line
         self.out, self.vocab, self.source = Path(out_dir), vocab, corpus.description
         self.stream = runstate.stream_of(corpus, tokens)
         self.init_from = init_from        # the checkpoint a fine-tuning run started from
