@@ -94,7 +94,8 @@ _SET = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
 
 def _progress(default, when):
     return click.option("--progress/--no-progress", default=default,
-                        help=f"Show a progress bar, or not (for logs and scripts) [default: {when}].")
+                        help=f"Show a progress bar, or not (for logs and scripts) "
+                        f"[default: {when}].")
 
 
 @cli.command()

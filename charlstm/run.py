@@ -72,65 +72,6 @@ class Run:
     def step(self):
         return self.ts.step
 
-    # --- start or resume ------------------------------------------------------------------
-
-    @classmethod
-    def start(cls, cfg, out_dir, init_from=None, progress=False, echo=tqdm.write):
-        """A new run in out_dir (which must not already hold a run's checkpoint).
-
-        init_from: a checkpoint whose weights (and so architecture and vocabulary) the run starts
-        from, to fine-tune on new text; characters of the text outside that vocabulary are
-        skipped or replaced as data.unknown says, and reported.
-        """
-        with runfolder.holding(out_dir) as lock:
-            if runfolder.holds_run(out_dir):
-                raise CharlstmError(f"'{out_dir}' already holds a run; continue it with "
-                                    f"--resume {out_dir}, or choose another folder with --out")
-            corpus = prepare(cfg.data, progress, echo)
-            if init_from is None:
-                run = cls(cfg, out_dir, corpus.vocab, corpus.tokens, corpus)
-            else:
-                params, vocab, saved, _ = runstate.load_model(init_from)
-                cfg = replaced(cfg, {key: get(saved, key) for key in ARCHITECTURE})
-                tokens = fine_tune_tokens(corpus, vocab, cfg.data.unknown, echo)
-                run = cls(cfg, out_dir, vocab, tokens, corpus, init_from=str(init_from))
-                for name, p in run.params.items():
-                    p[...] = params[name]
-            run.lock = lock
-        return run
-
-    @classmethod
-    def resume(cls, run_dir, overrides=(), progress=False, echo=tqdm.write):
-        """Continue the run in run_dir from its last.npz, with --set `overrides` ("key=value")
-        on its config (or a whole Config to continue with). What would change its stream of
-        windows is refused: see runstate.check_stream."""
-        path = Path(run_dir) / LAST
-        if not Path(run_dir).is_dir():
-            raise CharlstmError(f"run folder '{run_dir}' not found")
-        with runfolder.holding(run_dir) as lock:
-            if not path.exists():
-                raise CharlstmError(f"'{run_dir}' has no checkpoint ({LAST}) to resume from; "
-                                    "start it again without --resume")
-            saved = runstate.load_run(path)
-            cfg = overrides if isinstance(overrides, Config) else \
-                config_from_dict(config_to_dict(saved.cfg), str(path), overrides)
-            corpus = prepare(cfg.data, progress, echo)
-            tokens = corpus.tokens
-            if saved.init_from is not None:       # a fine-tuning run: its text mapped as before
-                tokens = fine_tune_tokens(corpus, saved.vocab, cfg.data.unknown, _quiet)
-            runstate.check_stream(run_dir, saved, cfg, corpus, tokens)
-            run = cls(cfg, run_dir, saved.vocab, tokens, corpus, init_from=saved.init_from)
-            run.ts.restore(saved)
-            run.train_time, run.best_val = (saved.position["train_time"],
-                                            saved.position["best_val_loss"])
-            total = run.total_steps()
-            if total is not None and run.step >= total:
-                raise CharlstmError(f"run '{run_dir}' already finished at step {run.step}; to "
-                                    f"train longer, resume with --set train.max_steps=N "
-                                    f"(N > {run.step})")
-            run.lock = lock
-        return run
-
     # --- the loop -------------------------------------------------------------------------
 
     def train(self, progress=True, echo=tqdm.write):
@@ -139,7 +80,7 @@ class Run:
         SIGINT / SIGTERM stop it after the current step with a checkpoint (raising Interrupted);
         a divergent step raises Diverged or is skipped, as train.on_divergence says.
         """
-        echo = self.begin(echo)
+        echo = _begin(self, echo)
         t, total, first = self.cfg.train, self.total_steps(), self.step
         bar = _Bar(self, total, disable=not (progress and self.is_main))
         self.warn_overfit(total, None, echo)
@@ -183,32 +124,6 @@ class Run:
                 self.lock.release()
                 self.lock = None
         return self
-
-    def begin(self, echo):
-        """Before the first step: threads, device, every rank on rank 0's weights, the weight
-        average, the folder (lock, config.yaml, metrics past the checkpoint dropped) and a line
-        saying what trains. Returns the echo to use (silent on ranks other than 0)."""
-        t = self.cfg.train
-        if t.threads:
-            set_threads(t.threads)
-        xp = backend.require(t.device)
-        if self.comm and xp is not np:           # one GPU per rank, round robin
-            xp.cuda.Device(self.comm.rank % xp.cuda.runtime.getDeviceCount()).use()
-        self.ts.to_device(t.device)
-        if self.comm:
-            self.comm.broadcast_(self.ts.flat)
-        self.ts.keep_average(self.cfg.optim.ema)
-        if not self.is_main:
-            return _quiet
-        if self.lock is None:                     # let go by an earlier train(): take it again
-            self.lock = runfolder.FolderLock(self.out).acquire()
-        runfolder.tidy(self.out, self.step)
-        save_config(self.cfg, self.out / runfolder.CONFIG)
-        ranks = f" on {self.comm.size} MPI ranks" if self.comm else ""
-        echo(f"training on {self.source}{ranks}: {len(self.train_tokens):,} train / "
-             f"{len(self.val_tokens):,} val characters, vocabulary {len(self.vocab)}, "
-             f"{self.ts.flat.size:,} parameters")
-        return echo
 
     def train_step(self):
         """One step (step.train_step) at the schedule's rate; returns (loss, lr, norm). A
@@ -331,6 +246,65 @@ class Run:
         runfolder.append_metrics(self.out, record)
 
 
+def start(cfg, out_dir, init_from=None, progress=False, echo=tqdm.write):
+    """Run.start: a new run in out_dir (which must not already hold a run's checkpoint).
+
+    init_from: a checkpoint whose weights (and so architecture and vocabulary) the run starts
+    from, to fine-tune on new text; characters of the text outside that vocabulary are
+    skipped or replaced as data.unknown says, and reported.
+    """
+    with runfolder.holding(out_dir) as lock:
+        if runfolder.holds_run(out_dir):
+            raise CharlstmError(f"'{out_dir}' already holds a run; continue it with "
+                                f"--resume {out_dir}, or choose another folder with --out")
+        corpus = prepare(cfg.data, progress, echo)
+        if init_from is None:
+            run = Run(cfg, out_dir, corpus.vocab, corpus.tokens, corpus)
+        else:
+            params, vocab, saved, _ = runstate.load_model(init_from)
+            cfg = replaced(cfg, {key: get(saved, key) for key in ARCHITECTURE})
+            tokens = fine_tune_tokens(corpus, vocab, cfg.data.unknown, echo)
+            run = Run(cfg, out_dir, vocab, tokens, corpus, init_from=str(init_from))
+            for name, p in run.params.items():
+                p[...] = params[name]
+        run.lock = lock
+    return run
+
+def resume(run_dir, overrides=(), progress=False, echo=tqdm.write):
+    """Run.resume: continue the run in run_dir from its last.npz, with --set `overrides`
+    ("key=value") on its config (or a whole Config to continue with). What would change its
+    stream of windows is refused: see runstate.check_stream."""
+    path = Path(run_dir) / LAST
+    if not Path(run_dir).is_dir():
+        raise CharlstmError(f"run folder '{run_dir}' not found")
+    with runfolder.holding(run_dir) as lock:
+        if not path.exists():
+            raise CharlstmError(f"'{run_dir}' has no checkpoint ({LAST}) to resume from; "
+                                "start it again without --resume")
+        saved = runstate.load_run(path)
+        cfg = overrides if isinstance(overrides, Config) else \
+            config_from_dict(config_to_dict(saved.cfg), str(path), overrides)
+        corpus = prepare(cfg.data, progress, echo)
+        tokens = corpus.tokens
+        if saved.init_from is not None:       # a fine-tuning run: its text mapped as before
+            tokens = fine_tune_tokens(corpus, saved.vocab, cfg.data.unknown, _quiet)
+        runstate.check_stream(run_dir, saved, cfg, corpus, tokens)
+        run = Run(cfg, run_dir, saved.vocab, tokens, corpus, init_from=saved.init_from)
+        run.ts.restore(saved)
+        run.train_time, run.best_val = (saved.position["train_time"],
+                                        saved.position["best_val_loss"])
+        total = run.total_steps()
+        if total is not None and run.step >= total:
+            raise CharlstmError(f"run '{run_dir}' already finished at step {run.step}; to "
+                                f"train longer, resume with --set train.max_steps=N "
+                                f"(N > {run.step})")
+        run.lock = lock
+    return run
+
+
+Run.start, Run.resume = staticmethod(start), staticmethod(resume)
+
+
 def overfit_warning(chars, epochs):
     """The warning for a run that will read its `chars`-character text `epochs` times, past
     OVERFIT_EPOCHS, with neither dropout nor weight drop: such a net memorizes it."""
@@ -338,6 +312,33 @@ def overfit_warning(chars, epochs):
             f"{epochs:,.0f} times (epochs) with no dropout, and will overfit it (validation loss "
             "rising while train loss falls); add --set model.dropout=0.2, train for less, or let "
             "charlstm choose for your text: --minutes N")
+
+
+def _begin(run, echo):
+    """Before the first step: threads, device, every rank on rank 0's weights, the weight
+    average, the folder (lock, config.yaml, metrics past the checkpoint dropped) and a line
+    saying what trains. Returns the echo to use (silent on ranks other than 0)."""
+    t = run.cfg.train
+    if t.threads:
+        set_threads(t.threads)
+    xp = backend.require(t.device)
+    if run.comm and xp is not np:           # one GPU per rank, round robin
+        xp.cuda.Device(run.comm.rank % xp.cuda.runtime.getDeviceCount()).use()
+    run.ts.to_device(t.device)
+    if run.comm:
+        run.comm.broadcast_(run.ts.flat)
+    run.ts.keep_average(run.cfg.optim.ema)
+    if not run.is_main:
+        return _quiet
+    if run.lock is None:                     # let go by an earlier train(): take it again
+        run.lock = runfolder.FolderLock(run.out).acquire()
+    runfolder.tidy(run.out, run.step)
+    save_config(run.cfg, run.out / runfolder.CONFIG)
+    ranks = f" on {run.comm.size} MPI ranks" if run.comm else ""
+    echo(f"training on {run.source}{ranks}: {len(run.train_tokens):,} train / "
+         f"{len(run.val_tokens):,} val characters, vocabulary {len(run.vocab)}, "
+         f"{run.ts.flat.size:,} parameters")
+    return echo
 
 
 class _Bar:
