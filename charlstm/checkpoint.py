@@ -199,8 +199,9 @@ def _open_regular(p):
     if fd is not None:
         os.close(fd)
     if stat.S_ISDIR(mode):
+        from .runfolder import BEST, LAST         # here: runfolder itself reads checkpoints
         raise CheckpointError(f"{_q(p)} is a directory; pass a checkpoint file such as "
-                              f"{os.path.join(p, 'best.npz')} or {os.path.join(p, 'last.npz')}")
+                              f"{os.path.join(p, BEST)} or {os.path.join(p, LAST)}")
     raise CheckpointError(f"{_q(p)} is not a regular file (a device, pipe or socket); "
                           "pass a checkpoint file")
 

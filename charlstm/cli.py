@@ -43,10 +43,10 @@ class _Group(click.Group):
                 raise
             if launcher_rank() > 0:          # under mpirun, rank 0 alone reports
                 ctx.exit(1)
-            raise click.ClickException(_one_line(e)) from None
+            raise click.ClickException(_message(e)) from None
 
 
-def _one_line(e):
+def _message(e):
     if isinstance(e, CharlstmError):
         return str(e)
     if isinstance(e, OSError):

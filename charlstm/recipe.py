@@ -97,14 +97,14 @@ class Choice:
         the settings taken as they are from configs/shakespeare.yaml in one line."""
         shown = [(k, v, why) for k, v, why in self.rows if why]
         width = max(len(k) for k, _, _ in shown)
-        lines = [self.timing] + [f"  {k:<{width}}  {_show(v):<8} {why}" for k, v, why in shown]
-        rest = ", ".join(f"{k.split('.')[1]} {_show(v)}" for k, v, why in self.rows if not why
+        lines = [self.timing] + [f"  {k:<{width}}  {_text(v):<8} {why}" for k, v, why in shown]
+        rest = ", ".join(f"{k.split('.')[1]} {_text(v)}" for k, v, why in self.rows if not why
                          and k in FIXED)
         return "\n".join(lines + textwrap.wrap(f"as configs/shakespeare.yaml: {rest}", 96,
                                                initial_indent="  ", subsequent_indent="    "))
 
 
-def _show(v):
+def _text(v):
     return "null" if v is None else f"{v:g}" if isinstance(v, float) else str(v)
 
 
