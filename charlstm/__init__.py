@@ -3,7 +3,7 @@ line or from Python (`charlstm.train`)."""
 
 __version__ = "0.1.0"
 
-from .api import Result, train  # noqa: E402  (after __version__, which the modules read)
+from .api import Model, Result, Score, train  # noqa: E402  (after __version__: modules read it)
 from .errors import CharlstmError  # noqa: E402
 
-__all__ = ["CharlstmError", "Result", "train", "__version__"]
+__all__ = ["CharlstmError", "Model", "Result", "Score", "train", "__version__"]

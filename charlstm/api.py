@@ -1,26 +1,35 @@
-"""charlstm from Python: train a model as `charlstm train` does, in one call.
+"""charlstm from Python: train a model as `charlstm train` does, and use a trained one.
 
     import charlstm
     result = charlstm.train(data="notes.txt", minutes=10)            # the recipe's model
     result = charlstm.train("configs/tiny.yaml", overrides={"train.max_steps": 100},
                             out="runs/tiny")
     print(result.best_val, result.best)                            # nats/char, runs/tiny/best.npz
-    charlstm.train(resume="runs/tiny", overrides={"train.max_steps": 200})
+
+    model = charlstm.Model.load("runs/tiny")                        # its best.npz
+    model.generate(prime="ROMEO:", length=200, temperature=0.8, seed=1)
+    model.score("To be, or not to be").bpc
+    model.next("To be, or not to ", top=3)                          # [("b", 0.93), ...]
 
 Every error a user can cause raises CharlstmError with the one-line message the command prints.
 This module holds a run's policy (the default budget, the recipe's choice, the run folder's name);
-run.py trains.
+run.py trains, sample.py and beam.py generate.
 """
 
+import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import yaml
 
-from . import recipe, runfolder
+from . import backend, model as net, recipe, runfolder, runstate
+from .cells import Cell
 from .config import Config, config_to_dict, get, load_config_keys, replaced
 from .errors import CharlstmError
 from .run import Run
+from .sample import generate, known
 
 # Keys that say how long a run is: set any, and a run without a config keeps the defaults.
 RUN_LENGTH = ("train.max_steps", "train.max_epochs", "train.max_minutes", "train.recipe")
@@ -144,3 +153,122 @@ def _explicit_of(cfg):
 
 def _quiet(*_):
     pass
+
+
+@dataclass
+class Score:
+    """How well a model predicts a text: every character, the first one after a newline (as the
+    sampler starts) when the vocabulary has one."""
+    loss: float              # mean surprisal, nats per character
+    bpc: float               # bits per character
+    chars: int               # characters scored
+    surprisal: np.ndarray    # (len(text),) float64 nats per character; NaN where not scored
+    guesses: list | None = None   # per character, the model's top [(char, p), ...] there
+
+
+class Model:
+    """A trained model: a checkpoint's weights, vocabulary, config and starting state."""
+
+    def __init__(self, path, device="cpu"):
+        self.path, self.device = Path(path), device
+        params, self.vocab, self.config, self.meta, self.start = runstate.load_model(
+            self.path, with_start=True)
+        self.stamp = _stamp(self.path)
+        if device != "cpu":
+            backend.require(device)
+            params = {k: backend.to_device(p, device) for k, p in params.items()}
+        self.params = params
+
+    @classmethod
+    def load(cls, path, device="cpu"):
+        """A checkpoint file, or a run folder (its best.npz, else its last.npz)."""
+        return cls(runfolder.checkpoint_in(path), device)
+
+    def reloaded(self):
+        """This model, or the checkpoint file as it is now if training replaced it since (files
+        are replaced whole, atomically, so a reload never reads a half-written one)."""
+        return self if _stamp(self.path) == self.stamp else Model(self.path, self.device)
+
+    @property
+    def info(self):
+        m = self.config.model
+        return {"cell": Cell.of_config(m).describe(), "layers": m.num_layers,
+                "hidden": m.hidden_size, "vocab_size": len(self.vocab),
+                "parameters": int(sum(p.size for p in self.params.values())),
+                "steps": self.meta.get("step"), "best_val": _finite(self.meta.get("best_val_loss")),
+                "path": str(self.path)}
+
+    def stream(self, prime="", length=200, temperature=1.0, top_k=0, top_p=1.0, seed=None,
+               argmax=False, beam=0, skip_unknown=False):
+        """The continuation of `prime`, character by character (the prime not included); the
+        same seed and options give the same text. beam=K: beam search's most likely
+        continuation (temperature, top-k, top-p and seed do not apply)."""
+        prime = known(self.vocab, prime, skip_unknown, "prime")
+        if beam:
+            from .beam import beam_search
+            yield from beam_search(self.params, self.vocab, length, beam, prime, self.start)
+            return
+        yield from generate(self.params, self.vocab, length, np.random.default_rng(seed), prime,
+                            temperature, top_k, top_p, argmax, self.start)
+
+    def generate(self, prime="", length=200, temperature=1.0, top_k=0, top_p=1.0, seed=None,
+                 argmax=False, beam=0, skip_unknown=False):
+        """The prime and its continuation, as `charlstm sample` prints them (see stream)."""
+        prime = known(self.vocab, prime, skip_unknown, "prime")
+        return prime + "".join(self.stream(prime, length, temperature, top_k, top_p, seed,
+                                           argmax, beam))
+
+    def score(self, text, top=0, skip_unknown=False):
+        """Each character's surprisal (nats) given all before it; with top=N, the model's N
+        likeliest characters at each place."""
+        text = known(self.vocab, text, skip_unknown, "text")
+        newline = "\n" in self.vocab.chars
+        probs, targets = self._probs(("\n" if newline else "") + text)
+        picked = probs[np.arange(len(targets)), targets].astype(np.float64)
+        surprisal = np.full(len(text), np.nan)
+        surprisal[len(text) - len(targets):] = -np.log(np.maximum(picked, 1e-300))
+        scored = surprisal[~np.isnan(surprisal)]
+        loss = float(scored.mean()) if len(scored) else math.nan
+        guesses = None
+        if top:
+            guesses = [[] for _ in range(len(text) - len(targets))]
+            guesses += [self._top(row, top) for row in probs]
+        return Score(loss, loss / math.log(2), len(scored), surprisal, guesses)
+
+    def next(self, context="", top=10, skip_unknown=False):
+        """The `top` likeliest next characters after `context`, with their probabilities."""
+        context = known(self.vocab, context, skip_unknown, "context")
+        probs, _ = self._probs(("\n" if "\n" in self.vocab.chars else "") + context
+                               or self.vocab.chars[0], last=True)
+        return self._top(probs[-1], top)
+
+    def _top(self, row, top):
+        order = np.argsort(-row, kind="stable")[:top]
+        return [(self.vocab.chars[i], float(row[i])) for i in order]
+
+    def _probs(self, text, last=False, window=256):
+        """Next-character probabilities (host float32) after each character of `text` but the
+        last (or, `last`, after each one), and the targets: the characters predicted."""
+        tokens = self.vocab.encode(text).astype(np.int64)
+        x = tokens if last else tokens[:-1]
+        y = np.append(tokens[1:], 0) if last else tokens[1:]
+        V, E, H, L = net.dims(self.params)
+        xp = backend.array_module(self.params["head.weight"])
+        state = tuple(xp.asarray(s[:, :1]) for s in self.start) if self.start is not None \
+            else net.init_state(L, 1, H, xp=xp)
+        out = []
+        for i in range(0, len(x), window):
+            _, cache, state = net.forward(self.params, x[None, i:i + window], y[None, i:i + window],
+                                          state)
+            out.append(backend.to_host(cache[5]))          # softmax probabilities (T, V)
+        probs = np.concatenate(out) if out else np.zeros((0, V), np.float32)
+        return probs, y[:len(probs)] if not last else y
+
+
+def _stamp(path):
+    st = os.stat(path)
+    return st.st_mtime_ns, st.st_size, st.st_ino
+
+
+def _finite(v):
+    return v if isinstance(v, (int, float)) and math.isfinite(v) else None

@@ -19,7 +19,7 @@ from .corpus import prepare as prepare_corpus, read_text
 from .distributed import launcher_rank
 from .errors import CharlstmError, Interrupted
 from .evaluate import bpc, evaluate, split_tokens
-from .sample import check_options, generate
+from .sample import PRIME_FILE_BYTES, check_options, known, read_prime
 
 
 class _Group(click.Group):
@@ -148,7 +148,7 @@ def train(config, overrides, data, minutes, dry_run, out, resume_dir, init_from,
 
 
 @cli.command()
-@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.argument("checkpoint", type=click.Path())
 @click.option("--prime", default=None, help="Text to start from (printed first). Without one, "
               "the model first writes 50-200 characters that are not shown, and the sample "
               "starts after a newline in them, at the beginning of a line.")
@@ -166,10 +166,14 @@ def train(config, overrides, data, minutes, dry_run, out, resume_dir, init_from,
               help="Number of independent samples.")
 @click.option("--skip-unknown", is_flag=True, help="Drop prime characters that are not in the "
               "model's vocabulary instead of stopping.")
+@click.option("--prime-file", type=click.Path(dir_okay=False), help="Start from this UTF-8 "
+              f"file's text instead of --prime (at most {PRIME_FILE_BYTES:,} bytes).")
+@click.option("--beam", type=click.IntRange(min=0), default=0, help="Beam search with K "
+              "hypotheses: the most likely continuation (deterministic; 0 = off, sample).")
 @_DEVICE
 def sample(checkpoint, prime, length, temperature, top_k, top_p, argmax, seed, num_samples,
-           skip_unknown, device):
-    """Generate text from a CHECKPOINT, streaming it as it is generated.
+           skip_unknown, prime_file, beam, device):
+    """Generate text from a CHECKPOINT (or a run folder's best.npz), streaming it.
 
     Options not given take the values of the checkpoint's `sample` config section. The model
     starts from a state it reached reading its training text (saved in the checkpoint), not
@@ -178,31 +182,30 @@ def sample(checkpoint, prime, length, temperature, top_k, top_p, argmax, seed, n
 
     \b
       charlstm sample runs/shakespeare/best.npz --prime "ROMEO:" --temperature 0.8
-      charlstm sample runs/python-stdlib/best.npz --top-p 0.9 --length 2000 --seed 1
+      charlstm sample runs/python-stdlib --top-p 0.9 --length 2000 --seed 1
+      charlstm sample runs/shakespeare --prime-file scene.txt --length 300
+      charlstm sample runs/shakespeare --prime "ROMEO:" --beam 8 --length 80
       charlstm sample runs/shakespeare-gpu/best.npz --device cuda
     """
-    params, vocab, cfg, _, start = runstate.load_model(checkpoint, with_start=True)
-    params = _on_device(params, device)
-    s = cfg.sample
+    if prime_file is not None:
+        if prime is not None:
+            raise click.UsageError("give either --prime or --prime-file, not both")
+        prime = read_prime(prime_file)
+    model = api.Model.load(checkpoint, device or "cpu")
+    s = model.config.sample
     prime = s.prime if prime is None else prime
     length = s.length if length is None else length
     temperature = s.temperature if temperature is None else temperature
     top_k = s.top_k if top_k is None else top_k
     top_p = s.top_p if top_p is None else top_p
     check_options(temperature, top_k, top_p, length)
-    missing = vocab.missing(prime)
-    if missing:
-        if not skip_unknown:
-            raise CharlstmError(f"--prime has characters not in the model's vocabulary: "
-                                f"{''.join(missing)!r}; remove them or pass --skip-unknown")
-        prime = "".join(ch for ch in prime if ch not in set(missing))
-    rng = np.random.default_rng(seed)
+    prime = known(model.vocab, prime, skip_unknown, "prime")
+    rng = np.random.default_rng(seed)                 # one generator: samples differ
     for k in range(num_samples):
         if k:
             click.echo("\n" + "-" * 40)
         click.echo(prime, nl=False)
-        for ch in generate(params, vocab, length, rng, prime, temperature, top_k, top_p, argmax,
-                           start):
+        for ch in model.stream(prime, length, temperature, top_k, top_p, rng, argmax, beam):
             click.echo(ch, nl=False)
             sys.stdout.flush()
         click.echo()
@@ -390,6 +393,47 @@ def bench(config, overrides, vocab, steps, as_json, device, **shortcuts):
     sets += [f"train.device={device}"] if device else []
     result = run_bench(bench_config(config, sets), vocab=vocab, steps=steps)
     click.echo(json.dumps(result) if as_json else format_report(result))
+
+
+@cli.command()
+@click.argument("models", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on (127.0.0.1: this machine only).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option("--token", default=None, help="Require 'Authorization: Bearer TOKEN' on every "
+              "API request.")
+@_DEVICE
+@click.option("--max-text-bytes", type=click.IntRange(min=1), default=100_000,
+              show_default=True, help="Most bytes of a prime, a text to score or a context.")
+@click.option("--max-length", type=click.IntRange(min=0), default=10_000, show_default=True,
+              help="Most characters per completion.")
+@click.option("--max-n", type=click.IntRange(min=1), default=16, show_default=True,
+              help="Most completions per request.")
+@click.option("--max-beam", type=click.IntRange(min=1), default=16, show_default=True,
+              help="Most beam-search hypotheses.")
+@click.option("--max-body", type=click.IntRange(min=1), default=1_000_000, show_default=True,
+              help="Most bytes of a request body.")
+@click.option("--max-streams", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Generation streams stepped together.")
+@click.option("--max-queue", type=click.IntRange(min=0), default=256, show_default=True,
+              help="Streams that may wait for a slot (past that: 503).")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=300.0,
+              show_default=True, help="Seconds a generation may take.")
+def serve(models, host, port, token, device, **limits):
+    """Serve MODELS (checkpoints or run folders) over HTTP: a JSON API and a page.
+
+    Each model is named after its run folder or file. Open http://127.0.0.1:8000/ for the page
+    (generate, score, write with the top next characters, a run's loss curves); the API is
+    described at /docs. A run folder's best.npz is reloaded whenever training replaces it.
+    Needs the serve extra (pip install 'charlstm[serve]'). Ctrl-C stops it.
+
+    \b
+      charlstm serve runs/shakespeare
+      charlstm serve runs/shakespeare runs/python-stdlib --port 8080 --token s3cret
+      curl -s localhost:8000/v1/generate -d '{"prime": "ROMEO:", "length": 200, "seed": 1}'
+    """
+    from .serve import Limits, serve as run_server
+    run_server(models, host, port, token, Limits(**limits), device or "cpu", echo=click.echo)
 
 
 def _on_device(params, device):

@@ -102,6 +102,18 @@ def remove_stale_temporaries(folder):
         tmp.unlink(missing_ok=True)
 
 
+def checkpoint_in(path):
+    """`path` if it is a file; for a run folder, its best.npz (else its last.npz)."""
+    path = Path(path)
+    if not path.is_dir():
+        return path
+    for name in (BEST, LAST):
+        if (path / name).is_file():
+            return path / name
+    raise CharlstmError(f"'{path}' holds no checkpoint ({BEST} or {LAST}); pass a checkpoint "
+                        "file, or a run folder written by charlstm train")
+
+
 def holds_run(folder):
     """Whether `folder` holds a run (a checkpoint to resume)."""
     return (Path(folder) / LAST).exists()

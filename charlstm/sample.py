@@ -9,6 +9,8 @@ reaches p, "nucleus" sampling); `argmax` takes the most likely character instead
 Without a prime, the model writes an unseen burn-in first, so the sample starts at a line.
 """
 
+import os
+
 import numpy as np
 
 from . import model
@@ -27,6 +29,37 @@ def check_options(temperature=1.0, top_k=0, top_p=1.0, length=0):
         raise CharlstmError(f"--top-p must be in (0, 1], got {top_p}")
     if length < 0:
         raise CharlstmError(f"--length must be >= 0, got {length}")
+
+
+PRIME_FILE_BYTES = 1_000_000      # the most a --prime-file may hold
+
+
+def read_prime(path):
+    """A prime from a UTF-8 file, checked as any text file is (corpus.read_text: not a device,
+    not a folder, a bad byte's offset), and at most PRIME_FILE_BYTES."""
+    from .corpus import read_text
+    try:
+        size = os.stat(path).st_size
+    except OSError:
+        size = 0                          # missing or unreadable: read_text says which
+    if size > PRIME_FILE_BYTES:
+        raise CharlstmError(f"prime file '{path}' is {size:,} bytes, more than the "
+                            f"{PRIME_FILE_BYTES:,} a prime may have; use the end of it")
+    return read_text(path)
+
+
+def known(vocab, text, skip_unknown=False, what="prime"):
+    """`text` if the vocabulary has all its characters; with skip_unknown, without the others;
+    else one clear error naming them."""
+    missing = vocab.missing(text)
+    if not missing:
+        return text
+    if not skip_unknown:
+        option = "--prime" if what == "prime" else what
+        raise CharlstmError(f"{option} has characters not in the model's vocabulary: "
+                            f"{''.join(missing)[:40]!r}; remove them or pass --skip-unknown")
+    gone = set(missing)
+    return "".join(ch for ch in text if ch not in gone)
 
 
 def next_distribution(logits, temperature=1.0, top_k=0, top_p=1.0):
@@ -56,6 +89,10 @@ def next_distribution(logits, temperature=1.0, top_k=0, top_p=1.0):
 # vocabulary have none).
 BURN_IN_MIN = 50
 BURN_IN_MAX = 200
+# Every step runs at least this many rows (padding a lone stream with a copy): OpenBLAS rounds a
+# one-row product differently from products of 2 or more rows, which agree with each other, so a
+# stream's text is the same alone and beside any number of others (the server's batches).
+MIN_ROWS = 2
 
 
 def generate(params, vocab, length, rng, prime="", temperature=1.0, top_k=0, top_p=1.0,
@@ -67,44 +104,147 @@ def generate(params, vocab, length, rng, prime="", temperature=1.0, top_k=0, top
     has one), so the prime is continued as text that starts at the beginning of a line, not in
     the middle of a word; with neither a prime nor a newline it starts from its first character.
     With no prime, a burn-in of the model's own text comes first and is not yielded (see
-    BURN_IN_MIN): the same rng gives the same text.
+    BURN_IN_MIN): the same rng gives the same text. One Stream in a Batch of its own: the
+    server's batches of many streams give each the same text.
     """
-    check_options(temperature, top_k, top_p, length)
-    V, E, H, L = model.dims(params)
-    prep = model.prepare_step(params)
-    w = params["head.weight"]
-    xp = array_module(w)
-    if start is None:
-        h, c = model.init_state(L, 1, H, w.dtype, xp)
-    else:
-        h, c = (xp.array(s[:, :1], dtype=w.dtype) for s in start)   # copies: step updates them
-
-    def draw(tok):
-        """Feed token `tok` (updates h, c in place) and draw the next one."""
-        logits = to_host(model.step(prep, np.array([tok]), h, c)[0])   # from the GPU, if there
-        if argmax:
-            return int(np.argmax(logits))
-        cdf = np.cumsum(next_distribution(logits, temperature, top_k, top_p))
-        return min(int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right")), V - 1)
-
-    start = ("\n" if "\n" in vocab.chars else "") + prime or vocab.chars[0]
-    tokens = vocab.encode(start)
-    for tok in tokens[:-1]:                  # the prime's state; only the last logits matter
-        model.step(prep, np.array([tok]), h, c)
-    tok = int(tokens[-1])
-    if not prime and length:
-        tok = burn_in(draw, tok, vocab.chars.find("\n"))   # -1: no newline in the vocabulary
-    for _ in range(length):
-        tok = draw(tok)
-        yield vocab.chars[tok]
+    stream = Stream(vocab, length, rng, prime, temperature, top_k, top_p, argmax)
+    batch = Batch(params, start)
+    batch.add(stream)
+    while not stream.done:
+        batch.step()
+        for tok in stream.take():
+            yield vocab.chars[tok]
 
 
-def burn_in(draw, tok, newline):
-    """Draw the unshown text before a prime-less sample: `draw(tok)` feeds a token and returns the
-    next. Stops after the first `newline` token once BURN_IN_MIN were drawn, else after
-    BURN_IN_MAX; returns the last token drawn, the one the sample continues from."""
+class Stream:
+    """One generation in progress: the tokens still to read, its sampling options, its own random
+    generator, and the characters drawn but not yet taken. A Batch steps it."""
+
+    def __init__(self, vocab, length, rng, prime="", temperature=1.0, top_k=0, top_p=1.0,
+                 argmax=False):
+        check_options(temperature, top_k, top_p, length)
+        tokens = [int(t) for t in vocab.encode(("\n" if "\n" in vocab.chars else "") + prime
+                                               or vocab.chars[0])]
+        self.queue, self.tok = tokens[:-1], tokens[-1]   # read without drawing; then draw after tok
+        self.rng, self.argmax = rng, argmax
+        self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
+        self.newline = vocab.chars.find("\n")            # -1: none in the vocabulary
+        self.burning = 0 if prime or not length or BURN_IN_MAX <= 0 else 1   # 1 + drawn so far
+        self.left, self.out = length, []
+        self.done = self.cancelled = length == 0
+
+    def input(self):
+        """The token this step feeds."""
+        return self.queue[0] if self.queue else self.tok
+
+    def plain(self):
+        """Drawn from the softmax at a temperature alone (Batch draws these rows together)."""
+        return not self.argmax and self.top_k == 0 and self.top_p == 1.0
+
+    def after(self, logits, tok=None):
+        """Take this step's (V,) logits: the next prime token is read, or a token drawn (`tok`,
+        if the batch drew it already) and kept, unless it is burn-in."""
+        if self.queue:
+            self.queue.pop(0)
+            return
+        if tok is None:
+            tok = int(np.argmax(logits)) if self.argmax else draw(
+                next_distribution(logits, self.temperature, self.top_k, self.top_p), self.rng)
+        self.tok = tok
+        if self.burning:
+            drawn, self.burning = self.burning, self.burning + 1
+            if (tok == self.newline and drawn >= BURN_IN_MIN) or drawn >= BURN_IN_MAX:
+                self.burning = 0
+            return
+        self.out.append(tok)
+        self.left -= 1
+        self.done = self.left == 0
+
+    def take(self):
+        """The tokens drawn since the last take."""
+        out, self.out = self.out, []
+        return out
+
+    def cancel(self):
+        self.done = self.cancelled = True
+
+
+def draw(p, rng):
+    """A token drawn from the (V,) probabilities `p` with one uniform number from `rng`."""
+    cdf = np.cumsum(p)
+    return min(int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right")), len(p) - 1)
+
+
+class Batch:
+    """Streams stepped together: one batched product per layer per character for all of them
+    (continuous batching: a stream joins at the next step, and leaves when done or cancelled).
+
+    Rows of h and c (L, R, H) are the streams in order, padded to MIN_ROWS.
+    """
+
+    def __init__(self, params, start=None):
+        self.prep = model.prepare_step(params)
+        V, E, H, L = model.dims(params)
+        w = params["head.weight"]
+        self.xp = array_module(w)
+        if start is None:
+            self.first = model.init_state(L, 1, H, w.dtype, self.xp)
+        else:
+            self.first = tuple(self.xp.array(s[:, :1], dtype=w.dtype) for s in start)
+        self.h, self.c = (self.xp.concatenate([s] * MIN_ROWS, axis=1) for s in self.first)
+        self.streams = []
+
+    def add(self, stream):
+        """A new stream starts from the first row of `start` at the next step."""
+        if len(self.streams) >= MIN_ROWS:
+            self.h, self.c = (self.xp.concatenate([s, f], axis=1)
+                              for s, f in zip((self.h, self.c), self.first))
+        else:
+            n = len(self.streams)
+            self.h[:, n], self.c[:, n] = self.first[0][:, 0], self.first[1][:, 0]
+        self.streams.append(stream)
+
+    def step(self):
+        """One character for every stream; then the finished and cancelled ones leave."""
+        n = len(self.streams)
+        if not n:
+            return
+        tokens = np.array([s.input() for s in self.streams] + [0] * (self.h.shape[1] - n))
+        logits = to_host(model.step(self.prep, tokens, self.h, self.c))[:n]
+        plain = [i for i, s in enumerate(self.streams) if s.plain() and not s.queue]
+        drawn = dict(zip(plain, draw_rows(logits[plain], [self.streams[i] for i in plain])))
+        for i, s in enumerate(self.streams):
+            if not s.done:
+                s.after(logits[i], drawn.get(i))
+        keep = [i for i, s in enumerate(self.streams) if not s.done]
+        if len(keep) < n:
+            self.streams = [self.streams[i] for i in keep]
+            rows = keep + [0] * (MIN_ROWS - len(keep))     # padding: a copy of some row
+            self.h, self.c = self.h[:, rows], self.c[:, rows]
+
+
+def draw_rows(logits, streams):
+    """draw(next_distribution(row, temperature), stream.rng) for every row at once: the same
+    numbers, row by row, as the one-stream path (tested), for streams with neither top-k, top-p
+    nor argmax."""
+    if not streams:
+        return []
+    z = np.asarray(logits, np.float64) / np.array([s.temperature for s in streams])[:, None]
+    p = np.exp(z - z.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    cdf = np.cumsum(p, axis=1)
+    u = np.array([s.rng.random() for s in streams]) * cdf[:, -1]
+    picked = (cdf <= u[:, None]).sum(axis=1)               # searchsorted(..., side="right")
+    return [min(int(k), logits.shape[1] - 1) for k in picked]
+
+
+def burn_in(draw_next, tok, newline):
+    """The burn-in rule on its own (Stream.after applies it step by step): `draw_next(tok)` feeds
+    a token and returns the next. Stops after the first `newline` token once BURN_IN_MIN were
+    drawn, else after BURN_IN_MAX; returns the last token drawn, the one the sample continues
+    from."""
     for drawn in range(1, BURN_IN_MAX + 1):
-        tok = draw(tok)
+        tok = draw_next(tok)
         if tok == newline and drawn >= BURN_IN_MIN:
             break
     return tok

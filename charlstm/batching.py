@@ -1,0 +1,136 @@
+"""Continuous batching: one thread steps every live generation of a model together.
+
+    scheduler = Scheduler(max_streams=64, max_queue=256)
+    job = scheduler.submit(model, Stream(vocab, 500, rng, "ROMEO:"), on_chars, on_end)
+    job.cancel()                     # a client that went away: its slot is free at the next step
+
+An LSTM's whole state is a fixed (L, H) per stream, so a step of all live streams is one batched
+product per layer per character (sample.Batch). A job joins at the next step and leaves when it
+is done, cancelled or past its deadline. The streams of one checkpoint share a Batch; a model
+reloaded from a newer checkpoint gets a new Batch, and the old one finishes its streams.
+Callbacks run on the scheduler's thread: they must only hand the characters on (the server
+passes them to its event loop).
+"""
+
+import threading
+import time
+from collections import deque
+
+from .errors import CharlstmError
+from .sample import Batch
+
+
+class Busy(CharlstmError):
+    """Every stream slot and queue place is taken: try again shortly."""
+
+
+class Job:
+    """One stream in the scheduler: on_chars(text) as characters come, on_end(error or None)."""
+
+    def __init__(self, model, stream, on_chars, on_end, deadline):
+        self.model, self.stream = model, stream
+        self.on_chars, self.on_end, self.deadline = on_chars, on_end, deadline
+        self.ended = False
+
+    def cancel(self):
+        self.stream.cancel()
+
+
+class Scheduler:
+    """Admits jobs up to max_streams live ones (max_queue more wait), and steps them."""
+
+    def __init__(self, max_streams=64, max_queue=256, timeout=None):
+        self.max_streams, self.max_queue, self.timeout = max_streams, max_queue, timeout
+        self.pending, self.live = deque(), []
+        self.batches = {}                 # id(model) -> (model, Batch)
+        self.cond = threading.Condition()
+        self.stopping = False
+        self.thread = threading.Thread(target=self._loop, name="charlstm-scheduler", daemon=True)
+        self.thread.start()
+
+    def submit(self, model, stream, on_chars, on_end):
+        """Queue a stream of `model` (an api.Model); raises Busy when there is no room."""
+        deadline = time.monotonic() + self.timeout if self.timeout else None
+        job = Job(model, stream, on_chars, on_end, deadline)
+        with self.cond:
+            if self.stopping:
+                raise Busy("the server is shutting down")
+            if len(self.pending) + len(self.live) >= self.max_streams + self.max_queue:
+                raise Busy(f"all {self.max_streams} streams and {self.max_queue} queue places "
+                           "are taken; retry shortly")
+            self.pending.append(job)
+            self.cond.notify()
+        return job
+
+    def load(self):
+        """(live streams, queued streams)."""
+        with self.cond:
+            return len(self.live), len(self.pending)
+
+    def stop(self):
+        """Cancel every job (each ends with an error saying why) and end the thread."""
+        with self.cond:
+            self.stopping = True
+            for job in list(self.pending) + self.live:
+                job.cancel()
+            self.cond.notify()
+        self.thread.join(timeout=10)
+
+    def _loop(self):
+        while True:
+            with self.cond:
+                while not self.pending and not self.live and not self.stopping:
+                    self.cond.wait()
+                if self.stopping:
+                    self._end_all("the server is shutting down")
+                    return
+                self._admit()
+            self._step()
+
+    def _admit(self):
+        while self.pending and len(self.live) < self.max_streams:
+            job = self.pending.popleft()
+            if job.stream.done:           # cancelled while it waited
+                self._end(job)
+                continue
+            key = id(job.model)
+            if key not in self.batches:
+                self.batches[key] = (job.model, Batch(job.model.params, job.model.start))
+            self.batches[key][1].add(job.stream)
+            self.live.append(job)
+
+    def _step(self):
+        for key, (_, batch) in list(self.batches.items()):
+            batch.step()
+            if not batch.streams:
+                del self.batches[key]
+        now = time.monotonic()
+        still = []
+        for job in self.live:
+            chars = job.stream.take()
+            if chars:
+                job.on_chars("".join(job.model.vocab.chars[t] for t in chars))
+            if job.deadline is not None and now > job.deadline and not job.stream.done:
+                job.cancel()
+                self._end(job, "the request took longer than this server's --timeout "
+                               f"({self.timeout:g} s)")
+            elif job.stream.done:
+                self._end(job)
+            else:
+                still.append(job)
+        with self.cond:
+            self.live = still
+
+    def _end(self, job, error=None):
+        if job.ended:
+            return
+        job.ended = True
+        if error is None and job.stream.cancelled and job.stream.left:
+            error = "cancelled"
+        job.on_end(error)
+
+    def _end_all(self, why):
+        for job in list(self.pending) + self.live:
+            self._end(job, why)
+        self.pending.clear()
+        self.live = []

@@ -1,0 +1,404 @@
+"""`charlstm serve`: trained models over HTTP (versioned JSON, Server-Sent Events) and a page.
+
+    app = make_app({"shakespeare": "runs/shakespeare"}, Limits(), token=None)
+    serve(["runs/shakespeare"], host="127.0.0.1", port=8000)    # what the command runs
+
+Built on FastAPI and uvicorn (the `serve` extra). Generation streams go through one Scheduler
+(batching.py), so many clients share each step; the score, the next-character distribution and
+beam search run in worker threads, off the event loop. Models come only from the paths given at
+start; a run folder's best.npz is reloaded when training replaces it. Every mistake a request can
+make is a 4xx with {"error": one line}.
+"""
+
+import asyncio
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import runfolder
+from .api import Model
+from .batching import Busy, Scheduler
+from .errors import CharlstmError
+from .sample import Stream, check_options, known
+
+try:
+    from fastapi import Depends, FastAPI, Request
+    from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+    from fastapi.staticfiles import StaticFiles
+    from pydantic import BaseModel, ConfigDict, Field, ValidationError
+    from starlette.concurrency import run_in_threadpool
+except ImportError:                       # the serve extra is not installed: serve() says so
+    BaseModel = None
+
+STATIC = Path(__file__).parent / "static"
+
+
+@dataclass
+class Limits:
+    """What one request may ask for, and how much the server takes on (`charlstm serve --help`)."""
+    max_text_bytes: int = 100_000     # a prime, a text to score, a context
+    max_length: int = 10_000          # characters generated per completion
+    max_n: int = 16                   # completions per request
+    max_beam: int = 16
+    max_body: int = 1_000_000         # request body bytes
+    max_streams: int = 64             # streams stepped together
+    max_queue: int = 256              # streams waiting for a slot
+    timeout: float = 300.0            # seconds a request may take
+
+
+class Served:
+    """A model served by name: its checkpoint, reloaded when the file is replaced."""
+
+    def __init__(self, name, path, device="cpu"):
+        self.name, self.source = name, Path(path)
+        self.run_dir = self.source if self.source.is_dir() else None
+        self.model = Model.load(path, device)
+
+    def current(self):
+        if self.run_dir is not None:      # training may have written a new best.npz
+            path = runfolder.checkpoint_in(self.run_dir)
+            if path != self.model.path:
+                self.model = Model(path, self.model.device)
+        self.model = self.model.reloaded()
+        return self.model
+
+    def describe(self):
+        info = self.current().info
+        return {"name": self.name, "cell": info["cell"], "layers": info["layers"],
+                "hidden": info["hidden"], "vocab_size": info["vocab_size"],
+                "parameters": info["parameters"], "best_val": info["best_val"],
+                "run": self.run_dir is not None, "step": info["steps"]}
+
+
+def named(paths):
+    """{name: path}: each checkpoint by its run folder's or file's name, made unique."""
+    out = {}
+    for p in map(Path, paths):
+        base = p.name if p.is_dir() else p.stem
+        name, k = base, 1
+        while name in out:
+            k += 1
+            name = f"{base}-{k}"
+        out[name] = p
+    return out
+
+
+if BaseModel is not None:
+    class _Body(BaseModel):
+        model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+        model: str | None = Field(None, description="a served model's name; none: the first")
+
+    class GenerateBody(_Body):
+        prime: str | None = Field(None, description="text to continue [checkpoint's default]")
+        length: int | None = Field(None, ge=0, description="characters per completion")
+        temperature: float | None = Field(None, gt=0)
+        top_k: int | None = Field(None, ge=0, description="0 = off")
+        top_p: float | None = Field(None, gt=0, le=1, description="1 = off")
+        seed: int | None = Field(None, ge=0, description="the same seed gives the same text")
+        n: int = Field(1, ge=1, description="completions")
+        beam: int = Field(0, ge=0, description="beam search with K hypotheses; 0 = sample")
+        argmax: bool = False
+        stream: bool = Field(False, description="text/event-stream: chunk events, then done")
+        skip_unknown: bool = Field(False, description="drop characters the model does not know")
+
+    class ScoreBody(_Body):
+        text: str
+        top: int = Field(0, ge=0, le=50, description="the model's top guesses per character")
+        skip_unknown: bool = False
+
+    class NextBody(_Body):
+        context: str = ""
+        top: int = Field(10, ge=1, le=1000)
+        skip_unknown: bool = False
+
+
+class Problem(Exception):
+    def __init__(self, status, message, headers=None):
+        super().__init__(message)
+        self.status, self.message, self.headers = status, message, headers
+
+
+def make_app(paths, limits=None, token=None, device="cpu"):
+    """The FastAPI app serving {name: checkpoint or run folder}."""
+    if BaseModel is None:
+        raise CharlstmError("charlstm serve needs FastAPI and uvicorn: pip install "
+                            "'charlstm[serve]'")
+    limits = limits or Limits()
+    models = {name: Served(name, p, device) for name, p in paths.items()}
+    scheduler = Scheduler(limits.max_streams, limits.max_queue, limits.timeout)
+    app = FastAPI(title="charlstm", version="1", docs_url="/docs", redoc_url=None,
+                  on_shutdown=[scheduler.stop])
+    app.state.scheduler, app.state.models, app.state.limits = scheduler, models, limits
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next):
+        open_path = request.url.path in ("/", "/healthz") or request.url.path.startswith("/static/")
+        if token and not open_path and request.headers.get("authorization") != f"Bearer {token}":
+            return _error(401, "this server needs a token: send 'Authorization: Bearer TOKEN'")
+        size = request.headers.get("content-length")
+        if size is not None and (not size.isdigit() or int(size) > limits.max_body):
+            return _error(413, f"the request body is over this server's --max-body "
+                               f"({limits.max_body:,} bytes)")
+        return await call_next(request)
+
+    @app.exception_handler(Problem)
+    async def problem(request, e):
+        return _error(e.status, e.message, e.headers)
+
+    def body(kind):
+        """The request's JSON body (whatever its content type: `curl -d` works) as `kind`."""
+        async def parse(request: Request):
+            raw = await request.body()
+            if len(raw) > limits.max_body:
+                raise Problem(413, f"the request body is over this server's --max-body "
+                                   f"({limits.max_body:,} bytes)")
+            try:
+                obj = json.loads(raw or b"{}", parse_constant=_no_constant)
+            except (ValueError, RecursionError) as e:
+                raise Problem(400, f"the body is not JSON: {str(e)[:80]}") from None
+            if not isinstance(obj, dict):
+                raise Problem(400, "the body must be a JSON object, e.g. {\"prime\": \"A\"}")
+            try:
+                return kind.model_validate(obj)
+            except ValidationError as e:
+                first = e.errors()[0]
+                where = ".".join(str(x) for x in first.get("loc", ())) or "body"
+                raise Problem(400, f"{where}: {first.get('msg', 'invalid')}") from None
+        return Depends(parse)
+
+    def documented(kind):
+        return {"requestBody": {"required": True, "content": {
+            "application/json": {"schema": kind.model_json_schema()}}}}
+
+    @app.exception_handler(CharlstmError)
+    async def user_error(request, e):
+        return _error(400, str(e))
+
+    def pick(name):
+        if name is None:
+            return next(iter(models.values()))
+        if name not in models:
+            raise Problem(404, f"no model {name!r} here; this server has: {', '.join(models)}")
+        return models[name]
+
+    def text_cap(text, what):
+        if len(text.encode("utf-8", "surrogatepass")) > limits.max_text_bytes:
+            raise Problem(400, f"{what} is over this server's --max-text-bytes "
+                               f"({limits.max_text_bytes:,})")
+
+    @app.get("/healthz")
+    async def healthz():
+        live, queued = scheduler.load()
+        return {"ok": True, "live": live, "queued": queued}
+
+    @app.get("/v1/models")
+    async def list_models():
+        return {"models": await run_in_threadpool(lambda: [m.describe() for m in models.values()])}
+
+    @app.get("/v1/runs/{name}/metrics")
+    async def metrics(name: str):
+        served = pick(name)
+        if served.run_dir is None:
+            raise Problem(404, f"model {name!r} was given as a checkpoint file, not a run folder")
+        return await run_in_threadpool(_metrics, served.run_dir)
+
+    @app.post("/v1/score", openapi_extra=documented(ScoreBody))
+    async def score(body: ScoreBody = body(ScoreBody)):
+        text_cap(body.text, "text")
+        model = pick(body.model).current()
+        s = await run_in_threadpool(model.score, body.text, body.top, body.skip_unknown)
+        out = {"loss": _num(s.loss), "bpc": _num(s.bpc), "chars": s.chars,
+               "surprisal": [_num(v) for v in s.surprisal]}
+        if body.top:
+            out["guesses"] = [[{"char": ch, "p": p} for ch, p in g] for g in s.guesses]
+        return out
+
+    @app.post("/v1/next", openapi_extra=documented(NextBody))
+    async def next_char(body: NextBody = body(NextBody)):
+        text_cap(body.context, "context")
+        model = pick(body.model).current()
+        top = await run_in_threadpool(model.next, body.context, body.top, body.skip_unknown)
+        return {"distribution": [{"char": ch, "p": p} for ch, p in top]}
+
+    @app.post("/v1/generate", openapi_extra=documented(GenerateBody))
+    async def generate(request: Request, body: GenerateBody = body(GenerateBody)):
+        served = pick(body.model)
+        model = served.current()
+        o = _options(body, model, limits)
+        o["prime"] = known(model.vocab, o["prime"], body.skip_unknown, "prime")
+        text_cap(o["prime"], "prime")
+        tic = time.perf_counter()
+        if body.beam:
+            from .beam import beam_search
+            text = await run_in_threadpool(beam_search, model.params, model.vocab, o["length"],
+                                           body.beam, o["prime"], model.start)
+            texts = [text] * body.n
+            if body.stream:
+                return _sse(_replay(texts, tic))
+            return _reply(served.name, texts, tic)
+        queue = asyncio.Queue()
+        jobs = _submit(scheduler, model, body, o, queue, asyncio.get_running_loop())
+        if body.stream:
+            return _sse(_events(jobs, queue, tic, request))
+        texts = await _collect(jobs, queue)
+        return _reply(served.name, texts, tic)
+
+    @app.get("/", include_in_schema=False)
+    async def page():
+        return FileResponse(STATIC / "index.html")
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return app
+
+
+def _options(body, model, limits):
+    """The request's sampling options, each defaulting as `charlstm sample`'s does, checked as
+    it checks them, and held to the server's limits."""
+    s = model.config.sample
+    o = {"prime": s.prime if body.prime is None else body.prime,
+         "length": s.length if body.length is None else body.length,
+         "temperature": s.temperature if body.temperature is None else body.temperature,
+         "top_k": s.top_k if body.top_k is None else body.top_k,
+         "top_p": s.top_p if body.top_p is None else body.top_p}
+    check_options(o["temperature"], o["top_k"], o["top_p"], o["length"])
+    for key, value, cap in (("length", o["length"], limits.max_length),
+                            ("n", body.n, limits.max_n), ("beam", body.beam, limits.max_beam)):
+        if value > cap:
+            raise Problem(400, f"{key} {value:,} is over this server's --max-{key} ({cap:,})")
+    return o
+
+
+def _submit(scheduler, model, body, o, queue, loop):
+    """n jobs whose characters and ends go to `queue` as (index, text) and (index, None/error)."""
+    seeds = np.random.SeedSequence(body.seed).spawn(body.n) if body.n > 1 else [body.seed]
+    jobs = []
+    try:
+        for i, seed in enumerate(seeds):
+            stream = Stream(model.vocab, o["length"], np.random.default_rng(seed), o["prime"],
+                            o["temperature"], o["top_k"], o["top_p"], body.argmax)
+            jobs.append(scheduler.submit(
+                model, stream,
+                lambda text, i=i: loop.call_soon_threadsafe(queue.put_nowait, ("chars", i, text)),
+                lambda error, i=i: loop.call_soon_threadsafe(queue.put_nowait, ("end", i, error))))
+    except Busy as e:
+        for job in jobs:
+            job.cancel()
+        raise Problem(503, str(e), {"Retry-After": "1"}) from None
+    return jobs
+
+
+async def _collect(jobs, queue):
+    texts, ended = [[] for _ in jobs], 0
+    try:
+        while ended < len(jobs):
+            kind, i, value = await queue.get()
+            if kind == "chars":
+                texts[i].append(value)
+            else:
+                ended += 1
+                if value is not None:
+                    raise Problem(503 if "shutting down" in value else 504, value)
+    finally:
+        for job in jobs:
+            job.cancel()                   # a client gone, or an error: free the slots now
+    return ["".join(t) for t in texts]
+
+
+async def _events(jobs, queue, tic, request):
+    """SSE: one `chunk` event per batch of characters that came in together, then `done`."""
+    chars, ended = 0, 0
+    try:
+        while ended < len(jobs):
+            kind, i, value = await queue.get()
+            if kind == "chars":
+                pieces = {i: [value]}
+                while not queue.empty():          # what else came meanwhile, in one go
+                    kind2, j, v2 = queue.get_nowait()
+                    if kind2 == "chars":
+                        pieces.setdefault(j, []).append(v2)
+                    else:
+                        ended += 1
+                        if v2 is not None:
+                            yield _event("error", {"error": v2})
+                            return
+                for j, parts in pieces.items():
+                    text = "".join(parts)
+                    chars += len(text)
+                    yield _event("chunk", {"index": j, "text": text})
+            else:
+                ended += 1
+                if value is not None:
+                    yield _event("error", {"error": value})
+                    return
+        yield _event("done", {"chars": chars, "seconds": round(time.perf_counter() - tic, 4)})
+    finally:
+        for job in jobs:
+            job.cancel()
+
+
+async def _replay(texts, tic):
+    for i, text in enumerate(texts):
+        yield _event("chunk", {"index": i, "text": text})
+    yield _event("done", {"chars": sum(map(len, texts)),
+                          "seconds": round(time.perf_counter() - tic, 4)})
+
+
+def _event(kind, data):
+    return f"event: {kind}\ndata: {json.dumps(data)}\n\n"
+
+
+def _sse(gen):
+    return StreamingResponse(gen, media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+def _reply(name, texts, tic):
+    return {"model": name, "completions": texts, "chars": sum(map(len, texts)),
+            "seconds": round(time.perf_counter() - tic, 4)}
+
+
+def _metrics(run_dir, most=2000):
+    from .plot import read_metrics
+    try:
+        train, val = read_metrics(run_dir)
+    except CharlstmError:
+        return {"train": [], "val": []}
+    stride = max(1, len(train) // most)
+    return {"train": [[s, loss] for s, _, loss in train[::stride]],
+            "val": [[s, loss] for s, _, loss in val]}
+
+
+def _no_constant(name):
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def _num(v):
+    return None if v is None or not math.isfinite(v) else float(v)
+
+
+def _error(status, message, headers=None):
+    return JSONResponse({"error": " ".join(str(message).split())}, status_code=status,
+                        headers=headers)
+
+
+def serve(paths, host="127.0.0.1", port=8000, token=None, limits=None, device="cpu",
+          echo=print):
+    """Serve the checkpoints or run folders `paths` until SIGINT or SIGTERM; then stop taking
+    requests, end the live streams and return."""
+    try:
+        import uvicorn
+    except ImportError:
+        raise CharlstmError("charlstm serve needs FastAPI and uvicorn: pip install "
+                            "'charlstm[serve]'") from None
+    app = make_app(named(paths), limits, token, device)
+    where = ("loopback only; --host 0.0.0.0 serves every interface"
+             if host in ("127.0.0.1", "localhost", "::1") else "reachable from other machines")
+    echo(f"serving {', '.join(app.state.models)} on http://{host}:{port} ({where})"
+         + ("; requests need the token" if token else ""))
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning",
+                            timeout_graceful_shutdown=5, lifespan="on")
+    uvicorn.Server(config).run()

@@ -1,0 +1,166 @@
+"""Beam search against brute force: every continuation of a tiny model, scored independently.
+
+The oracle scores a continuation with model.forward (the training path, which shares no step code
+with the sampler's model.step) and runs a naive beam search over strings on those scores.
+"""
+
+import itertools
+
+import numpy as np
+import pytest
+
+from charlstm import beam, model
+from charlstm.beam import MIN_ROWS, beam_search
+from charlstm.config import Config, replaced
+from charlstm.data import Vocab
+from charlstm.errors import CharlstmError
+from charlstm.sample import generate
+
+LENGTH = 4                                  # 3 ** 4 = 81 continuations, all scored
+BEAMS = (1, 2, 3, 4, 8, 9, 26, 27, 40)      # 27 = 3 ** 3 hypotheses at the last step: exact
+SEED = 12                                   # greedy misses the optimum for all three MODELS
+MODELS = [("lstm", 1), ("gru", 1), ("lstm", 2)]
+# (vocabulary, prime, whether to pass a start state, what the model must read first)
+CASES = [("\nab", "", False, "\n"), ("\nab", "b\na", False, "\nb\na"), ("\nab", "a", True, "\na"),
+         ("abc", "", False, "a"), ("abc", "cb", True, "cb")]
+
+
+def tiny(cell="lstm", layers=1, seed=SEED, dtype=np.float64):
+    """A random 3-character model, biases included; weights x3 so its choices are peaked."""
+    cfg = replaced(Config(), {"model.num_layers": layers, "model.hidden_size": 8,
+                              "model.embedding_size": 4, "model.cell": cell}).model
+    flat, params = model.init_params(3, cfg, np.random.default_rng(seed), dtype)
+    flat *= 3.0
+    return params
+
+
+def random_start(params, rows=3, seed=1):
+    """A carried state (h, c), each (L, rows, H), unlike the zero state in every row."""
+    V, E, H, L = model.dims(params)
+    rng = np.random.default_rng(seed)
+    return tuple(rng.uniform(-1, 1, (L, rows, H)) for _ in range(2))
+
+
+def prefix_scores(params, feed, state):
+    """{continuation tuple: total log-probability} for every continuation of length 1..LENGTH
+    after reading `feed` (tokens), by model.forward on one row; `state` (L, 1, H) each."""
+    if len(feed) > 1:
+        _, _, state = model.forward(params, feed[None, :-1], feed[None, 1:], state,
+                                    keep_cache=False)
+    scores = {}
+    for n in range(1, LENGTH + 1):
+        for cont in itertools.product(range(3), repeat=n):
+            x = np.array([feed[-1], *cont[:-1]])[None]                  # (1, n)
+            loss, _, _ = model.forward(params, x, np.array(cont)[None], state, keep_cache=False)
+            scores[cont] = -loss * n                                    # mean -> total
+    return scores
+
+
+def naive_beam(scores, k):
+    """Beam search over strings: candidates in (hypothesis, char) order, a stable sort."""
+    beams = [()]
+    for _ in range(LENGTH):
+        candidates = [b + (ch,) for b in beams for ch in range(3)]
+        beams = sorted(candidates, key=lambda s: -scores[s])[:k]
+    return beams[0]
+
+
+def setup(cell, layers, chars, prime, with_start, feed):
+    params = tiny(cell, layers)
+    vocab = Vocab(chars)
+    start = random_start(params) if with_start else None
+    V, E, H, L = model.dims(params)
+    first = tuple(s[:, :1] for s in start) if with_start else model.init_state(L, 1, H, np.float64)
+    scores = prefix_scores(params, vocab.encode(feed), first)
+    return params, vocab, start, scores
+
+
+@pytest.mark.parametrize("chars,prime,with_start,feed", CASES)
+@pytest.mark.parametrize("cell,layers", MODELS)
+def test_beam_search_against_brute_force(cell, layers, chars, prime, with_start, feed):
+    params, vocab, start, scores = setup(cell, layers, chars, prime, with_start, feed)
+    full = {s: v for s, v in scores.items() if len(s) == LENGTH}
+    best = max(full, key=full.get)
+    greedy = None
+    for k in BEAMS:
+        out = beam_search(params, vocab, LENGTH, k, prime=prime, start=start)
+        got = tuple(int(t) for t in vocab.encode(out))
+        assert got == naive_beam(scores, k), k
+        assert full[got] <= full[best] + 1e-9
+        if k == 1:
+            greedy = full[got]
+        assert full[got] >= greedy - 1e-9, k              # never worse than greedy, here
+        if k >= 27:
+            assert got == best
+    if prime:                                  # generate's greedy decoding (no burn-in with a prime)
+        text = "".join(generate(params, vocab, LENGTH, np.random.default_rng(0), prime=prime,
+                                argmax=True, start=start))
+        assert text == beam_search(params, vocab, LENGTH, 1, prime=prime, start=start)
+
+
+@pytest.mark.parametrize("cell,layers", MODELS)
+def test_the_tiny_models_make_beams_matter(cell, layers):
+    """Greedy misses the optimum, so a beam that were only greedy would fail above."""
+    _, _, _, scores = setup(cell, layers, *CASES[0])
+    full = [v for s, v in scores.items() if len(s) == LENGTH]
+    assert scores[naive_beam(scores, 1)] < max(full) - 0.01
+
+
+def test_start_is_its_first_row_and_left_alone():
+    params = tiny()
+    vocab = Vocab("\nab")
+    start = random_start(params)
+    before = [s.copy() for s in start]
+    first = tuple(s[:, :1].copy() for s in start)
+    a = beam_search(params, vocab, 12, 3, prime="a", start=start)
+    assert a == beam_search(params, vocab, 12, 3, prime="a", start=first)
+    assert all(np.array_equal(x, y) for x, y in zip(before, start))
+    zeros = tuple(np.zeros_like(s) for s in start)
+    assert beam_search(params, vocab, 12, 3, start=zeros) == beam_search(params, vocab, 12, 3)
+
+
+@pytest.mark.parametrize("k", [1, 2, 5])
+def test_every_step_has_at_least_min_rows(monkeypatch, k):
+    rows, step = [], model.step
+
+    def recording(prep, tokens, h, c):
+        rows.append((len(tokens), h.shape[1], c.shape[1]))
+        return step(prep, tokens, h, c)
+    monkeypatch.setattr(beam.model, "step", recording)
+    beam_search(tiny(dtype=np.float32), Vocab("\nab"), 6, k, prime="ab")
+    assert len(rows) == len("\nab") + 6 - 1               # the last character needs no step
+    # 2, not MIN_ROWS: OpenBLAS rounds a 1-row product differently, and sample.py never runs one
+    assert all(n >= 2 and n == r == s for n, r, s in rows), rows
+    assert max(n for n, _, _ in rows) == max(k, MIN_ROWS)          # all k hypotheses at once
+
+
+@pytest.mark.parametrize("k", [1, 2, 7])
+def test_ties_go_to_the_first_hypothesis_and_character(k):
+    """With the head's weights zeroed, the next-character distribution is the softmax of its
+    bias alone, whatever the state: with bias (0, 1, 1), the two best characters tie at every
+    step, and every string of them has the same total, so the order decides: the lowest."""
+    params = tiny()
+    params["head.weight"][...] = 0.0
+    params["head.bias"][...] = [0.0, 1.0, 1.0]
+    assert beam_search(params, Vocab("\nab"), 5, k) == "aaaaa"
+    params["head.bias"][...] = 0.0                                  # all 3 ** 5 strings tie
+    assert beam_search(params, Vocab("\nab"), 5, k) == "\n" * 5
+
+
+def test_lengths_and_float32():
+    params, vocab = tiny(dtype=np.float32), Vocab("\nab")
+    assert beam_search(params, vocab, 0, 4, prime="a") == ""
+    out = beam_search(params, vocab, 50, 5)
+    assert len(out) == 50 and set(out) <= set(vocab.chars)
+    assert out == beam_search(params, vocab, 50, 5)                  # deterministic
+
+
+@pytest.mark.parametrize("kw,message", [
+    (dict(beam=0), "--beam must be >= 1, got 0"), (dict(beam=-2), "--beam must be >= 1, got -2"),
+    (dict(length=-1), "--length must be >= 0, got -1"),
+    (dict(prime="a?b"), "--prime has characters not in the model's vocabulary: '?'")])
+def test_bad_options_are_one_line_errors(kw, message):
+    args = dict(length=4, beam=2, prime="") | kw
+    with pytest.raises(CharlstmError) as e:
+        beam_search(tiny(), Vocab("\nab"), **args)
+    assert str(e.value) == message
