@@ -67,14 +67,13 @@ class Scheduler:
         with self.cond:
             return len(self.live), len(self.pending)
 
-    def stop(self):
+    def stop(self, wait=True):
         """Cancel every job (each ends with an error saying why) and end the thread."""
         with self.cond:
             self.stopping = True
-            for job in list(self.pending) + self.live:
-                job.cancel()
             self.cond.notify()
-        self.thread.join(timeout=10)
+        if wait:
+            self.thread.join(timeout=10)
 
     def _loop(self):
         while True:

@@ -256,11 +256,11 @@ def make_app(paths, limits=None, token=None, device="cpu"):
 
 
 def _options(body, model, limits):
-    """The request's sampling options, each defaulting as `charlstm sample`'s does, checked as
-    it checks them, and held to the server's limits."""
+    """The request's sampling options, each defaulting as `charlstm sample`'s does (the length
+    at most --max-length), checked as it checks them, and held to the server's limits."""
     s = model.config.sample
     o = {"prime": s.prime if body.prime is None else body.prime,
-         "length": s.length if body.length is None else body.length,
+         "length": min(s.length, limits.max_length) if body.length is None else body.length,
          "temperature": s.temperature if body.temperature is None else body.temperature,
          "top_k": s.top_k if body.top_k is None else body.top_k,
          "top_p": s.top_p if body.top_p is None else body.top_p}
@@ -394,11 +394,33 @@ def serve(paths, host="127.0.0.1", port=8000, token=None, limits=None, device="c
     except ImportError:
         raise CharlstmError("charlstm serve needs FastAPI and uvicorn: pip install "
                             "'charlstm[serve]'") from None
+    _check_address(host, port)
     app = make_app(named(paths), limits, token, device)
     where = ("loopback only; --host 0.0.0.0 serves every interface"
              if host in ("127.0.0.1", "localhost", "::1") else "reachable from other machines")
     echo(f"serving {', '.join(app.state.models)} on http://{host}:{port} ({where})"
          + ("; requests need the token" if token else ""))
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig, frame):    # SIGINT, SIGTERM: live streams end now, with
+            app.state.scheduler.stop(wait=False)   # an error event saying why
+            super().handle_exit(sig, frame)
+            # uvicorn raises the signal again once it has shut down; a stop asked for is a
+            # clean exit here (status 0), so it is not re-raised (tested)
+            self._captured_signals.clear()
+
     config = uvicorn.Config(app, host=host, port=port, log_level="warning",
                             timeout_graceful_shutdown=5, lifespan="on")
-    uvicorn.Server(config).run()
+    Server(config).run()
+
+
+def _check_address(host, port):
+    """One clear line, before any model loads, when host:port cannot be listened on."""
+    import socket
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        with socket.socket(infos[0][0], socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(infos[0][4])
+    except OSError as e:
+        raise CharlstmError(f"cannot listen on {host}:{port}: {e.strerror or e}; choose another "
+                            "--port (or --host)") from None

@@ -4,12 +4,15 @@ sys.path; conftest.py has pytest rewrite the asserts here, as in a test module).
 Fixtures live in conftest.py; this file holds no tests and no fixtures.
 """
 
+import contextlib
 import importlib.util
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -121,6 +124,61 @@ def assert_losses_close(a, b):
     assert sorted(a) == sorted(b)
     for step in a:
         assert abs(a[step] - b[step]) <= 1e-5 * abs(b[step]), (step, a[step], b[step])
+
+
+# --- a served model: `charlstm serve` on a loopback port --------------------------------------
+
+def tiny_run(folder, steps=60, seed=0):
+    """A small trained run folder (configs/tiny.yaml on synthetic_text), for serving."""
+    folder = Path(folder)
+    if not (folder / "best.npz").exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        corpus = folder.parent / f"{folder.name}-corpus.txt"
+        corpus.write_text(synthetic_text(seed=seed), encoding="utf-8")
+        charlstm.train("configs/tiny.yaml", data=str(corpus), out=folder,
+                       overrides={"train.max_steps": steps, "train.eval_every": steps // 2,
+                                  "train.sample_length": 0})
+    return folder
+
+
+def free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def served(tmp_path, run=True, args=(), wait=60):
+    """`charlstm serve` of a tiny run folder (run=True) or its best.npz, in a child process on
+    127.0.0.1 and a free port; yields the base URL. Stopped with SIGTERM at the end, which it
+    must survive with exit status 0."""
+    import urllib.request
+    folder = tiny_run(tmp_path / "served")
+    port = free_port()
+    cmd = [sys.executable, "-m", "charlstm", "serve", str(folder if run else folder / "best.npz"),
+           "--port", str(port), *map(str, args)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                urllib.request.urlopen(url + "/healthz", timeout=2).read()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(f"the server did not start: {proc.stdout.read()}")
+                time.sleep(0.1)
+        yield url
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            out, _ = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise AssertionError("the server did not stop within 30 s of SIGTERM") from None
+        assert proc.returncode == 0, out
 
 
 # --- models and their oracles -------------------------------------------------------------------

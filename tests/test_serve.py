@@ -1,0 +1,435 @@
+"""Using a trained model: charlstm.Model, `charlstm sample`'s new options, and `charlstm serve`
+(the HTTP contract through the framework's test client; batching, streaming and signals on a real
+server on a loopback port)."""
+
+import asyncio
+import json
+import math
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+import numpy as np
+import pytest
+
+import charlstm
+from charlstm import model as net
+from charlstm.errors import CharlstmError
+from charlstm.sample import MIN_ROWS, Stream, draw, draw_rows, next_distribution
+
+from helpers import free_port, invoke, one_line_error, served, tiny_run
+
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    return tiny_run(tmp_path_factory.mktemp("serve") / "tiny")
+
+
+@pytest.fixture(scope="module")
+def tiny(run_dir):
+    return charlstm.Model.load(run_dir)
+
+
+# --- the Python API -----------------------------------------------------------------------------
+
+def test_a_model_loads_from_a_run_folder_or_a_checkpoint(run_dir, tiny):
+    assert tiny.path == run_dir / "best.npz"
+    info = tiny.info
+    assert info["layers"] == 1 and info["vocab_size"] == len(tiny.vocab) and info["steps"] > 0
+    assert info["parameters"] == sum(p.size for p in tiny.params.values())
+    assert 0 < info["best_val"] < math.log(len(tiny.vocab))
+    assert tiny.config.model.hidden_size == info["hidden"]
+    assert charlstm.Model.load(run_dir / "last.npz").path.name == "last.npz"
+    with pytest.raises(CharlstmError, match="holds no checkpoint"):
+        charlstm.Model.load(run_dir.parent)
+
+
+def test_generate_is_charlstm_sample(run_dir, tiny):
+    """The same seed and options: the same text from the API and from the command."""
+    text = tiny.generate("the ", 120, temperature=0.8, top_p=0.95, seed=7)
+    result = invoke("sample", run_dir, "--prime", "the ", "--length", 120, "--temperature", 0.8,
+                    "--top-p", 0.95, "--seed", 7)
+    assert result.exit_code == 0, result.output
+    assert result.output == text + "\n" and text.startswith("the ") and len(text) == 124
+    assert "".join(tiny.stream("the ", 120, temperature=0.8, top_p=0.95, seed=7)) == text[4:]
+    assert tiny.generate("the ", 120, seed=8) != tiny.generate("the ", 120, seed=7)
+    assert tiny.generate(length=60, seed=3) == tiny.generate(length=60, seed=3)
+
+
+def test_beam_from_the_api_and_the_command(run_dir, tiny):
+    text = tiny.generate("the ", 40, beam=4)
+    assert len(text) == 44 and text == tiny.generate("the ", 40, beam=4, seed=9)
+    result = invoke("sample", run_dir, "--prime", "the ", "--length", 40, "--beam", 4)
+    assert result.output == text + "\n"
+    greedy = tiny.generate("the ", 40, argmax=True)
+    assert tiny.generate("the ", 40, beam=1) == greedy
+
+
+def oracle_surprisal(m, text):
+    """-log p of each character after "\\n" + the text before it, one model.step at a time."""
+    prep = net.prepare_step(m.params)
+    h, c = (np.repeat(s[:, :1], MIN_ROWS, axis=1).astype(np.float32) for s in m.start)
+    out, prev = [], m.vocab.encode("\n")[0]
+    for tok in m.vocab.encode(text):
+        z = net.step(prep, np.array([prev] * MIN_ROWS), h, c)[0].astype(np.float64)
+        out.append(math.log(np.exp(z - z.max()).sum()) + z.max() - z[tok])
+        prev = tok
+    return np.array(out)
+
+
+def test_score_and_next_agree_with_stepping_the_model(tiny):
+    text = "the cat sat on a mat\nand dog ran far"
+    s = tiny.score(text, top=3)
+    np.testing.assert_allclose(s.surprisal, oracle_surprisal(tiny, text), rtol=1e-4, atol=1e-4)
+    assert s.chars == len(text) and s.loss == pytest.approx(s.surprisal.mean())
+    assert s.bpc == pytest.approx(s.loss / math.log(2))
+    assert len(s.guesses) == len(text) and all(len(g) == 3 for g in s.guesses)
+    i = 7                                        # the model's guesses there are next()'s
+    assert [ch for ch, _ in s.guesses[i]] == [ch for ch, _ in tiny.next(text[:i], top=3)]
+    dist = tiny.next("the ca", top=len(tiny.vocab))
+    ps = [p for _, p in dist]
+    assert ps == sorted(ps, reverse=True) and sum(ps) == pytest.approx(1, abs=1e-4)
+    there = dict(tiny.next(text[:i], top=len(tiny.vocab)))
+    assert there[text[i]] == pytest.approx(math.exp(-s.surprisal[i]), rel=1e-4)
+    assert tiny.next("the ca", top=1)[0][0] == tiny.generate("the ca", 1, argmax=True)[-1]
+
+
+def test_unknown_characters_are_an_error_or_skipped(tiny):
+    with pytest.raises(CharlstmError, match="not in the model's vocabulary"):
+        tiny.generate("the é", 5)
+    assert tiny.generate("the é", 5, seed=1, skip_unknown=True) == tiny.generate("the ", 5, seed=1)
+    with pytest.raises(CharlstmError, match="text has characters"):
+        tiny.score("ünknown")
+    assert tiny.score("the üdog", skip_unknown=True).chars == len("the dog")
+
+
+def test_a_prime_from_a_file(run_dir, tmp_path):
+    (tmp_path / "prime.txt").write_text("the cat", encoding="utf-8")
+    out = invoke("sample", run_dir, "--prime-file", tmp_path / "prime.txt", "--length", 10,
+                 "--seed", 1)
+    assert out.exit_code == 0 and out.output.startswith("the cat")
+    assert out.output == invoke("sample", run_dir, "--prime", "the cat", "--length", 10,
+                                "--seed", 1).output
+    (tmp_path / "bad.txt").write_bytes(b"the \xff cat")
+    one_line_error(invoke("sample", run_dir, "--prime-file", tmp_path / "bad.txt"), "bad.txt")
+    one_line_error(invoke("sample", run_dir, "--prime-file", "/dev/zero"), "not a regular file")
+    (tmp_path / "big.txt").write_text("a" * 1_000_001)
+    one_line_error(invoke("sample", run_dir, "--prime-file", tmp_path / "big.txt"),
+                   "1,000,001 bytes")
+    one_line_error(invoke("sample", run_dir, "--prime-file", tmp_path / "nope.txt"), "not found")
+    both = invoke("sample", run_dir, "--prime", "a", "--prime-file", tmp_path / "prime.txt")
+    assert both.exit_code == 2 and "either --prime or --prime-file" in both.output
+
+
+def test_batched_draws_are_the_one_stream_draws():
+    """Batch's vectorized draw (draw_rows) against the one-row path, bit for bit."""
+    rng = np.random.default_rng(0)
+    logits = (rng.standard_normal((64, 67)) * 4).astype(np.float32)
+    temps = rng.uniform(0.3, 2.0, 64)
+
+    class S:                                     # a Stream's sampling fields
+        def __init__(self, t, seed):
+            self.temperature, self.rng = t, np.random.default_rng(seed)
+    rows = draw_rows(logits, [S(t, i) for i, t in enumerate(temps)])
+    alone = [draw(next_distribution(logits[i], temps[i]), np.random.default_rng(i))
+             for i in range(64)]
+    assert rows == alone
+
+
+def test_a_stream_alone_and_among_many(tiny):
+    """The same seeded stream in a Batch of 1 and of 40 (others join and leave): same tokens."""
+    from charlstm.sample import Batch
+
+    def run(n_others):
+        batch = Batch(tiny.params, tiny.start)
+        mine = Stream(tiny.vocab, 80, np.random.default_rng(5), "the ", temperature=0.9)
+        others = [Stream(tiny.vocab, 10 + 3 * i, np.random.default_rng(100 + i), "a" * (i % 4),
+                         top_k=i % 3, argmax=i % 7 == 0) for i in range(n_others)]
+        for s in others[:n_others // 2]:
+            batch.add(s)
+        batch.add(mine)
+        out, steps = [], 0
+        while not mine.done:
+            if steps == 5:
+                for s in others[n_others // 2:]:
+                    batch.add(s)
+            batch.step()
+            out += mine.take()
+            steps += 1
+        return out
+    assert run(0) == run(40)
+
+
+# --- the HTTP contract, through the test client ------------------------------------------------
+
+@pytest.fixture(scope="module")
+def client(run_dir):
+    from fastapi.testclient import TestClient
+
+    from charlstm.serve import Limits, make_app
+    file_model = run_dir.parent / "file.npz"
+    shutil.copy(run_dir / "best.npz", file_model)
+    app = make_app({"tiny": run_dir, "file": file_model}, Limits(max_length=300, max_n=4,
+                                                                 max_text_bytes=2000,
+                                                                 max_body=5000))
+    with TestClient(app) as c:
+        yield c
+
+
+def error(response, status, *words):
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert list(body) == ["error"] and "\n" not in body["error"], body
+    for w in words:
+        assert w in body["error"], (w, body)
+
+
+def test_models_and_health(client, tiny):
+    assert client.get("/healthz").json()["ok"] is True
+    models = client.get("/v1/models").json()["models"]
+    assert [m["name"] for m in models] == ["tiny", "file"]
+    m = models[0]
+    assert (m["layers"], m["hidden"], m["vocab_size"], m["run"]) == (1, 32, len(tiny.vocab), True)
+    assert m["best_val"] == pytest.approx(tiny.info["best_val"]) and models[1]["run"] is False
+    assert "/v1/generate" in client.get("/openapi.json").json()["paths"]
+    page = client.get("/")
+    assert page.status_code == 200 and "<html" in page.text.lower()
+
+
+def test_generate_over_http_is_the_api(client, tiny):
+    body = {"prime": "the ", "length": 50, "seed": 3, "temperature": 0.7}
+    r = client.post("/v1/generate", json=body).json()
+    assert r["model"] == "tiny" and r["chars"] == 50
+    assert r["completions"] == [tiny.generate("the ", 50, temperature=0.7, seed=3)[4:]]
+    assert client.post("/v1/generate", json={**body, "model": "file"}).json()["completions"] == \
+        r["completions"]
+    three = client.post("/v1/generate", json={**body, "n": 3}).json()["completions"]
+    assert len(three) == 3 and len(set(three)) == 3
+    assert three == client.post("/v1/generate", json={**body, "n": 3}).json()["completions"]
+    beam = client.post("/v1/generate", json={"prime": "the ", "length": 30, "beam": 3}).json()
+    assert beam["completions"] == [tiny.generate("the ", 30, beam=3)[4:]]
+    raw = client.post("/v1/generate", content=json.dumps(body))     # any content type: curl -d
+    assert raw.json()["completions"] == r["completions"]
+
+
+def test_generate_streams_events(client, tiny):
+    body = {"prime": "the ", "length": 120, "seed": 4, "stream": True, "n": 2}
+    with client.stream("POST", "/v1/generate", json=body) as r:
+        assert r.headers["content-type"].startswith("text/event-stream")
+        events = parse_sse(r.iter_text())
+    kinds = [k for k, _ in events]
+    assert kinds[-1] == "done" and set(kinds[:-1]) == {"chunk"}
+    texts = ["", ""]
+    for kind, data in events[:-1]:
+        texts[data["index"]] += data["text"]
+    plain = client.post("/v1/generate", json={**body, "stream": False}).json()["completions"]
+    assert texts == plain and events[-1][1]["chars"] == 240
+
+
+def parse_sse(lines_or_text):
+    text = "".join(lines_or_text)
+    out = []
+    for block in text.strip().split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.splitlines())
+        out.append((fields["event"], json.loads(fields["data"])))
+    return out
+
+
+def test_score_and_next_over_http(client, tiny):
+    s = client.post("/v1/score", json={"text": "the cat", "top": 2}).json()
+    ref = tiny.score("the cat", top=2)
+    assert s["chars"] == 7 and s["loss"] == pytest.approx(ref.loss)
+    assert s["surprisal"] == pytest.approx(list(ref.surprisal))
+    assert [[g["char"] for g in row] for row in s["guesses"]] == \
+        [[ch for ch, _ in row] for row in ref.guesses]
+    d = client.post("/v1/next", json={"context": "the c", "top": 3}).json()["distribution"]
+    assert [(x["char"], pytest.approx(x["p"])) for x in d] == tiny.next("the c", top=3)
+
+
+@pytest.mark.parametrize("path,body,status,words", [
+    ("/v1/generate", "{bad json", 400, ["not JSON"]),
+    ("/v1/generate", '{"length": NaN}', 400, ["NaN"]),
+    ("/v1/generate", '{"temperature": Infinity}', 400, ["Infinity"]),
+    ("/v1/generate", '{"temperature": 1e999}', 400, ["temperature"]),
+    ("/v1/generate", "[1, 2]", 400, ["JSON object"]),
+    ("/v1/generate", '{"length": "5"}', 400, ["length", "integer"]),
+    ("/v1/generate", '{"length": -1}', 400, ["length"]),
+    ("/v1/generate", '{"length": 301}', 400, ["--max-length"]),
+    ("/v1/generate", '{"n": 5}', 400, ["--max-n"]),
+    ("/v1/generate", '{"beam": 17}', 400, ["--max-beam"]),
+    ("/v1/generate", '{"top_p": 0}', 400, ["top_p"]),
+    ("/v1/generate", '{"temperature": 0}', 400, ["temperature"]),
+    ("/v1/generate", '{"seed": -2}', 400, ["seed"]),
+    ("/v1/generate", '{"prime": "é"}', 400, ["vocabulary", "skip"]),
+    ("/v1/generate", '{"model": "nope"}', 404, ["nope", "tiny, file"]),
+    ("/v1/generate", '{"colour": "red"}', 400, ["colour"]),
+    ("/v1/generate", '{"prime": "' + "a" * 2001 + '"}', 400, ["--max-text-bytes"]),
+    ("/v1/score", "{}", 400, ["text"]),
+    ("/v1/score", '{"text": "the ü"}', 400, ["vocabulary"]),
+    ("/v1/next", '{"top": 0}', 400, ["top"]),
+    ("/v1/next", '{"context": 5}', 400, ["context"]),
+    ("/v1/runs/file/metrics", None, 404, ["not a run folder"]),
+    ("/v1/runs/nope/metrics", None, 404, ["nope"]),
+])
+def test_every_mistake_is_a_4xx_with_one_line(client, path, body, status, words):
+    r = client.get(path) if body is None else client.post(path, content=body)
+    error(r, status, *words)
+
+
+def test_a_big_body_is_refused(client):
+    error(client.post("/v1/score", content='{"text": "' + "a" * 6000 + '"}'), 413, "--max-body")
+
+
+def test_run_metrics(client, run_dir):
+    m = client.get("/v1/runs/tiny/metrics").json()
+    assert m["train"][0][0] == 5 and m["val"][-1][0] == 60    # tiny.yaml logs every 5 steps
+    assert [len(p) for p in m["train"] + m["val"]] == [2] * (len(m["train"]) + len(m["val"]))
+
+
+def test_a_token_guards_the_api_not_the_page(run_dir):
+    from fastapi.testclient import TestClient
+
+    from charlstm.serve import make_app
+    with TestClient(make_app({"tiny": run_dir}, token="s3cret")) as c:
+        error(c.get("/v1/models"), 401, "Bearer")
+        error(c.post("/v1/generate", json={}, headers={"Authorization": "Bearer nope"}), 401)
+        assert c.get("/v1/models", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        assert c.get("/").status_code == 200 and c.get("/healthz").status_code == 200
+
+
+def test_a_full_server_says_retry_after(run_dir):
+    from fastapi.testclient import TestClient
+
+    from charlstm.serve import Limits, make_app
+    app = make_app({"tiny": run_dir}, Limits(max_streams=1, max_queue=0, max_length=100_000))
+    with TestClient(app) as c:
+        with c.stream("POST", "/v1/generate", json={"length": 100_000, "stream": True}) as long:
+            next(long.iter_text())               # it has a slot and is generating
+            busy = c.post("/v1/generate", json={"length": 5})
+            error(busy, 503, "retry")
+            assert busy.headers["retry-after"] == "1"
+        deadline = time.monotonic() + 10         # the client left: its slot frees at once
+        while c.get("/healthz").json()["live"] and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert c.post("/v1/generate", json={"length": 5}).status_code == 200
+
+
+def test_a_reloaded_checkpoint_is_served(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from charlstm.serve import make_app
+    folder = tiny_run(tmp_path / "r", steps=20)
+    with TestClient(make_app({"r": folder})) as c:
+        assert c.get("/v1/models").json()["models"][0]["step"] == 20
+        charlstm.train(resume=folder, overrides={"train.max_steps": 40})   # a new best.npz
+        assert c.get("/v1/models").json()["models"][0]["step"] == 40
+
+
+# --- a real server: batching, load, signals ------------------------------------------------------
+
+async def generate_all(url, bodies, stream=False):
+    async with httpx.AsyncClient(base_url=url, timeout=120) as client:
+        async def one(body):
+            if not stream:
+                r = await client.post("/v1/generate", json=body)
+                assert r.status_code == 200, r.text
+                return r.json()["completions"][0]
+            text, first = "", None
+            tic = time.perf_counter()
+            async with client.stream("POST", "/v1/generate", json={**body, "stream": True}) as r:
+                assert r.status_code == 200
+                raw = "".join([chunk async for chunk in r.aiter_text()])
+            for kind, data in parse_sse(raw):
+                assert kind in ("chunk", "done"), data
+                if kind == "chunk":
+                    text += data["text"]
+                    first = first or time.perf_counter() - tic
+            return text
+        return await asyncio.gather(*(one(b) for b in bodies))
+
+
+def test_64_seeded_requests_together_are_each_as_alone(tmp_path):
+    """Batch invariance: each of 64 concurrent seeded requests gets the text it gets alone."""
+    bodies = [{"prime": ["the ", "a", ""][i % 3], "length": 60 + i, "seed": i,
+               "temperature": 0.6 + i / 64} for i in range(64)]
+    with served(tmp_path) as url:
+        together = asyncio.run(generate_all(url, bodies))
+        model = charlstm.Model.load(tmp_path / "served")
+        alone = [model.generate(b["prime"], b["length"], b["temperature"], seed=b["seed"])
+                 [len(b["prime"]):] for b in bodies]
+        assert together == alone
+
+
+def test_32_streaming_clients_all_finish(tmp_path):
+    bodies = [{"length": 200, "seed": i} for i in range(32)]
+    with served(tmp_path) as url:
+        texts = asyncio.run(generate_all(url, bodies, stream=True))
+    assert [len(t) for t in texts] == [200] * 32
+
+
+def test_sigterm_ends_live_streams_and_exits_0(tmp_path):
+    folder = tiny_run(tmp_path / "served")
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "charlstm", "serve", str(folder), "--port",
+                             str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(300):
+            try:
+                httpx.get(url + "/healthz", timeout=1)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        with httpx.stream("POST", url + "/v1/generate", timeout=30,
+                          json={"length": 10_000, "stream": True}) as r:
+            chunks = r.iter_text()
+            next(chunks)
+            proc.send_signal(signal.SIGTERM)
+            rest = "".join(chunks)
+        assert "event: error" in rest and "shutting down" in rest
+        assert proc.wait(timeout=20) == 0
+        out = proc.stdout.read()
+        assert "serving served on http://127.0.0.1" in out and "loopback only" in out
+    finally:
+        proc.kill()
+
+
+def test_serve_command_errors(tmp_path, run_dir):
+    one_line_error(invoke("serve", tmp_path), "holds no checkpoint")
+    busy = free_port()
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", busy))
+        s.listen()
+        one_line_error(invoke("serve", run_dir, "--port", busy), "cannot listen", str(busy))
+
+
+# --- any JSON body: a 2xx, or a 4xx with one error line ------------------------------------------
+
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+_values = st.recursive(st.none() | st.booleans() | st.integers(-10**6, 10**6)
+                       | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20),
+                       lambda inner: st.lists(inner, max_size=3)
+                       | st.dictionaries(st.text(max_size=5), inner, max_size=3), max_leaves=6)
+_fields = st.sampled_from(["model", "prime", "length", "temperature", "top_k", "top_p", "seed",
+                           "n", "beam", "stream", "argmax", "skip_unknown", "text", "top",
+                           "context", "other"])
+_bodies = st.dictionaries(_fields, _values | st.integers(0, 40) | st.sampled_from(
+    ["the ", "tiny", "file", "", "é"]), max_size=6)
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(path=st.sampled_from(["/v1/generate", "/v1/score", "/v1/next"]), body=_bodies)
+def test_any_json_body_is_answered_or_refused_in_one_line(client, path, body):
+    if path == "/v1/generate" and body.get("stream") is True:
+        body["stream"] = False                   # the streamed form is tested above
+    r = client.post(path, json=body)
+    assert r.status_code < 500, r.text
+    if r.status_code >= 400:
+        assert list(r.json()) == ["error"] and "\n" not in r.json()["error"]
