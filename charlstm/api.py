@@ -220,20 +220,24 @@ class Model:
 
     def score(self, text, top=0, skip_unknown=False):
         """Each character's surprisal (nats) given all before it; with top=N, the model's N
-        likeliest characters at each place."""
-        text = known(self.vocab, text, skip_unknown, "text")
+        likeliest characters at each place. skip_unknown: characters the model does not know
+        are left out of its input and get NaN (no guesses)."""
+        kept = known(self.vocab, text, skip_unknown, "text")
+        where = np.array([i for i, ch in enumerate(text) if ch in self.vocab.chars]
+                         if len(kept) < len(text) else np.arange(len(text)), dtype=np.int64)
         newline = "\n" in self.vocab.chars
-        probs, targets = self._probs(("\n" if newline else "") + text)
+        probs, targets = self._probs(("\n" if newline else "") + kept)
         picked = probs[np.arange(len(targets)), targets].astype(np.float64)
+        scored = where[len(kept) - len(targets):]          # all, or all but the first
         surprisal = np.full(len(text), np.nan)
-        surprisal[len(text) - len(targets):] = -np.log(np.maximum(picked, 1e-300))
-        scored = surprisal[~np.isnan(surprisal)]
-        loss = float(scored.mean()) if len(scored) else math.nan
+        surprisal[scored] = -np.log(np.maximum(picked, 1e-300))
+        loss = float(-np.log(np.maximum(picked, 1e-300)).mean()) if len(picked) else math.nan
         guesses = None
         if top:
-            guesses = [[] for _ in range(len(text) - len(targets))]
-            guesses += [self._top(row, top) for row in probs]
-        return Score(loss, loss / math.log(2), len(scored), surprisal, guesses)
+            guesses = [[] for _ in text]
+            for i, row in zip(scored, probs):
+                guesses[i] = self._top(row, top)
+        return Score(loss, loss / math.log(2), len(picked), surprisal, guesses)
 
     def next(self, context="", top=10, skip_unknown=False):
         """The `top` likeliest next characters after `context`, with their probabilities."""

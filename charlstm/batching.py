@@ -20,6 +20,11 @@ from .errors import CharlstmError
 from .sample import Batch
 
 
+# A job's characters go out at once when they are its first, then at most every FLUSH seconds:
+# one event per character per client would cost the event loop more than the model's step.
+FLUSH = 0.02
+
+
 class Busy(CharlstmError):
     """Every stream slot and queue place is taken: try again shortly."""
 
@@ -30,7 +35,14 @@ class Job:
     def __init__(self, model, stream, on_chars, on_end, deadline):
         self.model, self.stream = model, stream
         self.on_chars, self.on_end, self.deadline = on_chars, on_end, deadline
-        self.ended = False
+        self.ended, self.held, self.sent = False, [], None    # held: tokens not yet sent
+
+    def flush(self, now, force=False):
+        """Hand on the held characters: the first at once, then every FLUSH seconds."""
+        if self.held and (force or self.sent is None or now - self.sent >= FLUSH):
+            chars = self.model.vocab.chars
+            self.on_chars("".join(chars[t] for t in self.held))
+            self.held, self.sent = [], now
 
     def cancel(self):
         self.stream.cancel()
@@ -106,9 +118,8 @@ class Scheduler:
         now = time.monotonic()
         still = []
         for job in self.live:
-            chars = job.stream.take()
-            if chars:
-                job.on_chars("".join(job.model.vocab.chars[t] for t in chars))
+            job.held += job.stream.take()
+            job.flush(now, force=job.stream.done)
             if job.deadline is not None and now > job.deadline and not job.stream.done:
                 job.cancel()
                 self._end(job, "the request took longer than this server's --timeout "

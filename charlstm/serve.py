@@ -141,8 +141,8 @@ def make_app(paths, limits=None, token=None, device="cpu"):
             return _error(401, "this server needs a token: send 'Authorization: Bearer TOKEN'")
         size = request.headers.get("content-length")
         if size is not None and (not size.isdigit() or int(size) > limits.max_body):
-            return _error(413, f"the request body is over this server's --max-body "
-                               f"({limits.max_body:,} bytes)")
+            return _error(413, f"the request body is over this server's limit of "
+                               f"{limits.max_body:,} bytes (charlstm serve --max-body)")
         return await call_next(request)
 
     @app.exception_handler(Problem)
@@ -154,8 +154,8 @@ def make_app(paths, limits=None, token=None, device="cpu"):
         async def parse(request: Request):
             raw = await request.body()
             if len(raw) > limits.max_body:
-                raise Problem(413, f"the request body is over this server's --max-body "
-                                   f"({limits.max_body:,} bytes)")
+                raise Problem(413, f"the request body is over this server's limit of "
+                                   f"{limits.max_body:,} bytes (charlstm serve --max-body)")
             try:
                 obj = json.loads(raw or b"{}", parse_constant=_no_constant)
             except (ValueError, RecursionError) as e:
@@ -187,8 +187,8 @@ def make_app(paths, limits=None, token=None, device="cpu"):
 
     def text_cap(text, what):
         if len(text.encode("utf-8", "surrogatepass")) > limits.max_text_bytes:
-            raise Problem(400, f"{what} is over this server's --max-text-bytes "
-                               f"({limits.max_text_bytes:,})")
+            raise Problem(400, f"{what} is over this server's limit of "
+                               f"{limits.max_text_bytes:,} bytes (charlstm serve --max-text-bytes)")
 
     @app.get("/healthz")
     async def healthz():
@@ -268,7 +268,8 @@ def _options(body, model, limits):
     for key, value, cap in (("length", o["length"], limits.max_length),
                             ("n", body.n, limits.max_n), ("beam", body.beam, limits.max_beam)):
         if value > cap:
-            raise Problem(400, f"{key} {value:,} is over this server's --max-{key} ({cap:,})")
+            raise Problem(400, f"{key} {value:,} is over this server's limit of {cap:,} "
+                               f"(charlstm serve --max-{key})")
     return o
 
 

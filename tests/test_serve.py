@@ -104,7 +104,11 @@ def test_unknown_characters_are_an_error_or_skipped(tiny):
     assert tiny.generate("the é", 5, seed=1, skip_unknown=True) == tiny.generate("the ", 5, seed=1)
     with pytest.raises(CharlstmError, match="text has characters"):
         tiny.score("ünknown")
-    assert tiny.score("the üdog", skip_unknown=True).chars == len("the dog")
+    skipped = tiny.score("the üdog", skip_unknown=True, top=2)
+    assert skipped.chars == len("the dog") and len(skipped.surprisal) == len("the üdog")
+    assert np.isnan(skipped.surprisal[4]) and skipped.guesses[4] == []
+    kept = tiny.score("the dog", top=2)
+    np.testing.assert_array_equal(np.delete(skipped.surprisal, 4), kept.surprisal)
 
 
 def test_a_prime_from_a_file(run_dir, tmp_path):
@@ -240,6 +244,8 @@ def parse_sse(lines_or_text):
 
 
 def test_score_and_next_over_http(client, tiny):
+    s = client.post("/v1/score", json={"text": "thé", "skip_unknown": True}).json()
+    assert s["chars"] == 2 and s["surprisal"][2] is None and len(s["surprisal"]) == 3
     s = client.post("/v1/score", json={"text": "the cat", "top": 2}).json()
     ref = tiny.score("the cat", top=2)
     assert s["chars"] == 7 and s["loss"] == pytest.approx(ref.loss)

@@ -291,7 +291,8 @@ async function generate() {
 }
 
 function describeDone(chars, seconds) {
-  const rate = seconds > 0 ? " (" + Math.round(chars / seconds).toLocaleString("en") + " chars/s)" : "";
+  const rate = seconds > 0
+    ? " (" + Math.round(chars / seconds).toLocaleString("en") + " chars/s)" : "";
   return "done: " + chars + " chars in " + Number(seconds).toFixed(2) + " s" + rate;
 }
 
@@ -495,7 +496,10 @@ function ticks(lo, hi, n) {
   const raw = span / n, mag = 10 ** Math.floor(Math.log10(raw));
   const step = [1, 2, 5, 10].map((k) => k * mag).find((s) => s >= raw);
   const out = [];
-  for (let x = Math.ceil(lo / step) * step; x <= hi + step * 1e-9; x += step) out.push(+x.toPrecision(12));
+  // toPrecision drops the float dust of repeated additions (0.30000000000000004)
+  for (let x = Math.ceil(lo / step) * step; x <= hi + step * 1e-9; x += step) {
+    out.push(+x.toPrecision(12));
+  }
   return out;
 }
 
@@ -529,7 +533,8 @@ function chart(series) {
                            class: "frame"}),
               svg("text", {x: (left + W - right) / 2, y: H - 6, "text-anchor": "middle"}, "step"),
               svg("text", {x: 14, y: (top + H - bottom) / 2, "text-anchor": "middle",
-                           transform: `rotate(-90 14 ${(top + H - bottom) / 2})`}, "loss (nats/char)"));
+                           transform: `rotate(-90 14 ${(top + H - bottom) / 2})`},
+                  "loss (nats/char)"));
 
   series.forEach((s, k) => {
     if (s.points.length) {

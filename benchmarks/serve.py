@@ -1,0 +1,166 @@
+"""`charlstm serve` under load: aggregate characters per second with 1, 8, 32 and 64 concurrent
+streaming clients against the same requests served one at a time, time to first character, and
+the server's resident memory over a soak. Loopback only; every loop is bounded.
+
+    python benchmarks/serve.py runs/shakespeare            # the 1 x 640 tiny-shakespeare model
+    python benchmarks/serve.py runs/shakespeare --soak-minutes 5 --json benchmarks/study/serve.json
+
+The clients run in this process (httpx, asyncio) on the same machine as the server, so on 2 cores
+they take part of the CPU the server would otherwise have: the figures are a floor.
+"""
+
+import argparse
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from helpers import free_port  # noqa: E402
+
+
+def rss_mb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def one(client, chars, seed):
+    """One streaming request: (characters received, seconds to the first one, seconds)."""
+    tic = time.perf_counter()
+    first, got = None, 0
+    body = {"length": chars, "seed": seed, "stream": True, "temperature": 0.8}
+    async with client.stream("POST", "/v1/generate", json=body) as r:
+        r.raise_for_status()
+        async for block in r.aiter_text():
+            for line in block.splitlines():
+                if line.startswith("data: ") and '"text"' in line:
+                    got += len(json.loads(line[6:])["text"])
+                    first = first or time.perf_counter() - tic
+                elif line.startswith("event: error"):
+                    raise RuntimeError(block)
+    return got, first, time.perf_counter() - tic
+
+
+async def concurrent(url, clients, chars, rounds, seed0=0):
+    """`clients` at once, `rounds` times: aggregate chars/s and every time to first character."""
+    limits = httpx.Limits(max_connections=clients + 4)
+    async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as client:
+        total, firsts, tic = 0, [], time.perf_counter()
+        for r in range(rounds):
+            results = await asyncio.gather(*(one(client, chars, seed0 + r * clients + i)
+                                             for i in range(clients)))
+            total += sum(g for g, _, _ in results)
+            firsts += [f for _, f, _ in results]
+        return total / (time.perf_counter() - tic), firsts
+
+
+async def sequential(url, requests, chars):
+    async with httpx.AsyncClient(base_url=url, timeout=600) as client:
+        total, firsts, tic = 0, [], time.perf_counter()
+        for i in range(requests):
+            got, first, _ = await one(client, chars, 10_000 + i)
+            total += got
+            firsts.append(first)
+        return total / (time.perf_counter() - tic), firsts
+
+
+async def soak(url, pid, minutes, clients, chars):
+    """`clients` streaming request after request for `minutes`; RSS every 10 s."""
+    samples, stop = [(0.0, rss_mb(pid))], time.monotonic() + 60 * minutes
+    limits = httpx.Limits(max_connections=clients + 4)
+    async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as client:
+        async def worker(k):
+            n = 0
+            while time.monotonic() < stop:
+                await one(client, chars, 50_000 + 1000 * k + n)
+                n += 1
+            return n
+
+        async def sampler():
+            t0 = time.monotonic()
+            while time.monotonic() < stop:
+                await asyncio.sleep(10)
+                samples.append((round(time.monotonic() - t0), rss_mb(pid)))
+        done = await asyncio.gather(sampler(), *(worker(k) for k in range(clients)))
+    return samples, sum(done[1:])
+
+
+def pct(xs, q):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(q / 100 * (len(xs) - 1))))]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("model", help="checkpoint or run folder to serve")
+    ap.add_argument("--chars", type=int, default=500, help="characters per request")
+    ap.add_argument("--sequential", type=int, default=16, help="requests served one at a time")
+    ap.add_argument("--soak-minutes", type=float, default=5.0)
+    ap.add_argument("--soak-clients", type=int, default=32)
+    ap.add_argument("--json", help="write the figures here too")
+    args = ap.parse_args()
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "charlstm", "serve", args.model, "--port",
+                               str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):
+            try:
+                httpx.get(url + "/healthz", timeout=1)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        model = httpx.get(url + "/v1/models").json()["models"][0]
+        asyncio.run(concurrent(url, 4, 50, 1))                       # warm up
+        out = {"model": model, "chars": args.chars, "rows": []}
+        seq_rate, seq_first = asyncio.run(sequential(url, args.sequential, args.chars))
+        out["sequential"] = {"chars_per_sec": seq_rate, "ttfc_p50": pct(seq_first, 50),
+                             "ttfc_p99": pct(seq_first, 99)}
+        print(f"one at a time: {seq_rate:,.0f} chars/s", file=sys.stderr)
+        for clients in (1, 8, 32, 64):
+            rounds = max(1, 128 // clients) if clients < 64 else 2
+            rate, firsts = asyncio.run(concurrent(url, clients, args.chars, rounds))
+            row = {"clients": clients, "chars_per_sec": rate, "x_sequential": rate / seq_rate,
+                   "ttfc_p50": pct(firsts, 50), "ttfc_p99": pct(firsts, 99),
+                   "requests": len(firsts)}
+            out["rows"].append(row)
+            print(json.dumps(row), file=sys.stderr, flush=True)
+        if args.soak_minutes > 0:
+            samples, requests = asyncio.run(soak(url, server.pid, args.soak_minutes,
+                                                 args.soak_clients, args.chars))
+            out["soak"] = {"minutes": args.soak_minutes, "clients": args.soak_clients,
+                           "requests": requests, "rss_mb": samples,
+                           "growth_mb": samples[-1][1] - samples[0][1],
+                           "max_growth_mb": max(s for _, s in samples) - samples[0][1]}
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    m = out["model"]
+    print(f"model: {m['name']}, {m['layers']} x {m['hidden']} {m['cell']}, {args.chars} characters "
+          "a request, loopback, streaming")
+    print("| clients | aggregate chars/s | x one at a time | TTFC p50 ms | TTFC p99 ms |")
+    print("| --- | --- | --- | --- | --- |")
+    s = out["sequential"]
+    print(f"| one at a time | {s['chars_per_sec']:,.0f} | 1.0 | {1e3 * s['ttfc_p50']:.0f} | "
+          f"{1e3 * s['ttfc_p99']:.0f} |")
+    for r in out["rows"]:
+        print(f"| {r['clients']} | {r['chars_per_sec']:,.0f} | {r['x_sequential']:.1f} | "
+              f"{1e3 * r['ttfc_p50']:.0f} | {1e3 * r['ttfc_p99']:.0f} |")
+    if "soak" in out:
+        k = out["soak"]
+        print(f"soak: {k['minutes']:g} min, {k['clients']} clients, {k['requests']} requests; RSS "
+              f"{k['rss_mb'][0][1]:.0f} -> {k['rss_mb'][-1][1]:.0f} MB (most "
+              f"{k['max_growth_mb']:+.0f} MB)")
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
