@@ -15,10 +15,10 @@ import numpy as np
 from . import model
 from .backend import array_module, to_host
 from .errors import CharlstmError
-# Every step runs at least MIN_ROWS (2) rows, a lone hypothesis beside a copy of itself: OpenBLAS
-# rounds a 1-row product differently from products of 2 or more rows, so beam 1 then rounds as
-# sample.py's greedy decoding does, which pads the same way.
-from .sample import MIN_ROWS
+
+# Rows a step runs at least: a lone hypothesis runs alone, as a lone sample does (sample.generate),
+# so that beam 1 is greedy decoding to the bit (BLAS rounds a one-row product its own way).
+MIN_ROWS = 1
 
 
 def check_options(length, beam):

@@ -90,9 +90,12 @@ def next_distribution(logits, temperature=1.0, top_k=0, top_p=1.0):
 # vocabulary have none).
 BURN_IN_MIN = 50
 BURN_IN_MAX = 200
-# Every step runs at least this many rows (padding a lone stream with a copy): OpenBLAS rounds a
-# one-row product differently from products of 2 or more rows, which agree with each other, so a
-# stream's text is the same alone and beside any number of others (the server's batches).
+# The server's batches run at least this many rows (a lone stream beside a copy of itself):
+# OpenBLAS rounds a one-row product (gemv) differently from products of 2 or more rows (gemm),
+# which agree with each other, so a served stream's text is the same alone and beside any number
+# of others. generate() runs its lone stream as one row: gemv is 3-4 times faster there (1 x 640:
+# 0.14 ms against 0.45 ms), so `charlstm sample` and Model.generate keep that speed and agree
+# with each other, and a served request may differ from them in the last bits of a logit.
 MIN_ROWS = 2
 
 
@@ -105,11 +108,10 @@ def generate(params, vocab, length, rng, prime="", temperature=1.0, top_k=0, top
     has one), so the prime is continued as text that starts at the beginning of a line, not in
     the middle of a word; with neither a prime nor a newline it starts from its first character.
     With no prime, a burn-in of the model's own text comes first and is not yielded (see
-    BURN_IN_MIN): the same rng gives the same text. One Stream in a Batch of its own: the
-    server's batches of many streams give each the same text.
+    BURN_IN_MIN): the same rng gives the same text. One Stream in a Batch of its own.
     """
     stream = Stream(vocab, length, rng, prime, temperature, top_k, top_p, argmax)
-    batch = Batch(params, start)
+    batch = Batch(params, start, min_rows=1)
     batch.add(stream)
     while not stream.done:
         batch.step()
@@ -180,10 +182,11 @@ class Batch:
     """Streams stepped together: one batched product per layer per character for all of them
     (continuous batching: a stream joins at the next step, and leaves when done or cancelled).
 
-    Rows of h and c (L, R, H) are the streams in order, padded to MIN_ROWS.
+    Rows of h and c (L, R, H) are the streams in order, padded to `min_rows` (see MIN_ROWS).
     """
 
-    def __init__(self, params, start=None):
+    def __init__(self, params, start=None, min_rows=MIN_ROWS):
+        self.min_rows = min_rows
         self.prep = model.prepare_step(params)
         V, E, H, L = model.dims(params)
         w = params["head.weight"]
@@ -192,12 +195,12 @@ class Batch:
             self.first = model.init_state(L, 1, H, w.dtype, self.xp)
         else:
             self.first = tuple(self.xp.array(s[:, :1], dtype=w.dtype) for s in start)
-        self.h, self.c = (self.xp.concatenate([s] * MIN_ROWS, axis=1) for s in self.first)
+        self.h, self.c = (self.xp.concatenate([s] * min_rows, axis=1) for s in self.first)
         self.streams = []
 
     def add(self, stream):
         """A new stream starts from the first row of `start` at the next step."""
-        if len(self.streams) >= MIN_ROWS:
+        if len(self.streams) >= self.min_rows:
             self.h, self.c = (self.xp.concatenate([s, f], axis=1)
                               for s, f in zip((self.h, self.c), self.first))
         else:
@@ -220,7 +223,7 @@ class Batch:
         keep = [i for i, s in enumerate(self.streams) if not s.done]
         if len(keep) < n:
             self.streams = [self.streams[i] for i in keep]
-            rows = keep + [0] * (MIN_ROWS - len(keep))     # padding: a copy of some row
+            rows = keep + [0] * (self.min_rows - len(keep))    # padding: a copy of a row
             self.h, self.c = self.h[:, rows], self.c[:, rows]
 
 

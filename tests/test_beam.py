@@ -129,8 +129,7 @@ def test_every_step_has_at_least_min_rows(monkeypatch, k):
     monkeypatch.setattr(beam.model, "step", recording)
     beam_search(tiny(dtype=np.float32), Vocab("\nab"), 6, k, prime="ab")
     assert len(rows) == len("\nab") + 6 - 1               # the last character needs no step
-    # 2, not MIN_ROWS: OpenBLAS rounds a 1-row product differently, and sample.py never runs one
-    assert all(n >= 2 and n == r == s for n, r, s in rows), rows
+    assert all(n >= MIN_ROWS and n == r == s for n, r, s in rows), rows
     assert max(n for n, _, _ in rows) == max(k, MIN_ROWS)          # all k hypotheses at once
 
 
