@@ -104,6 +104,7 @@ def main():
     ap.add_argument("--sequential", type=int, default=16, help="requests served one at a time")
     ap.add_argument("--soak-minutes", type=float, default=5.0)
     ap.add_argument("--soak-clients", type=int, default=32)
+    ap.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32, 64])
     ap.add_argument("--json", help="write the figures here too")
     args = ap.parse_args()
     port = free_port()
@@ -124,7 +125,7 @@ def main():
         out["sequential"] = {"chars_per_sec": seq_rate, "ttfc_p50": pct(seq_first, 50),
                              "ttfc_p99": pct(seq_first, 99)}
         print(f"one at a time: {seq_rate:,.0f} chars/s", file=sys.stderr)
-        for clients in (1, 8, 32, 64):
+        for clients in args.clients:
             rounds = max(1, 128 // clients) if clients < 64 else 2
             rate, firsts = asyncio.run(concurrent(url, clients, args.chars, rounds))
             row = {"clients": clients, "chars_per_sec": rate, "x_sequential": rate / seq_rate,

@@ -15,14 +15,42 @@ passes them to its event loop).
 import threading
 import time
 from collections import deque
+from dataclasses import dataclass
 
 from .errors import CharlstmError
 from .sample import Batch
 
 
 # A job's characters go out at once when they are its first, then at most every FLUSH seconds:
-# one event per character per client would cost the event loop more than the model's step.
-FLUSH = 0.02
+# one event per character per client costs the event loop more than the model's step (1 x 640,
+# 64 streaming clients: 11,100 chars/s with 0.02, 17,400 with 0.05; benchmarks/serve.py).
+FLUSH = 0.05
+
+
+@dataclass
+class Limits:
+    """What one request may ask for, and how much the server takes on (`charlstm serve`'s
+    options of the same names)."""
+    max_text_bytes: int = 100_000
+    max_length: int = 10_000
+    max_n: int = 16
+    max_beam: int = 16
+    max_body: int = 1_000_000
+    max_streams: int = 64
+    max_queue: int = 256
+    timeout: float = 300.0
+
+
+LIMITS_HELP = {
+    "max_text_bytes": "Most bytes of a prime, a text to score or a context.",
+    "max_length": "Most characters per completion.",
+    "max_n": "Most completions per request.",
+    "max_beam": "Most beam-search hypotheses.",
+    "max_body": "Most bytes of a request body.",
+    "max_streams": "Generation streams stepped together.",
+    "max_queue": "Streams that may wait for a slot (past that: 503).",
+    "timeout": "Seconds a generation may take.",
+}
 
 
 class Busy(CharlstmError):

@@ -395,6 +395,19 @@ def bench(config, overrides, vocab, steps, as_json, device, **shortcuts):
     click.echo(json.dumps(result) if as_json else format_report(result))
 
 
+def _limits(command):
+    """serve's --max-... and --timeout options, one per serve.Limits field, its default shown."""
+    from dataclasses import fields
+
+    from .batching import LIMITS_HELP, Limits
+    for f in reversed(fields(Limits)):
+        kind = (click.FloatRange(min=0, min_open=True) if f.type in (float, "float")
+                else click.IntRange(min=0 if f.name == "max_queue" else 1))
+        command = click.option("--" + f.name.replace("_", "-"), type=kind, default=f.default,
+                               show_default=True, help=LIMITS_HELP[f.name])(command)
+    return command
+
+
 @cli.command()
 @click.argument("models", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option("--host", default="127.0.0.1", show_default=True,
@@ -403,22 +416,7 @@ def bench(config, overrides, vocab, steps, as_json, device, **shortcuts):
 @click.option("--token", default=None, help="Require 'Authorization: Bearer TOKEN' on every "
               "API request.")
 @_DEVICE
-@click.option("--max-text-bytes", type=click.IntRange(min=1), default=100_000,
-              show_default=True, help="Most bytes of a prime, a text to score or a context.")
-@click.option("--max-length", type=click.IntRange(min=0), default=10_000, show_default=True,
-              help="Most characters per completion.")
-@click.option("--max-n", type=click.IntRange(min=1), default=16, show_default=True,
-              help="Most completions per request.")
-@click.option("--max-beam", type=click.IntRange(min=1), default=16, show_default=True,
-              help="Most beam-search hypotheses.")
-@click.option("--max-body", type=click.IntRange(min=1), default=1_000_000, show_default=True,
-              help="Most bytes of a request body.")
-@click.option("--max-streams", type=click.IntRange(min=1), default=64, show_default=True,
-              help="Generation streams stepped together.")
-@click.option("--max-queue", type=click.IntRange(min=0), default=256, show_default=True,
-              help="Streams that may wait for a slot (past that: 503).")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=300.0,
-              show_default=True, help="Seconds a generation may take.")
+@_limits
 def serve(models, host, port, token, device, **limits):
     """Serve MODELS (checkpoints or run folders) over HTTP: a JSON API and a page.
 
@@ -432,7 +430,8 @@ def serve(models, host, port, token, device, **limits):
       charlstm serve runs/shakespeare runs/python-stdlib --port 8080 --token s3cret
       curl -s localhost:8000/v1/generate -d '{"prime": "ROMEO:", "length": 200, "seed": 1}'
     """
-    from .serve import Limits, serve as run_server
+    from .batching import Limits
+    from .serve import serve as run_server
     run_server(models, host, port, token, Limits(**limits), device or "cpu", echo=click.echo)
 
 

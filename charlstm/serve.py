@@ -14,14 +14,13 @@ import asyncio
 import json
 import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from . import runfolder
 from .api import Model
-from .batching import Busy, Scheduler
+from .batching import Busy, Limits, Scheduler
 from .errors import CharlstmError
 from .sample import Stream, check_options, known
 
@@ -35,19 +34,6 @@ except ImportError:                       # the serve extra is not installed: se
     BaseModel = None
 
 STATIC = Path(__file__).parent / "static"
-
-
-@dataclass
-class Limits:
-    """What one request may ask for, and how much the server takes on (`charlstm serve --help`)."""
-    max_text_bytes: int = 100_000     # a prime, a text to score, a context
-    max_length: int = 10_000          # characters generated per completion
-    max_n: int = 16                   # completions per request
-    max_beam: int = 16
-    max_body: int = 1_000_000         # request body bytes
-    max_streams: int = 64             # streams stepped together
-    max_queue: int = 256              # streams waiting for a slot
-    timeout: float = 300.0            # seconds a request may take
 
 
 class Served:
@@ -122,130 +108,146 @@ class Problem(Exception):
         self.status, self.message, self.headers = status, message, headers
 
 
-def make_app(paths, limits=None, token=None, device="cpu"):
-    """The FastAPI app serving {name: checkpoint or run folder}."""
-    if BaseModel is None:
-        raise CharlstmError("charlstm serve needs FastAPI and uvicorn: pip install "
-                            "'charlstm[serve]'")
-    limits = limits or Limits()
-    models = {name: Served(name, p, device) for name, p in paths.items()}
-    scheduler = Scheduler(limits.max_streams, limits.max_queue, limits.timeout)
-    app = FastAPI(title="charlstm", version="1", docs_url="/docs", redoc_url=None,
-                  on_shutdown=[scheduler.stop])
-    app.state.scheduler, app.state.models, app.state.limits = scheduler, models, limits
+class Service:
+    """What the endpoints do, apart from the framework: the models, the limits, the scheduler."""
 
-    @app.middleware("http")
-    async def guard(request: Request, call_next):
-        open_path = request.url.path in ("/", "/healthz") or request.url.path.startswith("/static/")
-        if token and not open_path and request.headers.get("authorization") != f"Bearer {token}":
-            return _error(401, "this server needs a token: send 'Authorization: Bearer TOKEN'")
-        size = request.headers.get("content-length")
-        if size is not None and (not size.isdigit() or int(size) > limits.max_body):
-            return _error(413, f"the request body is over this server's limit of "
-                               f"{limits.max_body:,} bytes (charlstm serve --max-body)")
-        return await call_next(request)
+    def __init__(self, paths, limits, device):
+        self.limits = limits
+        self.models = {name: Served(name, p, device) for name, p in paths.items()}
+        self.scheduler = Scheduler(limits.max_streams, limits.max_queue, limits.timeout)
 
-    @app.exception_handler(Problem)
-    async def problem(request, e):
-        return _error(e.status, e.message, e.headers)
-
-    def body(kind):
-        """The request's JSON body (whatever its content type: `curl -d` works) as `kind`."""
-        async def parse(request: Request):
-            raw = await request.body()
-            if len(raw) > limits.max_body:
-                raise Problem(413, f"the request body is over this server's limit of "
-                                   f"{limits.max_body:,} bytes (charlstm serve --max-body)")
-            try:
-                obj = json.loads(raw or b"{}", parse_constant=_no_constant)
-            except (ValueError, RecursionError) as e:
-                raise Problem(400, f"the body is not JSON: {str(e)[:80]}") from None
-            if not isinstance(obj, dict):
-                raise Problem(400, "the body must be a JSON object, e.g. {\"prime\": \"A\"}")
-            try:
-                return kind.model_validate(obj)
-            except ValidationError as e:
-                first = e.errors()[0]
-                where = ".".join(str(x) for x in first.get("loc", ())) or "body"
-                raise Problem(400, f"{where}: {first.get('msg', 'invalid')}") from None
-        return Depends(parse)
-
-    def documented(kind):
-        return {"requestBody": {"required": True, "content": {
-            "application/json": {"schema": kind.model_json_schema()}}}}
-
-    @app.exception_handler(CharlstmError)
-    async def user_error(request, e):
-        return _error(400, str(e))
-
-    def pick(name):
+    def pick(self, name):
         if name is None:
-            return next(iter(models.values()))
-        if name not in models:
-            raise Problem(404, f"no model {name!r} here; this server has: {', '.join(models)}")
-        return models[name]
+            return next(iter(self.models.values()))
+        if name not in self.models:
+            raise Problem(404, f"no model {name!r} here; this server has: "
+                               f"{', '.join(self.models)}")
+        return self.models[name]
 
-    def text_cap(text, what):
-        if len(text.encode("utf-8", "surrogatepass")) > limits.max_text_bytes:
-            raise Problem(400, f"{what} is over this server's limit of "
-                               f"{limits.max_text_bytes:,} bytes (charlstm serve --max-text-bytes)")
+    def text_cap(self, text, what):
+        cap = self.limits.max_text_bytes
+        if len(text.encode("utf-8", "surrogatepass")) > cap:
+            raise Problem(400, f"{what} is over this server's limit of {cap:,} bytes "
+                               "(charlstm serve --max-text-bytes)")
 
-    @app.get("/healthz")
-    async def healthz():
-        live, queued = scheduler.load()
-        return {"ok": True, "live": live, "queued": queued}
+    def parse(self, raw, kind):
+        """A request body (JSON, whatever its content type: `curl -d` works) as `kind`."""
+        if len(raw) > self.limits.max_body:
+            raise Problem(413, f"the request body is over this server's limit of "
+                               f"{self.limits.max_body:,} bytes (charlstm serve --max-body)")
+        try:
+            obj = json.loads(raw or b"{}", parse_constant=_no_constant)
+        except (ValueError, RecursionError) as e:
+            raise Problem(400, f"the body is not JSON: {str(e)[:80]}") from None
+        if not isinstance(obj, dict):
+            raise Problem(400, "the body must be a JSON object, e.g. {\"prime\": \"A\"}")
+        try:
+            return kind.model_validate(obj)
+        except ValidationError as e:
+            first = e.errors()[0]
+            where = ".".join(str(x) for x in first.get("loc", ())) or "body"
+            raise Problem(400, f"{where}: {first.get('msg', 'invalid')}") from None
 
-    @app.get("/v1/models")
-    async def list_models():
-        return {"models": await run_in_threadpool(lambda: [m.describe() for m in models.values()])}
-
-    @app.get("/v1/runs/{name}/metrics")
-    async def metrics(name: str):
-        served = pick(name)
+    def metrics(self, name):
+        served = self.pick(name)
         if served.run_dir is None:
             raise Problem(404, f"model {name!r} was given as a checkpoint file, not a run folder")
-        return await run_in_threadpool(_metrics, served.run_dir)
+        return _metrics(served.run_dir)
 
-    @app.post("/v1/score", openapi_extra=documented(ScoreBody))
-    async def score(body: ScoreBody = body(ScoreBody)):
-        text_cap(body.text, "text")
-        model = pick(body.model).current()
-        s = await run_in_threadpool(model.score, body.text, body.top, body.skip_unknown)
+    def score(self, body):
+        self.text_cap(body.text, "text")
+        s = self.pick(body.model).current().score(body.text, body.top, body.skip_unknown)
         out = {"loss": _num(s.loss), "bpc": _num(s.bpc), "chars": s.chars,
                "surprisal": [_num(v) for v in s.surprisal]}
         if body.top:
             out["guesses"] = [[{"char": ch, "p": p} for ch, p in g] for g in s.guesses]
         return out
 
-    @app.post("/v1/next", openapi_extra=documented(NextBody))
-    async def next_char(body: NextBody = body(NextBody)):
-        text_cap(body.context, "context")
-        model = pick(body.model).current()
-        top = await run_in_threadpool(model.next, body.context, body.top, body.skip_unknown)
+    def next(self, body):
+        self.text_cap(body.context, "context")
+        top = self.pick(body.model).current().next(body.context, body.top, body.skip_unknown)
         return {"distribution": [{"char": ch, "p": p} for ch, p in top]}
 
-    @app.post("/v1/generate", openapi_extra=documented(GenerateBody))
-    async def generate(request: Request, body: GenerateBody = body(GenerateBody)):
-        served = pick(body.model)
+    async def generate(self, body):
+        """Completions, or an SSE response with body.stream; beam search in a worker thread,
+        sampling in the scheduler's batches."""
+        served = self.pick(body.model)
         model = served.current()
-        o = _options(body, model, limits)
+        o = _options(body, model, self.limits)
         o["prime"] = known(model.vocab, o["prime"], body.skip_unknown, "prime")
-        text_cap(o["prime"], "prime")
+        self.text_cap(o["prime"], "prime")
         tic = time.perf_counter()
         if body.beam:
             from .beam import beam_search
             text = await run_in_threadpool(beam_search, model.params, model.vocab, o["length"],
                                            body.beam, o["prime"], model.start)
             texts = [text] * body.n
-            if body.stream:
-                return _sse(_replay(texts, tic))
-            return _reply(served.name, texts, tic)
+            return _sse(_replay(texts, tic)) if body.stream else _reply(served.name, texts, tic)
         queue = asyncio.Queue()
-        jobs = _submit(scheduler, model, body, o, queue, asyncio.get_running_loop())
+        jobs = _submit(self.scheduler, model, body, o, queue, asyncio.get_running_loop())
         if body.stream:
-            return _sse(_events(jobs, queue, tic, request))
-        texts = await _collect(jobs, queue)
-        return _reply(served.name, texts, tic)
+            return _sse(_events(jobs, queue, tic))
+        return _reply(served.name, await _collect(jobs, queue), tic)
+
+
+def make_app(paths, limits=None, token=None, device="cpu"):
+    """The FastAPI app serving {name: checkpoint or run folder}."""
+    if BaseModel is None:
+        raise CharlstmError("charlstm serve needs FastAPI and uvicorn: pip install "
+                            "'charlstm[serve]'")
+    service = Service(paths, limits or Limits(), device)
+    app = FastAPI(title="charlstm", version="1", docs_url="/docs", redoc_url=None,
+                  on_shutdown=[service.scheduler.stop])
+    app.state.scheduler, app.state.models = service.scheduler, service.models
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next):
+        path = request.url.path
+        open_path = path in ("/", "/healthz") or path.startswith("/static/")
+        if token and not open_path and request.headers.get("authorization") != f"Bearer {token}":
+            return _error(401, "this server needs a token: send 'Authorization: Bearer TOKEN'")
+        size = request.headers.get("content-length")
+        if size is not None and (not size.isdigit() or int(size) > service.limits.max_body):
+            return _error(413, f"the request body is over this server's limit of "
+                               f"{service.limits.max_body:,} bytes (charlstm serve --max-body)")
+        return await call_next(request)
+
+    app.add_exception_handler(Problem, lambda request, e: _error(e.status, e.message, e.headers))
+    app.add_exception_handler(CharlstmError, lambda request, e: _error(400, str(e)))
+
+    def body(kind):
+        async def parse(request: Request):
+            return service.parse(await request.body(), kind)
+        return {"body": Depends(parse), "extra": {"requestBody": {"required": True, "content": {
+            "application/json": {"schema": kind.model_json_schema()}}}}}
+
+    @app.get("/healthz")
+    async def healthz():
+        live, queued = service.scheduler.load()
+        return {"ok": True, "live": live, "queued": queued}
+
+    @app.get("/v1/models")
+    async def list_models():
+        return {"models": await run_in_threadpool(
+            lambda: [m.describe() for m in service.models.values()])}
+
+    @app.get("/v1/runs/{name}/metrics")
+    async def metrics(name: str):
+        return await run_in_threadpool(service.metrics, name)
+
+    score_body, next_body, generate_body = body(ScoreBody), body(NextBody), body(GenerateBody)
+
+    @app.post("/v1/score", openapi_extra=score_body["extra"])
+    async def score(b: ScoreBody = score_body["body"]):
+        return await run_in_threadpool(service.score, b)      # off the event loop
+
+    @app.post("/v1/next", openapi_extra=next_body["extra"])
+    async def next_char(b: NextBody = next_body["body"]):
+        return await run_in_threadpool(service.next, b)
+
+    @app.post("/v1/generate", openapi_extra=generate_body["extra"])
+    async def generate(b: GenerateBody = generate_body["body"]):
+        return await service.generate(b)
 
     @app.get("/", include_in_schema=False)
     async def page():
@@ -309,7 +311,7 @@ async def _collect(jobs, queue):
     return ["".join(t) for t in texts]
 
 
-async def _events(jobs, queue, tic, request):
+async def _events(jobs, queue, tic):
     """SSE: one `chunk` event per batch of characters that came in together, then `done`."""
     chars, ended = 0, 0
     try:
