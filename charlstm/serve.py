@@ -168,7 +168,7 @@ class Service:
         top = self.pick(body.model).current().next(body.context, body.top, body.skip_unknown)
         return {"distribution": [{"char": ch, "p": p} for ch, p in top]}
 
-    async def generate(self, body):
+    async def generate(self, body, request=None):
         """Completions, or an SSE response with body.stream; beam search in a worker thread,
         sampling in the scheduler's batches."""
         served = self.pick(body.model)
@@ -187,7 +187,7 @@ class Service:
         jobs = _submit(self.scheduler, model, body, o, queue, asyncio.get_running_loop())
         if body.stream:
             return _sse(_events(jobs, queue, tic))
-        return _reply(served.name, await _collect(jobs, queue), tic)
+        return _reply(served.name, await _collect(jobs, queue, request), tic)
 
 
 def make_app(paths, limits=None, token=None, device="cpu"):
@@ -246,8 +246,8 @@ def make_app(paths, limits=None, token=None, device="cpu"):
         return await run_in_threadpool(service.next, b)
 
     @app.post("/v1/generate", openapi_extra=generate_body["extra"])
-    async def generate(b: GenerateBody = generate_body["body"]):
-        return await service.generate(b)
+    async def generate(request: Request, b: GenerateBody = generate_body["body"]):
+        return await service.generate(b, request)
 
     @app.get("/", include_in_schema=False)
     async def page():
@@ -294,11 +294,20 @@ def _submit(scheduler, model, body, o, queue, loop):
     return jobs
 
 
-async def _collect(jobs, queue):
+async def _collect(jobs, queue, request=None):
+    """The completions, once every job ended; a client that goes away (`request` disconnects)
+    frees its slots at once, as a streaming one does."""
     texts, ended = [[] for _ in jobs], 0
+    gone = asyncio.ensure_future(_disconnected(request)) if request is not None else None
     try:
         while ended < len(jobs):
-            kind, i, value = await queue.get()
+            getter = asyncio.ensure_future(queue.get())
+            if gone is not None:
+                await asyncio.wait({getter, gone}, return_when=asyncio.FIRST_COMPLETED)
+                if not getter.done():
+                    getter.cancel()
+                    raise Problem(499, "the client went away")
+            kind, i, value = await getter
             if kind == "chars":
                 texts[i].append(value)
             else:
@@ -306,9 +315,17 @@ async def _collect(jobs, queue):
                 if value is not None:
                     raise Problem(503 if "shutting down" in value else 504, value)
     finally:
+        if gone is not None:
+            gone.cancel()
         for job in jobs:
             job.cancel()                   # a client gone, or an error: free the slots now
     return ["".join(t) for t in texts]
+
+
+async def _disconnected(request):
+    """Returns when the client has closed the connection (its body was read already)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 async def _events(jobs, queue, tic):

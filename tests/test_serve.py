@@ -452,3 +452,14 @@ def test_any_json_body_is_answered_or_refused_in_one_line(client, path, body):
     assert r.status_code < 500, r.text
     if r.status_code >= 400:
         assert list(r.json()) == ["error"] and "\n" not in r.json()["error"]
+
+
+def test_a_client_gone_before_its_completion_frees_its_slot(tmp_path):
+    """A non-streaming request whose client disconnects: its stream leaves the batch."""
+    with served(tmp_path, args=["--max-length", "1000000"]) as url:
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(url + "/v1/generate", json={"length": 1_000_000}, timeout=1.5)
+        deadline = time.monotonic() + 10
+        while httpx.get(url + "/healthz").json()["live"] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert httpx.get(url + "/healthz").json()["live"] == 0
