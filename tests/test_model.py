@@ -177,3 +177,23 @@ def test_parameter_names_follow_pytorch():
         "head.weight", "head.bias"]
     assert shapes["lstm.weight_ih_l0"] == (32, 4) and shapes["lstm.weight_ih_l1"] == (32, 8)
     assert shapes["head.weight"] == (10, 8)
+
+
+@pytest.mark.parametrize("E", [5, 0])
+def test_the_transposed_recurrent_products_compute_the_same(monkeypatch, E):
+    """Wide layers take the recurrent products transposed (lstm.TRANSPOSED_FROM): forward and
+    backward give what the plain products give, in float64, at any width."""
+    from charlstm import lstm
+    _, params = make_params(V=7, E=E, H=6, L=2)
+    x, y = random_batch(7, 3, 5)
+    state = random_state(2, 3, 6)
+    runs = []
+    for start in (10 ** 9, 1):
+        monkeypatch.setattr(lstm, "TRANSPOSED_FROM", start)
+        loss, cache, (h, c) = model.forward(params, x, y, state)
+        grads, (dh0, dc0) = model.backward(params, cache)
+        runs.append((loss, h, c, {k: g.copy() for k, g in grads.items()}, dh0, dc0))
+    (l1, h1, c1, g1, dh1, dc1), (l2, h2, c2, g2, dh2, dc2) = runs
+    assert l1 == pytest.approx(l2, rel=1e-13)
+    for a, b in [(h1, h2), (c1, c2), (dh1, dh2), (dc1, dc2)] + [(g1[k], g2[k]) for k in g1]:
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-13)
