@@ -12,7 +12,6 @@ they take part of the CPU the server would otherwise have: the figures are a flo
 import argparse
 import asyncio
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -20,7 +19,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from helpers import free_port  # noqa: E402
+from helpers import start_server  # noqa: E402
 
 
 def rss_mb(pid):
@@ -107,17 +106,8 @@ def main():
     ap.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32, 64])
     ap.add_argument("--json", help="write the figures here too")
     args = ap.parse_args()
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "charlstm", "serve", args.model, "--port",
-                               str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+    server, url = start_server([args.model])
     try:
-        for _ in range(600):
-            try:
-                httpx.get(url + "/healthz", timeout=1)
-                break
-            except httpx.HTTPError:
-                time.sleep(0.1)
         model = httpx.get(url + "/v1/models").json()["models"][0]
         asyncio.run(concurrent(url, 4, 50, 1))                       # warm up
         out = {"model": model, "chars": args.chars, "rows": []}

@@ -148,28 +148,34 @@ def free_port():
         return s.getsockname()[1]
 
 
+def start_server(args, wait=60):
+    """`charlstm serve ARGS` in a child process on 127.0.0.1 and a free port, once it answers
+    /healthz: (process, base URL)."""
+    import urllib.request
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "charlstm", "serve", *map(str, args), "--port",
+                             str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            urllib.request.urlopen(url + "/healthz", timeout=2).read()
+            return proc, url
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise AssertionError(f"the server did not start: {proc.stdout.read()}") from None
+            time.sleep(0.1)
+
+
 @contextlib.contextmanager
 def served(tmp_path, run=True, args=(), wait=60):
-    """`charlstm serve` of a tiny run folder (run=True) or its best.npz, in a child process on
-    127.0.0.1 and a free port; yields the base URL. Stopped with SIGTERM at the end, which it
-    must survive with exit status 0."""
-    import urllib.request
+    """`charlstm serve` of a tiny run folder (run=True) or its best.npz (start_server); yields
+    the base URL. Stopped with SIGTERM at the end, which it must survive with exit status 0."""
     folder = tiny_run(tmp_path / "served")
-    port = free_port()
-    cmd = [sys.executable, "-m", "charlstm", "serve", str(folder if run else folder / "best.npz"),
-           "--port", str(port), *map(str, args)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
+    proc, url = start_server([folder if run else folder / "best.npz", *args], wait)
     try:
-        deadline = time.monotonic() + wait
-        while True:
-            try:
-                urllib.request.urlopen(url + "/healthz", timeout=2).read()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(f"the server did not start: {proc.stdout.read()}")
-                time.sleep(0.1)
         yield url
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -7,8 +7,6 @@ import json
 import math
 import shutil
 import signal
-import subprocess
-import sys
 import time
 
 import httpx
@@ -20,7 +18,7 @@ from charlstm import model as net
 from charlstm.errors import CharlstmError
 from charlstm.sample import MIN_ROWS, Stream, draw, draw_rows, next_distribution
 
-from helpers import free_port, invoke, one_line_error, served, tiny_run
+from helpers import free_port, invoke, one_line_error, served, start_server, tiny_run
 
 
 
@@ -392,18 +390,8 @@ def test_32_streaming_clients_all_finish(tmp_path):
 
 def test_sigterm_ends_live_streams_and_exits_0(tmp_path):
     folder = tiny_run(tmp_path / "served")
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "charlstm", "serve", str(folder), "--port",
-                             str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+    proc, url = start_server([folder])
     try:
-        url = f"http://127.0.0.1:{port}"
-        for _ in range(300):
-            try:
-                httpx.get(url + "/healthz", timeout=1)
-                break
-            except httpx.HTTPError:
-                time.sleep(0.1)
         with httpx.stream("POST", url + "/v1/generate", timeout=30,
                           json={"length": 10_000, "stream": True}) as r:
             chunks = r.iter_text()
