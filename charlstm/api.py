@@ -228,10 +228,11 @@ class Model:
         newline = "\n" in self.vocab.chars
         probs, targets = self._probs(("\n" if newline else "") + kept)
         picked = probs[np.arange(len(targets)), targets].astype(np.float64)
+        nats = -np.log(np.maximum(picked, 1e-300))
         scored = where[len(kept) - len(targets):]          # all, or all but the first
         surprisal = np.full(len(text), np.nan)
-        surprisal[scored] = -np.log(np.maximum(picked, 1e-300))
-        loss = float(-np.log(np.maximum(picked, 1e-300)).mean()) if len(picked) else math.nan
+        surprisal[scored] = nats
+        loss = float(nats.mean()) if len(nats) else math.nan
         guesses = None
         if top:
             guesses = [[] for _ in text]
@@ -264,9 +265,9 @@ class Model:
         for i in range(0, len(x), window):
             _, cache, state = net.forward(self.params, x[None, i:i + window], y[None, i:i + window],
                                           state)
-            out.append(backend.to_host(cache[5]))          # softmax probabilities (T, V)
-        probs = np.concatenate(out) if out else np.zeros((0, V), np.float32)
-        return probs, y[:len(probs)] if not last else y
+            *_, probs, _ = cache                          # softmax probabilities (T, V)
+            out.append(backend.to_host(probs))
+        return (np.concatenate(out) if out else np.zeros((0, V), np.float32)), y
 
 
 def _stamp(path):

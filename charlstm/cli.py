@@ -412,7 +412,8 @@ def _limits(command):
 @click.argument("models", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on (127.0.0.1: this machine only).")
-@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True,
+              help="Port to listen on.")
 @click.option("--token", default=None, help="Require 'Authorization: Bearer TOKEN' on every "
               "API request.")
 @_DEVICE

@@ -128,7 +128,9 @@ class Stream:
         check_options(temperature, top_k, top_p, length)
         tokens = [int(t) for t in vocab.encode(("\n" if "\n" in vocab.chars else "") + prime
                                                or vocab.chars[0])]
-        self.queue, self.tok = tokens[:-1], tokens[-1]   # read without drawing; then draw after tok
+        # tokens[:-1] are read without drawing (queue[fed:], an index: a long prime is no
+        # quadratic list.pop(0)), then each token drawn is read after tokens[-1]
+        self.queue, self.fed, self.tok = tokens[:-1], 0, tokens[-1]
         self.rng, self.argmax = rng, argmax
         self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
         self.newline = vocab.chars.find("\n")            # -1: none in the vocabulary
@@ -138,7 +140,11 @@ class Stream:
 
     def input(self):
         """The token this step feeds."""
-        return self.queue[0] if self.queue else self.tok
+        return self.queue[self.fed] if self.reading() else self.tok
+
+    def reading(self):
+        """Still reading the prime: this step's logits are not drawn from."""
+        return self.fed < len(self.queue)
 
     def plain(self):
         """Drawn from the softmax at a temperature alone (Batch draws these rows together)."""
@@ -147,8 +153,8 @@ class Stream:
     def after(self, logits, tok=None):
         """Take this step's (V,) logits: the next prime token is read, or a token drawn (`tok`,
         if the batch drew it already) and kept, unless it is burn-in."""
-        if self.queue:
-            self.queue.pop(0)
+        if self.reading():
+            self.fed += 1
             return
         if tok is None:
             tok = int(np.argmax(logits)) if self.argmax else draw(
@@ -215,7 +221,8 @@ class Batch:
             return
         tokens = np.array([s.input() for s in self.streams] + [0] * (self.h.shape[1] - n))
         logits = to_host(model.step(self.prep, tokens, self.h, self.c))[:n]
-        plain = [i for i, s in enumerate(self.streams) if s.plain() and not s.queue]
+        plain = [i for i, s in enumerate(self.streams)
+                 if s.plain() and not s.reading() and not s.done]
         drawn = dict(zip(plain, draw_rows(logits[plain], [self.streams[i] for i in plain])))
         for i, s in enumerate(self.streams):
             if not s.done:
