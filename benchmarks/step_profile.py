@@ -2,8 +2,8 @@
 beside its floor (the matrix products at this machine's rate on a large product, the rest at its
 memory bandwidth).
 
-    python benchmarks/profile.py                                   # 1 x 640, E64, B32, T50
-    python benchmarks/profile.py --set model.num_layers=2 --set model.hidden_size=128 \\
+    python benchmarks/step_profile.py                                   # 1 x 640, E64, B32, T50
+    python benchmarks/step_profile.py --set model.num_layers=2 --set model.hidden_size=128 \\
         --set model.embedding_size=128 --set train.batch_size=50
 
 The parts are timed by wrapping the functions a step calls (the wrappers add about a microsecond
