@@ -20,11 +20,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-CONFIGS = [  # (layers, hidden, batch, seq)
-    (2, 128, 50, 50),      # char-rnn's default
-    (2, 256, 64, 100),
-    (2, 512, 64, 100),
-    (3, 512, 64, 100),
+CONFIGS = [  # (layers, hidden, embedding, batch, seq); both sides get the same embedding
+    (1, 256, 64, 32, 50),      # the shapes `--minutes` picks, from small texts and budgets...
+    (1, 352, 64, 32, 50),
+    (1, 448, 64, 32, 50),
+    (1, 640, 64, 32, 50),      # ...to configs/shakespeare.yaml
+    (2, 128, 128, 50, 50),     # char-rnn's default size
+    (2, 256, 64, 64, 100),
+    (2, 512, 64, 64, 100),     # torch-rnn's benchmark size
+    (3, 512, 64, 64, 100),
 ]
 HERE = Path(__file__).resolve().parent
 
@@ -42,7 +46,7 @@ def main():
     ap.add_argument("--native-blas", action="store_true",
                     help="unset OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE for charlstm's runs")
     ap.add_argument("--cell", choices=["lstm", "gru", "rnn"], default="lstm")
-    ap.add_argument("--configs", default=",".join(f"{L}x{H}" for L, H, _, _ in CONFIGS),
+    ap.add_argument("--configs", default=",".join(f"{L}x{H}" for L, H, *_ in CONFIGS),
                     help="which configurations, as LxH, comma-separated")
     a = ap.parse_args()
     wanted = a.configs.split(",")
@@ -51,12 +55,12 @@ def main():
         env.pop("OPENBLAS_CORETYPE", None)
         env.pop("OPENBLAS_L2_SIZE", None)
     rows = []
-    for L, H, B, T in CONFIGS:
+    for L, H, E, B, T in CONFIGS:
         if f"{L}x{H}" not in wanted:
             continue
-        shape = ["--layers", str(L), "--hidden", str(H), "--batch", str(B), "--seq", str(T),
-                 "--threads", str(a.threads), "--cell", a.cell]
-        steps = ["--steps", "30" if H <= 128 else "10"]
+        shape = ["--layers", str(L), "--hidden", str(H), "--embedding", str(E), "--batch", str(B),
+                 "--seq", str(T), "--threads", str(a.threads), "--cell", a.cell]
+        steps = ["--steps", "30" if H * L * B * T <= 128 * 2 * 50 * 50 else "10"]
         runs, truns = [], []
         for _ in range(a.repeats):                      # ours, then theirs, in turn
             runs.append(run_json([sys.executable, "-m", "charlstm", "bench", *shape, *steps,
@@ -65,7 +69,7 @@ def main():
                 ref = [a.torch_python, str(HERE / "torch_reference.py"), *shape, *steps, "--json"]
                 truns.append(run_json(ref, os.environ))
         ours = statistics.median(r["train_chars_per_sec"] for r in runs)
-        row = {"config": f"{L}x{H}, {B}, {T}", "cell": a.cell, "charlstm": ours,
+        row = {"config": f"{L}x{H}, E{E}, B{B}, T{T}", "cell": a.cell, "charlstm": ours,
                "gflops": statistics.median(r["achieved_gflops"] for r in runs),
                "machine": statistics.median(r["machine_gflops"] for r in runs),
                "sample": statistics.median(r["sample_chars_per_sec"] for r in runs),
@@ -77,7 +81,7 @@ def main():
                              for o, t in zip(runs, truns)]
         rows.append(row)
         print(json.dumps(row), file=sys.stderr, flush=True)
-    print("| cell, config (layers x hidden, batch, seq) | charlstm chars/s | GFLOP/s (machine) |"
+    print("| cell, config (layers x hidden, embedding, batch, seq) | charlstm chars/s | GFLOP/s (machine) |"
           " peak RSS MB | sampling chars/s | PyTorch chars/s | ratio |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:

@@ -247,20 +247,22 @@ def backward(params, cache, grads=None):
         for name, g in layer_grads.items():        # weight_hh, and bias_hh, peepholes if apart
             grads[f"{p}.{name}_l{k}"][...] = g
         da = dxproj.reshape(T * B, dxproj.shape[2])
-        xp.sum(da, axis=0, out=grads[f"{p}.bias_ih_l{k}"])
-        if "bias_hh" not in layer_grads:           # both biases were summed into xproj
-            grads[f"{p}.bias_hh_l{k}"][...] = grads[f"{p}.bias_ih_l{k}"]
+        db = grads[f"{p}.bias_ih_l{k}"]
         if k > 0:
+            xp.sum(da, axis=0, out=db)
             xp.matmul(da.T, inp.reshape(T * B, H), out=grads[f"{p}.weight_ih_l{k}"])
             # dout is spent (BPTT above consumed it): the next layer's gradient goes in its place
             xp.matmul(da, params[f"{p}.weight_ih_l{k}"], out=dout.reshape(T * B, H))
         else:
             dtable = _scatter_rows(da, xt.reshape(-1), V)      # (V, G)
+            xp.sum(dtable, axis=0, out=db)                     # V rows to add, not T * B
             if E > 0:
                 xp.matmul(dtable.T, params["embedding.weight"], out=grads[f"{p}.weight_ih_l0"])
                 xp.matmul(dtable, params[f"{p}.weight_ih_l0"], out=grads["embedding.weight"])
             else:
                 grads[f"{p}.weight_ih_l0"][...] = dtable.T
+        if "bias_hh" not in layer_grads:           # both biases were summed into xproj
+            grads[f"{p}.bias_hh_l{k}"][...] = db
         # Release this layer's activations now rather than when the cache goes: the peak memory
         # of a step is then the forward's caches plus one layer's gradients, not two layers'.
         layers[k] = masks[k] = None

@@ -151,7 +151,7 @@ def train_step(ts, cfg, x, y, lr, comm=None, timer=None):
         if comm:                                      # the mean over the whole batch
             comm.average_(ts.gflat)
             loss = comm.mean(loss)
-        norm = optim.clip_grad_norm(ts.gflat, cfg.optim.grad_clip)
+        norm = optim.grad_norm(ts.gflat)
         if timer:
             timer("backward")
     ts.step += 1
@@ -160,9 +160,10 @@ def train_step(ts, cfg, x, y, lr, comm=None, timer=None):
                          ts.loss_floor)
     if problem:
         return loss, norm, problem
-    optim.adamw_step(ts.flat, ts.gflat, ts.opt, lr, cfg.optim)
-    if ts.ema is not None:
-        optim.ema_update(ts.ema, ts.flat, cfg.optim.ema, ts.step, ts.opt["scratch"])
+    # clipping, AdamW and the weight average in one pass over the parameters
+    optim.adamw_step(ts.flat, ts.gflat, ts.opt, lr, cfg.optim,
+                     grad_scale=optim.clip_factor(norm, cfg.optim.grad_clip), average=ts.ema,
+                     average_decay=optim.ema_decay(cfg.optim.ema, ts.step))
     ts.state = state
     ts.smooth_loss = smooth(ts.smooth_loss, loss)
     ts.loss_floor = min(ts.loss_floor, ts.smooth_loss)

@@ -64,3 +64,35 @@ def test_schedules():
     s = cfg(schedule="step")
     assert optim.lr_at(9, s, 0) == 1e-2 and optim.lr_at(10, s, 0) == 5e-3
     assert optim.lr_at(25, s, 0) == 2.5e-3
+
+
+@pytest.mark.parametrize("chunk", [7, optim.CHUNK])
+def test_one_pass_update_clips_decays_and_averages(monkeypatch, chunk):
+    """adamw_step with a clip factor and the weight average, chunk by chunk (a chunk size that
+    splits the vector unevenly, and the real one): the same as clipping the gradient, the
+    reference AdamW and ema_update done one after another over whole vectors."""
+    monkeypatch.setattr(optim, "CHUNK", chunk)
+    rng = np.random.default_rng(1)
+    n = 30
+    p = rng.standard_normal(n)
+    mask = (rng.random(n) < 0.7).astype(float)
+    c = cfg(weight_decay=0.1)
+    state, avg = optim.adamw_init(p, mask), p.copy()
+    ref, ref_avg, m, v = p.copy(), p.copy(), np.zeros(n), np.zeros(n)
+    for t in range(1, 6):
+        g = rng.standard_normal(n) * 10
+        given = g.copy()
+        norm = optim.grad_norm(g)
+        factor = optim.clip_factor(norm, 1.0)
+        assert factor == pytest.approx(1.0 / norm)
+        d = optim.ema_decay(0.9, t)
+        optim.adamw_step(p, g, state, c.lr, c, grad_scale=factor, average=avg, average_decay=d)
+        np.testing.assert_array_equal(g, given)              # the gradient is left as it was
+        g = g * factor
+        ref = ref - c.lr * c.weight_decay * mask * ref
+        m = c.beta1 * m + (1 - c.beta1) * g
+        v = c.beta2 * v + (1 - c.beta2) * g * g
+        ref = ref - c.lr * (m / (1 - c.beta1 ** t)) / (np.sqrt(v / (1 - c.beta2 ** t)) + c.eps)
+        ref_avg += (1 - d) * (ref - ref_avg)
+        np.testing.assert_allclose(p, ref, rtol=1e-12)
+        np.testing.assert_allclose(avg, ref_avg, rtol=1e-12)

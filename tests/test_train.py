@@ -93,10 +93,11 @@ def test_weight_average_is_what_evaluation_and_checkpoints_use(tmp_path, corpus)
 
 def test_ema_update_averages_with_warmup():
     avg, scratch = np.zeros(3), np.empty(3)
-    optim.ema_update(avg, np.ones(3), 0.99, 0, scratch)        # d = min(0.99, 1/10): mostly the new value
+    assert optim.ema_decay(0.99, 0) == 0.1                  # min(0.99, 1/10): mostly the new value
+    optim.ema_update(avg, np.ones(3), optim.ema_decay(0.99, 0), scratch)
     np.testing.assert_allclose(avg, 0.9)
     for step in range(1, 2000):
-        optim.ema_update(avg, np.full(3, 2.0), 0.99, step, scratch)
+        optim.ema_update(avg, np.full(3, 2.0), optim.ema_decay(0.99, step), scratch)
     np.testing.assert_allclose(avg, 2.0, atol=1e-6)
 
 
