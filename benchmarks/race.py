@@ -31,7 +31,7 @@ ENV = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT),
 from charlstm import model  # noqa: E402
 from charlstm.cells import Cell  # noqa: E402
 from charlstm.checkpoint import read_meta  # noqa: E402
-from charlstm.config import config_from_dict  # noqa: E402
+from charlstm.config import config_from_dict, load_config  # noqa: E402
 
 # name -> --set strings on top of the config: the shipped recipe for every cell unless an entry
 # says otherwise (tune here, or add entries with --entry)
@@ -76,12 +76,14 @@ def parse_args(argv=None):
 
 
 def status(run_dir, minutes):
-    """'new', 'partial' or 'done' for a run folder, from its last checkpoint."""
+    """'new', 'partial' or 'done' for a run folder, from its last checkpoint: done when it used
+    the budget, or made the steps it planned for this budget (charlstm's run.Run.plan)."""
     last = run_dir / "last.npz"
     if not last.exists():
         return "new"
-    meta = read_meta(last)
-    return "done" if meta["train_time"] >= 60 * minutes else "partial"
+    meta, t = read_meta(last), load_config(run_dir / "config.yaml").train
+    planned_out = t.max_minutes == minutes and t.max_steps and meta["step"] >= t.max_steps
+    return "done" if meta["train_time"] >= 60 * minutes or planned_out else "partial"
 
 
 def train(a, name, sets):

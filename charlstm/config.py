@@ -64,6 +64,7 @@ class OptimConfig:
     grad_clip: float = 5.0  # global norm; 0 = off
     schedule: str = "constant"  # constant | cosine | step
     warmup_steps: int = 0  # linear warmup (cosine and constant)
+    hold_steps: int = 0  # cosine: keep lr until this step, then decay (a time budget's plan)
     min_lr: float = 0.0  # cosine floor
     decay_every: int = 1000  # step schedule: lr *= decay_rate every decay_every steps
     decay_rate: float = 0.97
@@ -165,6 +166,7 @@ _RULES: dict[str, tuple[str, Any]] = {
     "optim.lr": _gt0, "optim.weight_decay": _ge0, "optim.beta1": _unit_half,
     "optim.beta2": _unit_half, "optim.eps": _gt0, "optim.grad_clip": _ge0,
     "optim.schedule": _one_of("constant", "cosine", "step"), "optim.warmup_steps": _ge0,
+    "optim.hold_steps": _ge0,
     "optim.min_lr": _ge0, "optim.decay_every": _ge1, "optim.decay_rate": _half_unit,
     "optim.ema": _unit_half,
     "train.batch_size": _ge1, "train.seq_len": _ge1,

@@ -123,16 +123,18 @@ def lr_at(step, cfg, total_steps, time_fraction=None):
     """Learning rate for the update after `step` completed steps (0-based).
 
     constant: cfg.lr.  cosine: from cfg.lr down to cfg.min_lr at the end of training, measured in
-    steps when total_steps is known, else as `time_fraction` (0..1) of a time budget.
+    steps when total_steps is known, else as `time_fraction` (0..1) of a time budget; it starts
+    after the warmup and after cfg.hold_steps, until which it keeps cfg.lr (without a total or
+    a time fraction it keeps cfg.lr: a time-budgeted run before its plan, see run.Run.plan).
     step: cfg.lr * decay_rate ** (step // decay_every), char-rnn's decay.
     All three start with a linear warmup over cfg.warmup_steps steps when it is > 0.
     """
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
     if cfg.schedule == "cosine":
+        start = max(cfg.warmup_steps, getattr(cfg, "hold_steps", 0))
         if total_steps:
-            span = max(1, total_steps - cfg.warmup_steps)
-            progress = (step - cfg.warmup_steps) / span
+            progress = (step - start) / max(1, total_steps - start)
         else:
             progress = time_fraction or 0.0
         progress = min(1.0, max(0.0, progress))

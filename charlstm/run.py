@@ -11,6 +11,12 @@ resumed from step k makes the same updates, and logs the same losses, as the uni
 from step k on. runstate.py says how checkpoints are stored and refuses a resume onto another
 token stream; runfolder.py names the folder's files and holds its lock (start and resume take it
 before they touch the folder).
+
+A time budget alone (train.max_minutes, no max_steps or max_epochs) becomes a step count once the
+speed is known: after a tenth of the budget, at most a minute (`Run.plan`). Until then the rate
+keeps its peak; from then on the schedule follows steps, config.yaml records train.max_steps and
+optim.hold_steps, and training that config again repeats the run bit for bit. The minutes stay
+a guard: a run that falls behind its plan ends at the budget, with a warning.
 """
 
 import contextlib
@@ -37,6 +43,7 @@ from .runfolder import BEST, LAST
 from .step import TrainState, learning_rate, next_window, train_step
 
 OVERFIT_EPOCHS = 10   # past this many epochs a net memorizes its text without regularization
+PLAN_SHARE, PLAN_AFTER = 0.1, 60.0   # a time budget is planned after this share, at most seconds
 
 
 class Run:
@@ -61,6 +68,8 @@ class Run:
         self.ts = TrainState.new(self.cfg, len(vocab),
                                  self.comm.rows(t.batch_size) if self.comm else slice(None))
         self.train_time, self.best_val = 0.0, math.inf
+        self.step_times = []              # seconds of each step since this process began
+        self.clock_schedule = False       # a run begun before plans: its rate follows the clock
         self.stop_signal = None           # set by SIGINT / SIGTERM: stop after this step
         self.evaluated_at = None          # the step of the latest evaluation
 
@@ -82,21 +91,28 @@ class Run:
         """
         echo = _begin(self, echo)
         t, total, first = self.cfg.train, self.total_steps(), self.step
+        timed = total is None
         bar = _Bar(self, total, disable=not (progress and self.is_main))
         self.warn_overfit(total, None, echo)
         try:
             with _stop_on_signals(self):
                 while total is None or self.step < total:
                     if self.out_of_time():
-                        echo(f"time budget of {t.max_minutes} minutes reached at step {self.step}")
+                        echo(f"time budget of {t.max_minutes} minutes reached at step {self.step}"
+                             + (f", before the planned {total:,}: the machine ran slower "
+                                "than when the run was planned" if timed and total else ""))
                         break
                     tic = time.perf_counter()
                     loss, lr, norm = self.train_step()
                     dt = time.perf_counter() - tic
                     self.train_time += dt
+                    self.step_times.append(dt)
                     bar.update(lr, dt)
-                    if self.step == first + 20 and total is None:   # a time budget: now the
+                    if self.step == first + 20 and timed:           # a time budget: now the
                         self.warn_overfit(total, dt, echo)          # speed is known
+                    if total is None and not self.clock_schedule and self.decide(
+                            self.train_time >= self.plan_after()):
+                        total = self.plan(echo)
                     if self.step % t.log_every == 0 and self.is_main:
                         self.log(step=self.step, epoch=round(self.epoch_progress(), 4),
                                  train_loss=loss, lr=lr, grad_norm=norm,
@@ -130,7 +146,7 @@ class Run:
         divergent step stops the run or is skipped, as train.on_divergence says."""
         t = self.cfg.train
         x, y = next_window(self.ts, self.batches, t.seed)
-        time_fraction = self.train_time / (60 * t.max_minutes) if t.max_minutes else None
+        time_fraction = self.train_time / (60 * t.max_minutes) if self.clock_schedule else None
         lr = learning_rate(self.ts, self.cfg, self.total_steps(), time_fraction)
         loss, norm, problem = train_step(self.ts, self.cfg, x, y, lr, self.comm)
         if problem:
@@ -148,6 +164,27 @@ class Run:
         if t.max_epochs:
             limits.append(math.ceil(t.max_epochs * self.batches.num_batches))
         return min(limits) if limits else None
+
+    def plan_after(self):
+        """Seconds of training after which a time-budgeted run fixes its step count."""
+        return min(PLAN_AFTER, PLAN_SHARE * 60 * self.cfg.train.max_minutes)
+
+    def plan(self, echo):
+        """Fix a time budget's step count from the median step time so far (rank 0's): the rest
+        of the budget in steps, and the cosine's decay starting here (optim.hold_steps). Both go
+        into the run's config, its config.yaml and every later checkpoint. Returns the total."""
+        t, o = self.cfg.train, self.cfg.optim
+        left = 60 * t.max_minutes - self.train_time
+        total = self.step + max(1, int(left / float(np.median(self.step_times))))
+        total = self.decide(max(total, o.warmup_steps + 1))
+        self.cfg = replaced(self.cfg, {"train.max_steps": total, "optim.hold_steps": self.step})
+        if self.is_main:
+            save_config(self.cfg, self.out / runfolder.CONFIG)
+            rate = t.batch_size * t.seq_len * self.step / self.train_time
+            echo(f"planned: {total:,} steps in the {t.max_minutes:g}-minute budget, at the "
+                 f"{rate:,.0f} chars/s of the first {self.train_time:.0f} s (train.max_steps "
+                 f"{total}, optim.hold_steps {self.step} in {runfolder.CONFIG})")
+        return total
 
     def out_of_time(self):
         """Whether the time budget (train.max_minutes) is spent, as rank 0 measured it."""
@@ -284,6 +321,10 @@ def resume(run_dir, overrides=(), progress=False, echo=tqdm.write):
         saved = runstate.load_run(path)
         cfg = overrides if isinstance(overrides, Config) else \
             config_from_dict(config_to_dict(saved.cfg), str(path), overrides)
+        t, was = cfg.train, saved.cfg.train
+        if saved.cfg.optim.hold_steps and was.max_minutes and t.max_minutes != was.max_minutes \
+                and t.max_steps == was.max_steps:     # a new budget: the old one's plan is void
+            cfg = replaced(cfg, {"train.max_steps": None, "optim.hold_steps": 0})
         corpus = prepare(cfg.data, progress, echo)
         tokens = corpus.tokens
         if saved.init_from is not None:       # a fine-tuning run: its text mapped as before
@@ -293,6 +334,10 @@ def resume(run_dir, overrides=(), progress=False, echo=tqdm.write):
         run.ts.restore(saved)
         run.train_time, run.best_val = (saved.position["train_time"],
                                         saved.position["best_val_loss"])
+        # Saved unplanned past the planning point: begun before plans existed. It goes on as it
+        # began, its rate following the clock.
+        run.clock_schedule = (bool(cfg.train.max_minutes) and run.total_steps() is None
+                              and run.train_time >= run.plan_after())
         total = run.total_steps()
         if total is not None and run.step >= total:
             raise CharlstmError(f"run '{run_dir}' already finished at step {run.step}; to "

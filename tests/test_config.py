@@ -278,7 +278,7 @@ RANGES = [
     ("optim.beta2", -0.5, 0.5, "be in [0, 1)"), ("optim.eps", 0.0, 1e-30, "be > 0"),
     ("optim.grad_clip", -1.0, 0, "be >= 0"),
     ("optim.schedule", "linear", "cosine", "be one of constant, cosine, step"),
-    ("optim.warmup_steps", -1, 0, "be >= 0"), ("optim.min_lr", -1e-3, 0, "be >= 0"),
+    ("optim.warmup_steps", -1, 0, "be >= 0"), ("optim.hold_steps", -2, 0, "be >= 0"), ("optim.min_lr", -1e-3, 0, "be >= 0"),
     ("optim.decay_every", 0, 1, "be >= 1"), ("optim.decay_rate", 0.0, 1, "be in (0, 1]"),
     ("optim.ema", 1.0, 0.999, "be in [0, 1)"),
     ("train.batch_size", 0, 1, "be >= 1"), ("train.seq_len", 0, 1, "be >= 1"),

@@ -58,6 +58,10 @@ def test_schedules():
     assert optim.lr_at(10, c, 110) == pytest.approx(1e-2)
     assert optim.lr_at(60, c, 110) == pytest.approx((1e-2 + 1e-3) / 2)
     assert optim.lr_at(110, c, 110) == pytest.approx(1e-3)
+    h = cfg(schedule="cosine", warmup_steps=10, hold_steps=30, min_lr=1e-3)
+    assert optim.lr_at(29, h, 130) == pytest.approx(1e-2)              # held until step 30
+    assert optim.lr_at(500, h, None) == pytest.approx(1e-2)            # no total yet: held
+    assert optim.lr_at(80, h, 130) == pytest.approx((1e-2 + 1e-3) / 2)  # decays over 30..130
     timed = cfg(schedule="cosine", min_lr=0.0)               # a time budget, no step limit
     assert optim.lr_at(50, timed, None, time_fraction=0.5) == pytest.approx(5e-3)
     assert optim.lr_at(50, timed, None, time_fraction=1.2) == pytest.approx(0.0)

@@ -11,7 +11,9 @@ from charlstm import checkpoint, model, optim
 from charlstm.errors import CharlstmError
 from charlstm.evaluate import evaluate
 from charlstm.runstate import load_model
-from charlstm.run import Run, _Bar
+from charlstm.config import load_config, replaced
+from charlstm import run as run_module
+from charlstm.run import PLAN_SHARE, Run, _Bar
 
 from helpers import synthetic_text, tiny_config
 
@@ -180,6 +182,56 @@ def test_evaluate_counts_every_character(tmp_path, corpus):
                               tokens[None, 1:].astype(np.int64),
                               model.init_state(1, 1, 32), keep_cache=False)
     assert abs(loss - ref) < 0.01
+
+
+def test_a_time_budget_is_planned_and_its_config_repeats_the_run(tmp_path, corpus):
+    """A time budget alone becomes train.max_steps and optim.hold_steps after a tenth of it;
+    config.yaml records them, and training that config again (with the minutes as a loose
+    guard) takes the same steps at the same rates: the same losses, the same weights."""
+    cfg = tiny_config(corpus, train__max_steps="null", train__max_minutes=0.02,
+                      train__log_every=1, train__eval_every=100000, model__dropout=0.1,
+                      optim__schedule="cosine", optim__warmup_steps=5, optim__min_lr=1e-4)
+    said = []
+    a = Run.start(cfg, tmp_path / "a").train(progress=False, echo=said.append)
+    planned = load_config(tmp_path / "a" / "config.yaml")
+    total, hold = planned.train.max_steps, planned.optim.hold_steps
+    assert total and 5 < hold < total and planned.train.max_minutes == 0.02
+    assert any(line.startswith(f"planned: {total:,} steps") for line in said), said
+    assert a.step <= total and a.train_time >= 60 * 0.02 * PLAN_SHARE
+    first = [m for m in metrics(tmp_path / "a") if "train_loss" in m]
+    lrs = [m["lr"] for m in first]
+    peak = pytest.approx(cfg.optim.lr)
+    assert lrs[4] == peak and lrs[hold - 1] == peak and lrs[hold + 1] < lrs[hold - 1]
+
+    b = Run.start(replaced(planned, {"train.max_minutes": 10}), tmp_path / "b")
+    b.train(progress=False, echo=quiet)
+    assert b.step == total
+    again = [m for m in metrics(tmp_path / "b") if "train_loss" in m]
+    keys = ("step", "train_loss", "lr", "grad_norm")
+    same = [[m[k] for k in keys] for m in again[:len(first)]]
+    assert [[m[k] for k in keys] for m in first] == same
+    if a.step == total:                                  # not cut short by a slower moment
+        for name, p in a.params.items():
+            np.testing.assert_array_equal(p, b.params[name])
+
+
+def test_a_run_resumed_from_before_plans_keeps_its_clock_schedule(tmp_path, corpus,
+                                                                  monkeypatch):
+    """Saved past the planning point without a plan (a run begun before plans existed): it goes
+    on with its cosine following the training clock, and plans nothing."""
+    cfg = tiny_config(corpus, train__max_steps=30, train__eval_every=30, optim__schedule="cosine")
+    Run.start(cfg, tmp_path / "r").train(progress=False, echo=quiet)
+    monkeypatch.setattr(run_module, "PLAN_SHARE", 1e-6)      # any time trained is past the point
+    run = Run.resume(tmp_path / "r", ["train.max_steps=null", "train.max_minutes=0.01",
+                                      "train.log_every=1", "train.eval_every=100000"])
+    assert run.clock_schedule
+    run.train(progress=False, echo=quiet)
+    assert load_config(tmp_path / "r" / "config.yaml").train.max_steps is None
+    after = [m for m in metrics(tmp_path / "r") if "lr" in m and m["step"] > 30]
+    assert len(after) > 5
+    for m in after:                  # the rate of the step before: its training time, about
+        clock = optim.lr_at(m["step"] - 1, run.cfg.optim, None, m["train_time"] / 0.6)
+        assert m["lr"] == pytest.approx(clock, rel=0.05, abs=1e-5)
 
 
 def test_a_time_budget_has_a_bar_in_minutes_and_an_overfit_estimate(tmp_path, corpus):
