@@ -72,8 +72,9 @@ def adamw_step(flat, grad, state, lr, cfg, grad_scale=1.0, average=None, average
     """One bias-corrected AdamW update, in place; weight decay decoupled (as torch.optim.AdamW).
 
     The gradient used is grad * grad_scale (clipping, see clip_factor); on the CPU `grad` itself
-    is not changed (on a GPU it is scaled in place first). With `average` (optim.ema's copy of the weights), the average then moves towards
-    the new weights: average += (1 - average_decay) * (flat - average), as ema_update.
+    is not changed (on a GPU it is scaled in place first). With `average` (optim.ema's copy of
+    the weights), the average then moves towards the new weights: average += (1 -
+    average_decay) * (flat - average), as ema_update.
     """
     b1, b2 = cfg.beta1, cfg.beta2
     state["t"] += 1

@@ -323,9 +323,9 @@ def _size(s, plan, nets, n_train, minutes):
         L, H = max(nets, key=lambda net: plan(net).steps)
         most = plan((L, H)).steps
         raise CharlstmError(
-            f"a budget of {minutes:g} minutes gives even a {L} x {H} net only {most:.0f} "
-            f"training steps here (at least {MIN_STEPS} are needed); give more minutes, e.g. "
-            f"--minutes {math.ceil(minutes * MIN_STEPS / max(most, 1))}")
+            f"a budget of {minutes:g} minute{'' if minutes == 1 else 's'} gives even a {L} x {H} "
+            f"net only {most:.0f} training steps here (at least {MIN_STEPS} are needed); give "
+            f"more minutes, e.g. --minutes {math.ceil(minutes * MIN_STEPS / max(most, 1))}")
 
     def pick(fits, why, two_from=None):
         """The biggest net of each layer count in `fits`; one layer, or two if theirs gets
