@@ -12,11 +12,11 @@ from step k on. runstate.py says how checkpoints are stored and refuses a resume
 token stream; runfolder.py names the folder's files and holds its lock (start and resume take it
 before they touch the folder).
 
-A time budget alone (train.max_minutes, no max_steps or max_epochs) becomes a step count once the
-speed is known: after a tenth of the budget, at most a minute (`Run.plan`). Until then the rate
-keeps its peak; from then on the schedule follows steps, config.yaml records train.max_steps and
-optim.hold_steps, and training that config again repeats the run bit for bit. The minutes stay
-a guard: a run that falls behind its plan ends at the budget, with a warning.
+A time budget alone (train.max_minutes, no max_steps or max_epochs) becomes a step count at the
+end of the warmup, from the speed of the steps so far (`Run.plan`): the cosine starts there, as
+it would with that many steps given, config.yaml records train.max_steps (and optim.hold_steps,
+the plan's step), and training that config again repeats the run bit for bit. The minutes stay a
+guard: a run that falls behind its plan ends at the budget, with a warning.
 """
 
 import contextlib
@@ -43,7 +43,7 @@ from .runfolder import BEST, LAST
 from .step import TrainState, learning_rate, next_window, train_step
 
 OVERFIT_EPOCHS = 10   # past this many epochs a net memorizes its text without regularization
-PLAN_SHARE, PLAN_AFTER = 0.1, 60.0   # a time budget is planned after this share, at most seconds
+PLAN_STEPS = 20      # a time budget is planned at the warmup's end, after this many steps at least
 
 
 class Run:
@@ -110,8 +110,8 @@ class Run:
                     bar.update(lr, dt)
                     if self.step == first + 20 and timed:           # a time budget: now the
                         self.warn_overfit(total, dt, echo)          # speed is known
-                    if total is None and not self.clock_schedule and self.decide(
-                            self.train_time >= self.plan_after()):
+                    if total is None and not self.clock_schedule and \
+                            self.step >= self.plan_at():
                         total = self.plan(echo)
                     if self.step % t.log_every == 0 and self.is_main:
                         self.log(step=self.step, epoch=round(self.epoch_progress(), 4),
@@ -165,14 +165,15 @@ class Run:
             limits.append(math.ceil(t.max_epochs * self.batches.num_batches))
         return min(limits) if limits else None
 
-    def plan_after(self):
-        """Seconds of training after which a time-budgeted run fixes its step count."""
-        return min(PLAN_AFTER, PLAN_SHARE * 60 * self.cfg.train.max_minutes)
+    def plan_at(self):
+        """The step at which a time-budgeted run fixes its step count: the warmup's end."""
+        return max(self.cfg.optim.warmup_steps, PLAN_STEPS)
 
     def plan(self, echo):
         """Fix a time budget's step count from the median step time so far (rank 0's): the rest
-        of the budget in steps, and the cosine's decay starting here (optim.hold_steps). Both go
-        into the run's config, its config.yaml and every later checkpoint. Returns the total."""
+        of the budget in steps; the cosine's decay starts here (optim.hold_steps, the warmup's
+        end unless the warmup is shorter than PLAN_STEPS). Both go into the run's config, its
+        config.yaml and every later checkpoint. Returns the total."""
         t, o = self.cfg.train, self.cfg.optim
         left = 60 * t.max_minutes - self.train_time
         total = self.step + max(1, int(left / float(np.median(self.step_times))))
@@ -337,7 +338,7 @@ def resume(run_dir, overrides=(), progress=False, echo=tqdm.write):
         # Saved unplanned past the planning point: begun before plans existed. It goes on as it
         # began, its rate following the clock.
         run.clock_schedule = (bool(cfg.train.max_minutes) and run.total_steps() is None
-                              and run.train_time >= run.plan_after())
+                              and run.step >= run.plan_at())
         total = run.total_steps()
         if total is not None and run.step >= total:
             raise CharlstmError(f"run '{run_dir}' already finished at step {run.step}; to "
