@@ -337,10 +337,11 @@ def _build(values: dict, fallback: str | None) -> Config:
     if t.max_steps is None and t.max_epochs is None and t.max_minutes is None:
         _fail(where(*_STOPS), f"{', '.join(_STOPS)} are all null: set at least one so training "
               "stops, e.g. train.max_steps=2000")
-    if o.schedule == "cosine" and t.max_steps is not None and o.warmup_steps >= t.max_steps:
-        _fail(where("optim.warmup_steps", "train.max_steps", "optim.schedule"),
-              f"optim.warmup_steps: must be < train.max_steps ({t.max_steps}) with the cosine "
-              f"schedule, got {o.warmup_steps}")
+    for key in ("warmup_steps", "hold_steps"):       # the cosine must have steps to decay over
+        if o.schedule == "cosine" and t.max_steps is not None and getattr(o, key) >= t.max_steps:
+            _fail(where(f"optim.{key}", "train.max_steps", "optim.schedule"),
+                  f"optim.{key}: must be < train.max_steps ({t.max_steps}) with the cosine "
+                  f"schedule, got {getattr(o, key)}")
     if o.schedule == "cosine" and o.min_lr > o.lr:
         _fail(where("optim.min_lr", "optim.lr", "optim.schedule"),
               f"optim.min_lr: must be <= optim.lr ({o.lr!r}) with the cosine schedule, "

@@ -68,7 +68,7 @@ class Run:
         self.ts = TrainState.new(self.cfg, len(vocab),
                                  self.comm.rows(t.batch_size) if self.comm else slice(None))
         self.train_time, self.best_val = 0.0, math.inf
-        self.step_times = []              # seconds of each step since this process began
+        self.step_times = []              # seconds of each step until the run is planned
         self.clock_schedule = False       # a run begun before plans: its rate follows the clock
         self.stop_signal = None           # set by SIGINT / SIGTERM: stop after this step
         self.evaluated_at = None          # the step of the latest evaluation
@@ -106,7 +106,8 @@ class Run:
                     loss, lr, norm = self.train_step()
                     dt = time.perf_counter() - tic
                     self.train_time += dt
-                    self.step_times.append(dt)
+                    if total is None:
+                        self.step_times.append(dt)
                     bar.update(lr, dt)
                     if self.step == first + 20 and timed:           # a time budget: now the
                         self.warn_overfit(total, dt, echo)          # speed is known

@@ -358,6 +358,10 @@ def test_cosine_warmup_must_be_below_max_steps(tmp_path):
     assert load_config(p, ["optim.warmup_steps=99"]).optim.warmup_steps == 99
     assert load_config(p, ["optim.schedule=constant"]).optim.warmup_steps == 100
     assert load_config(p, ["train.max_steps=null", "train.max_epochs=1"]).optim.warmup_steps == 100
+    p = write(tmp_path, "optim: {schedule: cosine, hold_steps: 100}\ntrain: {max_steps: 100}\n")
+    assert error(p) == (f"{p}: optim.hold_steps: must be < train.max_steps (100) with the cosine "
+                        "schedule, got 100")
+    assert load_config(p, ["optim.hold_steps=99"]).optim.hold_steps == 99
 
 
 def test_cosine_floor_not_above_lr():

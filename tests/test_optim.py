@@ -11,7 +11,7 @@ from charlstm import optim
 
 def cfg(**kw):
     base = dict(lr=1e-2, weight_decay=0.0, beta1=0.9, beta2=0.999, eps=1e-8, schedule="constant",
-                warmup_steps=0, min_lr=0.0, decay_every=10, decay_rate=0.5)
+                warmup_steps=0, hold_steps=0, min_lr=0.0, decay_every=10, decay_rate=0.5)
     base.update(kw)
     return SimpleNamespace(**base)
 
