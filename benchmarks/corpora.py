@@ -9,19 +9,30 @@
 | pydocs-10m | English technical prose | 10 million chars | Debian's `python3.11-doc` (HTML to text) |
 | pycode-50m | Python source code (ASCII files) | 50 million chars | this interpreter's library (stdlib, site-packages) |
 | pycode-heldout | Python source code, for measuring only | 250 thousand chars | the files past pycode-50m's cut, evenly spread |
+| cjk-man | Chinese and Japanese, 4,108 symbols | 18 million chars | Debian's `manpages-zh`, `manpages-ja`, `manpages-ja-dev` (groff to text) |
+| french-man | French technical prose | 3 million chars | Debian's `manpages-fr` (groff to text) |
+| c-headers | C source code (ASCII headers) | 20 million chars | /usr/include (`linux-libc-dev`, `libc6-dev`, ...) |
 
-The Debian packages install with `apt-get install fortunes fortunes-ru python3.11-doc` (the script
-says so if one is missing). Each corpus is a deterministic function of those files (sorted paths,
+The first five fit the recipe's loss law (benchmarks/fit.py) with tiny-shakespeare; the last three
+are held out: they take no part in any fit or rule and judge the recipe (benchmarks/heldout.py).
+
+The Debian packages install with `python benchmarks/corpora.py --install` (apt-get, as root; the
+script says which package is missing otherwise). Each corpus is a deterministic function of those files (sorted paths,
 fixed cut), so two machines with the same packages build the same text. Corpora are never
 committed: they are rebuilt here in seconds.
 """
 
 import argparse
+import gzip
 import html.parser
+import subprocess
 import sysconfig
 from pathlib import Path
 
+PACKAGES = ["fortunes", "fortunes-ru", "python3.11-doc", "manpages-zh", "manpages-ja",
+            "manpages-ja-dev", "manpages-fr", "groff-base", "linux-libc-dev", "libc6-dev"]
 FORTUNES = Path("/usr/share/games/fortunes")
+MAN = Path("/usr/share/man")
 PYDOCS = Path("/usr/share/doc/python3.11/html")
 DEFAULT_OUT = Path.home() / ".cache" / "charlstm-study"
 
@@ -139,9 +150,62 @@ def pycode_heldout(max_chars=250_000, after=50_000_000, longest=40_000):
     return _cut(rest[::k], max_chars)
 
 
+def render_man(page):
+    """A man page (a .gz of roff) as the plain text `man` shows, rendered by groff (Debian's
+    groff-base) without bold, underline or colour, its justified spaces collapsed."""
+    source = gzip.open(page).read()
+    out = subprocess.run(["groff", "-k", "-Tutf8", "-man", "-P-cbou"], input=source,
+                         capture_output=True, check=True).stdout.decode("utf-8")
+    lines = [" ".join(line.split()) for line in out.splitlines()]
+    return "\n".join(line for line in lines if line) + "\n\n"
+
+
+def _man_pages(languages):
+    """The text of every man page of these languages (folders under /usr/share/man), sorted."""
+    for lang in languages:
+        _need(MAN / lang, "manpages-" + lang.split("_")[0])
+        for page in sorted((MAN / lang).rglob("*.gz")):
+            try:
+                yield render_man(page)
+            except (OSError, UnicodeDecodeError, subprocess.CalledProcessError):
+                continue
+
+
+def _spread(pages, max_chars):
+    """Every k-th of `pages`, k chosen so the pages kept hold about max_chars, cut there."""
+    pages = list(pages)
+    k = max(1, round(sum(map(len, pages)) / max_chars))
+    return _cut(pages[::k], max_chars)
+
+
+def cjk_man(max_chars=20_000_000):
+    return _spread(_man_pages(["zh_CN", "zh_TW", "ja"]), max_chars)
+
+
+def french_man(max_chars=3_000_000):
+    return _spread(_man_pages(["fr"]), max_chars)
+
+
+def c_headers(max_chars=20_000_000, root=Path("/usr/include")):
+    """The ASCII C headers under /usr/include, sorted by path, the first max_chars of them."""
+    _need(root / "stdio.h", "libc6-dev")
+    parts, total = [], 0
+    for path in sorted(root.rglob("*.h")):
+        try:
+            text = path.read_bytes().decode("ascii")
+        except (OSError, UnicodeDecodeError):
+            continue
+        parts.append(text)
+        total += len(text)
+        if total >= max_chars:
+            break
+    return _cut(parts, max_chars)
+
+
 CORPORA = {"fortunes-100k": fortunes_en, "russian-2m": russian, "pydocs-10m": pydocs,
            "pycode-50m": pycode}
 HELDOUT = {"pycode-heldout": pycode_heldout}       # texts to measure runs on, not to train
+JUDGES = {"cjk-man": cjk_man, "french-man": french_man, "c-headers": c_headers}  # held out
 
 
 def build(name, out=DEFAULT_OUT):
@@ -149,7 +213,7 @@ def build(name, out=DEFAULT_OUT):
     path = Path(out) / f"{name}.txt"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        text = {**CORPORA, **HELDOUT}[name]()
+        text = {**CORPORA, **HELDOUT, **JUDGES}[name]()
         tmp = path.with_suffix(".tmp")
         tmp.write_text(text, "utf-8")
         tmp.replace(path)
@@ -159,8 +223,13 @@ def build(name, out=DEFAULT_OUT):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    ap.add_argument("names", nargs="*", default=list(CORPORA))
+    ap.add_argument("--install", action="store_true",
+                    help="apt-get install the Debian packages the corpora come from")
+    ap.add_argument("names", nargs="*", default=list(CORPORA) + list(JUDGES))
     a = ap.parse_args()
+    if a.install:
+        subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", *PACKAGES],
+                       check=True)
     for name in a.names:
         path = build(name, a.out)
         text = path.read_text("utf-8")

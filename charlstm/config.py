@@ -65,6 +65,8 @@ class OptimConfig:
     schedule: str = "constant"  # constant | cosine | step
     warmup_steps: int = 0  # linear warmup (cosine and constant)
     hold_steps: int = 0  # cosine: keep lr until this step, then decay (a time budget's plan)
+    replan_step: int = 0   # cosine: a time budget's second plan, at this step, stretched the
+    replan_total: int = 0  # decay, which until then ran towards replan_total, to max_steps
     min_lr: float = 0.0  # cosine floor
     decay_every: int = 1000  # step schedule: lr *= decay_rate every decay_every steps
     decay_rate: float = 0.97
@@ -166,7 +168,7 @@ _RULES: dict[str, tuple[str, Any]] = {
     "optim.lr": _gt0, "optim.weight_decay": _ge0, "optim.beta1": _unit_half,
     "optim.beta2": _unit_half, "optim.eps": _gt0, "optim.grad_clip": _ge0,
     "optim.schedule": _one_of("constant", "cosine", "step"), "optim.warmup_steps": _ge0,
-    "optim.hold_steps": _ge0,
+    "optim.hold_steps": _ge0, "optim.replan_step": _ge0, "optim.replan_total": _ge0,
     "optim.min_lr": _ge0, "optim.decay_every": _ge1, "optim.decay_rate": _half_unit,
     "optim.ema": _unit_half,
     "train.batch_size": _ge1, "train.seq_len": _ge1,
@@ -342,6 +344,12 @@ def _build(values: dict, fallback: str | None) -> Config:
             _fail(where(f"optim.{key}", "train.max_steps", "optim.schedule"),
                   f"optim.{key}: must be < train.max_steps ({t.max_steps}) with the cosine "
                   f"schedule, got {getattr(o, key)}")
+    if o.replan_step and not (max(o.warmup_steps, o.hold_steps) < o.replan_total
+                              and (t.max_steps is None or o.replan_step < t.max_steps)):
+        _fail(where("optim.replan_step", "optim.replan_total", "train.max_steps"),
+              f"optim.replan_step {o.replan_step} and optim.replan_total {o.replan_total}: a "
+              "second plan needs replan_total past the warmup and hold_steps, and replan_step "
+              "below train.max_steps; they are written by a time budget's plan: set both to 0")
     if o.schedule == "cosine" and o.min_lr > o.lr:
         _fail(where("optim.min_lr", "optim.lr", "optim.schedule"),
               f"optim.min_lr: must be <= optim.lr ({o.lr!r}) with the cosine schedule, "

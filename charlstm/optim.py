@@ -128,6 +128,8 @@ def lr_at(step, cfg, total_steps, time_fraction=None):
     steps when total_steps is known, else as `time_fraction` (0..1) of a time budget; it starts
     after the warmup and after cfg.hold_steps, until which it keeps cfg.lr (without a total or
     a time fraction it keeps cfg.lr: a time-budgeted run before its plan, see run.Run.plan).
+    A run re-planned at cfg.replan_step (run.Run.replan) decays towards cfg.replan_total until
+    then, and from there over the rest of the way in the steps left to total_steps.
     step: cfg.lr * decay_rate ** (step // decay_every), char-rnn's decay.
     All three start with a linear warmup over cfg.warmup_steps steps when it is > 0.
     """
@@ -136,7 +138,12 @@ def lr_at(step, cfg, total_steps, time_fraction=None):
     if cfg.schedule == "cosine":
         start = max(cfg.warmup_steps, cfg.hold_steps)
         if total_steps:
-            progress = (step - start) / max(1, total_steps - start)
+            first = cfg.replan_total if cfg.replan_step else total_steps
+            progress = (step - start) / max(1, first - start)
+            if cfg.replan_step and step >= cfg.replan_step:      # the rest, stretched or shrunk
+                done = (cfg.replan_step - start) / max(1, first - start)
+                progress = done + (1 - done) * (step - cfg.replan_step) / max(
+                    1, total_steps - cfg.replan_step)
         else:
             progress = time_fraction or 0.0
         progress = min(1.0, max(0.0, progress))

@@ -14,6 +14,7 @@ four steps: speed (`_speeds`), size (`_size`), regularization (`_regularize`) an
 (`_average_and_evaluations`).
 """
 
+import bz2
 import copy
 import json
 import math
@@ -42,25 +43,32 @@ DEFAULT_MINUTES = 3          # `charlstm train` with no config and no run length
 # a threshold below moves it to a neighbour of about the same size.
 WIDTHS = (128, 160, 192, 224, 256, 288, 320, 352, 384, 416, 448, 512, 576, 640, 768, 896, 1024)
 GPU_WIDTHS = WIDTHS + (1280, 1536, 2048)                 # a GPU's steps cost little more when wide
-# The chosen net has the most parameters that read this many characters each, so that size and
-# updates grow together with the budget (as in compute-optimal scaling of language models). In
-# 10 minutes 1 x 448 (about 10 per parameter) beat 1 x 512 (6) by 0.029 on pydocs-10m; on
-# pycode-50m's held-out code 2 x 256 (12) beat 2 x 192 (33) by 0.006 and 2 x 384 (3.0) by 0.034;
-# at 2 minutes the winners read 10-21. One layer: on a text read about once, one wide layer beat
-# two or ended within 0.01 of them in every trial.
-CHARS_PER_PARAM = 10.0
-# A short text that net would read more than REPEATS times limits the model, not the time: then
-# the most parameters that get MIN_UPDATES updates, read MIN_PER_PARAM characters each and have at
-# most TEXT_PARAMS per character of the text; two layers once they get TWO_LAYER_UPDATES (2 x 128
-# to 2 x 384 with 3,500-14,000 updates all beat 1 x 384 by 0.02 on fortunes-100k in 10 minutes;
-# with fewer, one wins: russian-2m, 10 minutes, 1 x 512 beat every two-layer net by 0.076 or
-# more). Tiny-shakespeare, 10 minutes: 1 x 640 (3,750 updates, 6 epochs) 1.4387, 2 x 448 (1.75
-# characters per parameter) 1.4695, 2 x 256 (10 per parameter) 1.5272.
-REPEATS = 4
-MIN_UPDATES = 2800
-MIN_PER_PARAM = 2.0
-TEXT_PARAMS = 2.8
-TWO_LAYER_UPDATES = 4500
+# The loss law, fitted by benchmarks/fit.py to the study's runs on five corpora (55 points:
+# fortunes-100k, russian-2m, pydocs-10m, pycode-50m, tiny-shakespeare; benchmarks/RESULTS.md, "The
+# recipe's loss law"):
+#     validation loss = E + s (A k / N^alpha + B m / D^beta)
+# N the LSTM's weights and biases (not the embedding or the head), D the characters read; k, m
+# and beta of two layers fitted apart from one layer's (1, 1, beta). E and s belong to a corpus,
+# so the net that minimizes the bracket does not depend on them. Residual rms 0.025 (largest
+# 0.058); alpha chosen by leaving each corpus out of the fit in turn (rms 0.005-0.057 on it). On
+# the 8 pairs of corpus and budget, the grid's net the law ranks first was the best in 6, 0.008
+# and 0.024 behind in the other two.
+LAW = {"A": 0.7237, "k2": 1.07, "B": 51.44, "beta": 0.4327, "m2": 1.979, "beta2": 0.4751,
+       "alpha": 0.15}
+# Where the law was fitted; outside it extrapolates, and the report says so.
+FITTED = {"text": (89_600, 49_846_154), "symbols": (65, 199), "minutes": (2, 30),
+          "read": (1.1e6, 24.9e6), "params": (136_704, 3_284_992), "epochs": (0, 305)}
+# At most this many LSTM parameters per training character: the fitted runs' most (fortunes-100k,
+# 2 x 384 with the heavy set, that pair's best), so a short text with a long budget gets no net
+# far beyond what the study saw.
+MAX_PER_CHAR = 20.9
+# The fit corpora's bz2 bits per character (of their first BPC_CHARS), E and s. A new text's
+# predicted loss uses the E and s of the corpus nearest in bits per character: a rough floor (see
+# RESULTS for how rough, on the held-out corpora); the differences between nets scale with s.
+LIKE = {"fortunes-100k": (3.136, 1.840, 1.000), "pycode-50m": (1.457, 0.807, 4.552),
+        "pydocs-10m": (1.824, 0.012, 9.534), "russian-2m": (2.560, 0.590, 5.757),
+        "tinyshakespeare": (2.351, 1.178, 1.842)}
+BPC_CHARS = 1_000_000
 MIN_STEPS = 300              # fewer updates than this train nothing worth keeping
 # Regularization by epochs: up to 3 none (dropout 0.1 cost 0.011 at one epoch), then dropout 0.1
 # and 0.2; past OVERFIT_EPOCHS the 30-minute config's full set (window dropout, weight drop,
@@ -91,6 +99,7 @@ class Choice:
     rows: list = field(default_factory=list)       # (key, value, reason)
     timing: str = ""                               # what was measured, in one line
     seconds: float = 0.0                           # the time the measurement took
+    notes: list = field(default_factory=list)      # the law's predictions; where it extrapolates
 
     def report(self):
         """The table `charlstm train --minutes` prints: the choices with a reason each, then
@@ -100,6 +109,8 @@ class Choice:
         lines = [self.timing] + [f"  {k:<{width}}  {_text(v):<8} {why}" for k, v, why in shown]
         rest = ", ".join(f"{k.split('.')[1]} {_text(v)}" for k, v, why in self.rows if not why
                          and k in FIXED)
+        lines += [wrapped for note in self.notes
+                  for wrapped in textwrap.wrap(note, 96, subsequent_indent="    ")]
         return "\n".join(lines + textwrap.wrap(f"as configs/shakespeare.yaml: {rest}", 96,
                                                initial_indent="  ", subsequent_indent="    "))
 
@@ -151,32 +162,44 @@ def timing_config(V, E, H, L, B, T, cell, dropout, device="cpu"):
     return replaced(Config(), values)
 
 
-def time_step(V, E, H, L, B, T, cell, dropout, device="cpu", steps=3, warmup=3):
-    """Seconds per training step (step.train_step) of this net on `device`, on random tokens:
-    the median of `steps` after `warmup` steps (the first steps of a wide net are slower than the
-    rest, while the allocator settles on reusing its large buffers)."""
+def time_step(V, E, H, L, B, T, cell, dropout, device="cpu", seconds=0.4, steps=5, warmup=3,
+              windows=None):
+    """Seconds per training step (step.train_step) of this net on `device`, on `windows` ((B,
+    T + 1) tokens of the text: random tokens over a large vocabulary made the embedding's
+    backward slower than the text's, and 1 x 128 with 744 symbols timed 25% slow) or random ones:
+    the median of at least `steps` steps and `seconds` of them, after at least `warmup` steps and
+    `seconds` of warming up (the first steps of a net are slower than the rest while the
+    allocator and the memory settle: timing 3 of them after 3 read 1 x 128 with 4,108 symbols
+    24% slow)."""
     xp = backend.require(device)
     cfg = timing_config(V, E, H, L, B, T, cell, dropout, device)
     ts = TrainState.new(cfg, V)
     ts.to_device(device)
-    x, y = random_tokens(cfg, V, np.random.default_rng(0))
-    times = []
-    for i in range(warmup + steps):
+    if windows is None:
+        x, y = random_tokens(cfg, V, np.random.default_rng(0))
+    else:
+        x, y = windows[:, :-1], windows[:, 1:]
+    times, warm = [], []
+    while len(times) < steps or sum(times) < seconds:
         backend.synchronize(xp)
         tic = time.perf_counter()
         train_step(ts, cfg, x, y, 1e-3)
         backend.synchronize(xp)
-        if i >= warmup:
-            times.append(time.perf_counter() - tic)
+        dt = time.perf_counter() - tic
+        if len(warm) < warmup or sum(warm) < seconds:
+            warm.append(dt)
+        else:
+            times.append(dt)
     return float(np.median(times))
 
 
-def time_apart(nets, V, E, B, T, cell, device):
+def time_apart(nets, V, E, B, T, cell, device, windows=None):
     """{(layers, width): seconds per training step} for each net in `nets`, timed (time_step)
     in a child Python process: the process that trains afterwards has never held the timed nets,
     so its allocator and its speed are those of a plain run of the chosen config."""
     job = json.dumps({"nets": nets, "V": V, "E": E, "B": B, "T": T, "device": device,
-                      "cell": [cell.name, cell.peepholes, cell.coupled_gates]})
+                      "cell": [cell.name, cell.peepholes, cell.coupled_gates],
+                      "windows": None if windows is None else windows.tolist()})
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # this charlstm's parent
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         [here] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])))
@@ -192,9 +215,10 @@ def _time_job():
     """The child of time_apart: a job in JSON on stdin, [[layers, width, seconds], ...] out."""
     job = json.load(sys.stdin)
     cell = Cell(*job["cell"])
+    windows = None if job.get("windows") is None else np.array(job["windows"], dtype=np.int64)
     try:
         out = [[L, H, time_step(job["V"], job["E"], H, L, job["B"], job["T"], cell, 0.0,
-                                job["device"])] for L, H in job["nets"]]
+                                job["device"], windows=windows)] for L, H in job["nets"]]
     except CharlstmError as e:
         sys.exit(str(e))
     print(json.dumps(out))
@@ -222,8 +246,9 @@ class Plan(NamedTuple):
     steps: float         # updates
     chars: float         # characters read
     epochs: float        # readings of the training text
-    per_param: float     # characters read per parameter
     params: int
+    core: int            # the LSTM's parameters (the law's N)
+    loss: float          # the loss law's prediction
 
 
 def choose(cfg, explicit, corpus, timer=None):
@@ -243,17 +268,25 @@ def choose(cfg, explicit, corpus, timer=None):
     n_total, V = len(corpus.tokens), len(corpus.vocab)
     n_train = _split_and_batch(s, n_total, corpus.description)
     B, T = s.cfg.train.batch_size, s.cfg.train.seq_len
-    step_time, timing, spent = _speeds(s, V, timer)
+    step_time, timing, spent = _speeds(s, V, timer, _windows(corpus.tokens, n_train, B, T))
     budget = max(60 * minutes - spent, 1.0)
     cell, E = Cell.of_config(s.cfg.model), s.cfg.model.embedding_size
+
+    like = nearest_corpus(bits_per_char(corpus))
 
     def plan(net):
         steps = budget / step_time[net]
         chars = steps * B * T
-        params = params_of(V, E, net[1], net[0], cell)
-        return Plan(steps, chars, chars / n_train, chars / params, params)
+        shapes = model.param_shapes(V, E, net[1], net[0], cell.name, cell.peepholes,
+                                    cell.coupled_gates)
+        core = sum(int(np.prod(v)) for k, v in shapes.items()
+                   if not k.startswith(("embedding.", "head.")))
+        return Plan(steps, chars, chars / n_train, params_of(V, E, net[1], net[0], cell), core,
+                    predicted_loss(net[0], core, chars, like))
 
     L, H = _size(s, plan, list(step_time), n_train, minutes)
+    notes = [_predictions(plan, (L, H), list(step_time), like, n_train),
+             *_outside(n_total, V, minutes, plan((L, H)), s.cfg.train.device)]
     steps, epochs = plan((L, H)).steps, plan((L, H)).epochs
     heavy = _regularize(s, epochs)
     _average_and_evaluations(s, steps, heavy, budget, n_total * s.cfg.data.val_fraction,
@@ -261,7 +294,7 @@ def choose(cfg, explicit, corpus, timer=None):
     s.put("train.max_minutes", round(budget / 60, 3),     # the timing comes off the budget
           f"{minutes:g} minutes less the {spent:.1f} s of timing", force=True)
     s.cfg.train.recipe = "off"                             # resolved: a plain config from here on
-    return Choice(s.cfg, s.rows, timing, spent)
+    return Choice(s.cfg, s.rows, timing, spent, notes)
 
 
 def _split_and_batch(s, n_total, description):
@@ -285,7 +318,14 @@ def _split_and_batch(s, n_total, description):
     return n_train
 
 
-def _speeds(s, V, timer):
+def _windows(tokens, n_train, B, T):
+    """B windows of T + 1 tokens from evenly spaced places of the training text (the timing's
+    batch: the text's own characters)."""
+    starts = np.linspace(0, max(n_train - T - 1, 0), B).astype(np.int64)
+    return np.stack([np.asarray(tokens[a:a + T + 1], dtype=np.int64) for a in starts])
+
+
+def _speeds(s, V, timer, windows=None):
     """1. Speed: for each layer count two widths are timed, and the others read off the line
     through them (a step costs a fixed overhead plus a part proportional to its matrix
     products). Returns ({(layers, width): seconds per step}, a line saying what was measured,
@@ -299,7 +339,7 @@ def _speeds(s, V, timer):
     tic = time.perf_counter()
     sizes = [(L, H) for L in depths for H in timed]
     measured = ({(L, H): timer(V, E, H, L, B, T, cell, 0.0, device) for L, H in sizes}
-                if timer else time_apart(sizes, V, E, B, T, cell, device))
+                if timer else time_apart(sizes, V, E, B, T, cell, device, windows))
     spent = time.perf_counter() - tic
     step_time = {}
     for L in depths:
@@ -313,11 +353,33 @@ def _speeds(s, V, timer):
     return step_time, timing, spent
 
 
+def law_bracket(layers, params, chars):
+    """The loss law without a corpus's floor and scale (LAW): what the recipe minimizes, for a
+    net of `layers` layers and `params` LSTM parameters that reads `chars` characters."""
+    k, m, beta = (LAW["k2"], LAW["m2"], LAW["beta2"]) if layers > 1 else (1.0, 1.0, LAW["beta"])
+    return LAW["A"] * k / params ** LAW["alpha"] + LAW["B"] * m / chars ** beta
+
+
+def bits_per_char(corpus):
+    """bz2's bits per character of the first BPC_CHARS of a corpus: how hard it is to predict,
+    measured as benchmarks/fit.py measured the fit corpora."""
+    text = corpus.vocab.decode(np.asarray(corpus.tokens[:BPC_CHARS]))
+    return 8 * len(bz2.compress(text.encode("utf-8"), 9)) / max(len(text), 1)
+
+
+def nearest_corpus(bpc):
+    """(name, E, s) of the fit corpus nearest to `bpc` bits per character (LIKE)."""
+    name = min(LIKE, key=lambda c: abs(LIKE[c][0] - bpc))
+    return name, LIKE[name][1], LIKE[name][2]
+
+
+def predicted_loss(layers, params, chars, like):
+    return like[1] + like[2] * law_bracket(layers, params, chars)
+
+
 def _size(s, plan, nets, n_train, minutes):
-    """2. Size: per layer count the most parameters that read CHARS_PER_PARAM characters each,
-    one layer; a text that net would read more than REPEATS times: the most that text can
-    feed, two layers once they get TWO_LAYER_UPDATES updates. Returns (layers, width)."""
-    depths = sorted({L for L, _ in nets})
+    """2. Size: of the nets that get MIN_STEPS updates and have at most MAX_PER_CHAR parameters
+    per training character, the one the loss law predicts best. Returns (layers, width)."""
     able = [net for net in nets if plan(net).steps >= MIN_STEPS]
     if not able:
         L, H = max(nets, key=lambda net: plan(net).steps)
@@ -326,49 +388,65 @@ def _size(s, plan, nets, n_train, minutes):
             f"a budget of {minutes:g} minute{'' if minutes == 1 else 's'} gives even a {L} x {H} "
             f"net only {most:.0f} training steps here (at least {MIN_STEPS} are needed); give "
             f"more minutes, e.g. --minutes {math.ceil(minutes * MIN_STEPS / max(most, 1))}")
-
-    def pick(fits, why, two_from=None):
-        """The biggest net of each layer count in `fits`; one layer, or two if theirs gets
-        `two_from` updates. None if no net fits."""
-        best = {layers: max((net for net in fits if net[0] == layers),
-                            key=lambda net: plan(net).params)
-                for layers in depths if any(net[0] == layers for net in fits)}
-        if not best:
-            return None
-        if len(best) == 1:
-            return best[min(best)], why.rstrip("; ")
-        if two_from is None:
-            return best[1], why + ("one layer: on a text read about once it beat two or ended "
-                                   "within 0.01 of them in every trial of the study")
-        two = plan(best[2]).steps
-        L = 2 if two >= two_from else 1
-        why += (f"two layers: {two:,.0f} updates (they beat one from about {two_from:,})"
-                if L == 2 else f"one layer: two would get {two:,.0f} updates (they beat one "
-                f"from about {two_from:,})")
-        return best[L], why
-
-    # a short budget that gives no net CHARS_PER_PARAM characters a parameter: the fastest net
-    (L, H), layers_why = (pick([net for net in able if plan(net).per_param >= CHARS_PER_PARAM], "")
-                          or (max(able, key=lambda net: plan(net).steps), ""))
-    repeats = plan((L, H)).epochs
-    if repeats > REPEATS:        # none fits: the smallest net that gets the updates
-        busy = [net for net in able if plan(net).steps >= MIN_UPDATES
-                and plan(net).per_param >= MIN_PER_PARAM] or [(L, H)]
-        why = f"the text limits, not the time: {L} x {H} would read it {repeats:.0f} times"
-        (L, H), layers_why = (
-            pick([net for net in busy if plan(net).params <= TEXT_PARAMS * n_train],
-                 f"{why}, so at most {TEXT_PARAMS:g} parameters per character of it; ",
-                 TWO_LAYER_UPDATES)
-            or (min(busy, key=lambda net: plan(net).params),
-                f"{why}, and even the smallest net has over {TEXT_PARAMS:g} parameters per "
-                "character of it"))
+    fits = [net for net in able if _fits(plan(net), n_train)]
+    if fits:
+        L, H = min(fits, key=lambda net: plan(net).loss)
+        why = "the loss law's best for this budget at this machine's speed"
+        if len(fits) < len(able):
+            why += (f"; nets with over {MAX_PER_CHAR:g} parameters per character of the text "
+                    "left out (the most of the fitted runs)")
+    else:
+        L, H = min(able, key=lambda net: plan(net).core)
+        why = (f"the smallest net: even it has over {MAX_PER_CHAR:g} parameters per character of "
+               "the text (the most of the fitted runs); a longer text would do better")
     p = plan((L, H))
-    s.put("model.num_layers", L, layers_why)
+    s.put("model.num_layers", L, why)
     s.put("model.hidden_size", H,
           f"{L} x {H}, {p.params / 1e6:.2f}M parameters: {p.steps:,.0f} steps read "
-          f"{p.chars / 1e6:.1f}M characters, {p.per_param:.1f} per parameter ({p.epochs:.1f} "
-          f"epochs of {n_train:,})")
+          f"{p.chars / 1e6:.1f}M characters ({p.epochs:.1f} epochs of {n_train:,})")
     return s.cfg.model.num_layers, s.cfg.model.hidden_size
+
+
+def _fits(p, n_train):
+    """Whether a net's Plan gets MIN_STEPS updates and has at most MAX_PER_CHAR parameters per
+    training character."""
+    return p.steps >= MIN_STEPS and p.core <= MAX_PER_CHAR * n_train
+
+
+def _predictions(plan, chosen, nets, like, n_train):
+    """One line: the law's predicted validation loss of the choice and of its neighbours that
+    fit (the next narrower and wider net, and the best of the other layer count)."""
+    L, H = chosen
+    nets = [net for net in nets if _fits(plan(net), n_train) or net == chosen]
+    same = sorted(net for net in nets if net[0] == L)
+    i = same.index(chosen)
+    near = same[max(i - 1, 0):i] + same[i + 1:i + 2]
+    other = [net for net in nets if net[0] != L]
+    if other:
+        near.append(min(other, key=lambda net: plan(net).loss))
+    best = plan(chosen).loss
+    shown = ", ".join(f"{a} x {b} {plan((a, b)).loss - best:+.3f}" for a, b in near)
+    return (f"  predicted validation loss: {best:.2f} for {L} x {H}" + (f"; {shown}" if shown
+            else "") + f" (the loss law, with the floor and scale of {like[0]}, the fit corpus "
+            "nearest in bz2 bits per character)")
+
+
+def _outside(n_total, V, minutes, p, device):
+    """Lines saying where this input lies outside the law's fitted range (FITTED)."""
+    values = {"text": (n_total, f"{n_total:,} characters"),
+              "symbols": (V, f"{V:,} symbols"),
+              "minutes": (minutes, f"{minutes:g} minutes"),
+              "read": (p.chars, f"{p.chars / 1e6:.1f}M characters read"),
+              "params": (p.core, f"{p.core:,} LSTM parameters"),
+              "epochs": (p.epochs, f"the text read {p.epochs:,.0f} times")}
+    far = [f"{said} (fitted: {lo:,.0f}-{hi:,.0f})" if key not in ("read", "epochs") else
+           f"{said} (fitted: {lo / 1e6:.1f}M-{hi / 1e6:.1f}M)" if key == "read" else
+           f"{said} (fitted: up to {hi}; the budget mostly re-reads it)"
+           for key, (value, said) in values.items()
+           for lo, hi in [FITTED[key]] if not lo <= value <= hi]
+    if device == "cuda":
+        far.append("a GPU's speed (the law was fitted to CPU runs)")
+    return [f"  the law extrapolates here: {'; '.join(far)}"] if far else []
 
 
 def _regularize(s, epochs):

@@ -44,6 +44,7 @@ from .step import TrainState, learning_rate, next_window, train_step
 
 OVERFIT_EPOCHS = 10   # past this many epochs a net memorizes its text without regularization
 PLAN_STEPS = 20      # a time budget is planned at the warmup's end, after this many steps at least
+REPLAN_SECONDS = 60  # and planned again after this much training (Run.replan)
 
 
 class Run:
@@ -68,7 +69,8 @@ class Run:
         self.ts = TrainState.new(self.cfg, len(vocab),
                                  self.comm.rows(t.batch_size) if self.comm else slice(None))
         self.train_time, self.best_val = 0.0, math.inf
-        self.step_times = []              # seconds of each step until the run is planned
+        self.step_times = []              # seconds of each step until the run is re-planned
+        self.planned_times = 0            # how many of them came before the first plan
         self.clock_schedule = False       # a run begun before plans: its rate follows the clock
         self.stop_signal = None           # set by SIGINT / SIGTERM: stop after this step
         self.evaluated_at = None          # the step of the latest evaluation
@@ -106,7 +108,7 @@ class Run:
                     loss, lr, norm = self.train_step()
                     dt = time.perf_counter() - tic
                     self.train_time += dt
-                    if total is None:
+                    if timed and not self.cfg.optim.replan_step:
                         self.step_times.append(dt)
                     bar.update(lr, dt)
                     if self.step == first + 20 and timed:           # a time budget: now the
@@ -114,6 +116,10 @@ class Run:
                     if total is None and not self.clock_schedule and \
                             self.step >= self.plan_at():
                         total = self.plan(echo)
+                    elif timed and total and not self.cfg.optim.replan_step and self.decide(
+                            self.train_time >= REPLAN_SECONDS and
+                            len(self.step_times) >= self.planned_times + PLAN_STEPS):
+                        total = self.replan(echo)
                     if self.step % t.log_every == 0 and self.is_main:
                         self.log(step=self.step, epoch=round(self.epoch_progress(), 4),
                                  train_loss=loss, lr=lr, grad_norm=norm,
@@ -180,12 +186,35 @@ class Run:
         total = self.step + max(1, int(left / float(np.median(self.step_times))))
         total = self.decide(max(total, o.warmup_steps + 1))
         self.cfg = replaced(self.cfg, {"train.max_steps": total, "optim.hold_steps": self.step})
+        self.planned_times = len(self.step_times)
         if self.is_main:
             save_config(self.cfg, self.out / runfolder.CONFIG)
             rate = t.batch_size * t.seq_len * self.step / self.train_time
             echo(f"planned: {total:,} steps in the {t.max_minutes:g}-minute budget, at the "
                  f"{rate:,.0f} chars/s of the first {self.train_time:.0f} s (train.max_steps "
                  f"{total}, optim.hold_steps {self.step} in {runfolder.CONFIG})")
+        return total
+
+    def replan(self, echo):
+        """A minute into a planned run, plan again from the median step time since the first
+        plan: the size stays, the step count follows the speed seen (the machine's speed drifts).
+        The cosine's progress so far is kept and the rest of it spread over the steps left
+        (optim.replan_step and optim.replan_total; optim.lr_at), so training the saved config
+        again gives the same rates. Returns the new total."""
+        t = self.cfg.train
+        since = self.step_times[self.planned_times:]
+        left = 60 * t.max_minutes - self.train_time
+        total = self.decide(self.step + max(1, int(left / float(np.median(since)))))
+        self.cfg = replaced(self.cfg, {"train.max_steps": total, "optim.replan_step": self.step,
+                                       "optim.replan_total": t.max_steps})
+        self.step_times = []
+        if self.is_main:
+            save_config(self.cfg, self.out / runfolder.CONFIG)
+            rate = t.batch_size * t.seq_len * len(since) / float(np.sum(since))
+            echo(f"planned again after {self.train_time:.0f} s: {total:,} steps (the first plan "
+                 f"said {t.max_steps:,}), at the {rate:,.0f} chars/s since (train.max_steps, "
+                 f"optim.replan_step {self.step}, optim.replan_total {t.max_steps} in "
+                 f"{runfolder.CONFIG})")
         return total
 
     def out_of_time(self):
@@ -326,7 +355,8 @@ def resume(run_dir, overrides=(), progress=False, echo=tqdm.write):
         t, was = cfg.train, saved.cfg.train
         if saved.cfg.optim.hold_steps and was.max_minutes and t.max_minutes != was.max_minutes \
                 and t.max_steps == was.max_steps:     # a new budget: the old one's plan is void
-            cfg = replaced(cfg, {"train.max_steps": None, "optim.hold_steps": 0})
+            cfg = replaced(cfg, {"train.max_steps": None, "optim.hold_steps": 0,
+                                 "optim.replan_step": 0, "optim.replan_total": 0})
         corpus = prepare(cfg.data, progress, echo)
         tokens = corpus.tokens
         if saved.init_from is not None:       # a fine-tuning run: its text mapped as before

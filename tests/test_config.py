@@ -279,6 +279,7 @@ RANGES = [
     ("optim.grad_clip", -1.0, 0, "be >= 0"),
     ("optim.schedule", "linear", "cosine", "be one of constant, cosine, step"),
     ("optim.warmup_steps", -1, 0, "be >= 0"), ("optim.hold_steps", -2, 0, "be >= 0"), ("optim.min_lr", -1e-3, 0, "be >= 0"),
+    ("optim.replan_step", -1, 0, "be >= 0"), ("optim.replan_total", -1, 0, "be >= 0"),
     ("optim.decay_every", 0, 1, "be >= 1"), ("optim.decay_rate", 0.0, 1, "be in (0, 1]"),
     ("optim.ema", 1.0, 0.999, "be in [0, 1)"),
     ("train.batch_size", 0, 1, "be >= 1"), ("train.seq_len", 0, 1, "be >= 1"),
@@ -362,6 +363,20 @@ def test_cosine_warmup_must_be_below_max_steps(tmp_path):
     assert error(p) == (f"{p}: optim.hold_steps: must be < train.max_steps (100) with the cosine "
                         "schedule, got 100")
     assert load_config(p, ["optim.hold_steps=99"]).optim.hold_steps == 99
+
+
+@pytest.mark.parametrize("step, total, max_steps", [(50, 20, 100), (100, 80, 100), (50, 30, 100)])
+def test_a_second_plan_must_fit_the_first_and_the_run(tmp_path, step, total, max_steps):
+    """optim.replan_total must lie past the warmup and hold_steps (30), replan_step below
+    train.max_steps: one line naming both keys otherwise."""
+    p = write(tmp_path, f"optim: {{schedule: cosine, hold_steps: 30, replan_step: {step}, "
+                        f"replan_total: {total}}}\ntrain: {{max_steps: {max_steps}}}\n")
+    assert error(p) == (f"{p}: optim.replan_step {step} and optim.replan_total {total}: a second "
+                        "plan needs replan_total past the warmup and hold_steps, and replan_step "
+                        "below train.max_steps; they are written by a time budget's plan: set "
+                        "both to 0")
+    assert load_config(p, ["optim.replan_step=0"]).optim.replan_step == 0
+    assert load_config(p, ["optim.replan_step=50", "optim.replan_total=80"]).optim.replan_total == 80
 
 
 def test_cosine_floor_not_above_lr():

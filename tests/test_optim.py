@@ -11,7 +11,8 @@ from charlstm import optim
 
 def cfg(**kw):
     base = dict(lr=1e-2, weight_decay=0.0, beta1=0.9, beta2=0.999, eps=1e-8, schedule="constant",
-                warmup_steps=0, hold_steps=0, min_lr=0.0, decay_every=10, decay_rate=0.5)
+                warmup_steps=0, hold_steps=0, replan_step=0, replan_total=0, min_lr=0.0,
+                decay_every=10, decay_rate=0.5)
     base.update(kw)
     return SimpleNamespace(**base)
 
@@ -68,6 +69,24 @@ def test_schedules():
     s = cfg(schedule="step")
     assert optim.lr_at(9, s, 0) == 1e-2 and optim.lr_at(10, s, 0) == 5e-3
     assert optim.lr_at(25, s, 0) == 2.5e-3
+
+
+def test_a_second_plan_keeps_the_decay_so_far_and_spreads_the_rest_over_the_steps_left():
+    first = cfg(schedule="cosine", warmup_steps=10, hold_steps=20, min_lr=1e-3)
+    again = cfg(schedule="cosine", warmup_steps=10, hold_steps=20, min_lr=1e-3,
+                replan_step=60, replan_total=120)
+    # until the second plan: the first plan's rates, bit for bit (a rerun of the saved config)
+    assert [optim.lr_at(s, again, 220) for s in range(60)] == \
+        [optim.lr_at(s, first, 120) for s in range(60)]
+    # from there the progress so far (40 of 100 steps) goes on over the 160 steps left: 70% of
+    # it is done halfway through them, where the first plan was at step 90
+    assert optim.lr_at(60, again, 220) == optim.lr_at(60, first, 120)
+    assert optim.lr_at(140, again, 220) == pytest.approx(optim.lr_at(90, first, 120))
+    assert optim.lr_at(220, again, 220) == pytest.approx(1e-3)
+    rates = [optim.lr_at(s, again, 220) for s in range(10, 221)]
+    assert rates == sorted(rates, reverse=True)                   # down all the way
+    shorter = cfg(**{**vars(again), "replan_total": 300})        # a plan that shrank the rest
+    assert optim.lr_at(100, shorter, 100) == pytest.approx(1e-3)
 
 
 @pytest.mark.parametrize("chunk", [7, optim.CHUNK])

@@ -1,6 +1,8 @@
 """The automatic recipe (recipe.py) and `charlstm train --minutes`: its rules on a model machine,
 the user's settings winning, its table, and one clear line for every bad budget or text."""
 
+import re
+
 import numpy as np
 import pytest
 import yaml
@@ -40,53 +42,24 @@ def chosen(choice):
 
 
 def plans(c, V=65):
-    """(layers, width) -> (steps, characters read per parameter, epochs, parameters) of the
-    model machine in the budget `c` was given."""
+    """(layers, width) -> recipe.Plan of the model machine for every net, in the budget `c` was
+    given (the loss predicted with the corpus the recipe took the text for)."""
     B, T, n = c.train.batch_size, c.train.seq_len, 0.9 * c.n
+    like = recipe.nearest_corpus(recipe.bits_per_char(Corpus(c.n, V)))
 
     def plan(L, H):
         steps = 60 * c.train.max_minutes / machine(V, 64, H, L, B, T, _lstm(), 0)
         params = recipe.params_of(V, 64, H, L, _lstm())
-        return steps, steps * B * T / params, steps * B * T / n, params
+        core = params - V * 64 - V * H - V
+        return recipe.Plan(steps, steps * B * T, steps * B * T / n, params, core,
+                           recipe.predicted_loss(L, core, steps * B * T, like))
     return {(L, H): plan(L, H) for L in (1, 2) for H in recipe.WIDTHS}
 
 
-def sized(n, minutes):
-    c = choose(n, minutes).cfg
+def sized(n, minutes, V=65):
+    c = choose(n, minutes, V=V).cfg
     c.n = n
-    return c, plans(c), (c.model.num_layers, c.model.hidden_size)
-
-
-def test_a_large_text_gets_one_layer_with_the_most_parameters_that_read_enough_each():
-    for n, minutes in ((50_000_000, 2), (50_000_000, 10), (10_000_000, 30)):
-        c, plan, (L, H) = sized(n, minutes)
-        assert L == 1
-        assert H == max(h for h in recipe.WIDTHS if plan[1, h][1] >= recipe.CHARS_PER_PARAM)
-        assert plan[L, H][2] <= recipe.REPEATS
-        why = {k: why for k, _, why in choose(n, minutes).rows}["model.num_layers"]
-        assert why.startswith("one layer: on a text read about once")
-    two = choose(50_000_000, 10, "model.num_layers=2").cfg           # unless you say two
-    assert two.model.num_layers == 2
-
-
-def test_a_short_text_gets_the_biggest_net_the_text_can_feed():
-    for n, minutes, layers in ((1_000_000, 10, 1), (1_000_000, 60, 2), (100_000, 10, 2)):
-        c, plan, chosen = sized(n, minutes)
-        fits = {net: p for net, p in plan.items() if p[0] >= recipe.MIN_UPDATES and
-                p[1] >= recipe.MIN_PER_PARAM and p[3] <= recipe.TEXT_PARAMS * 0.9 * n}
-        best = {L: max((net for net in fits if net[0] == L), key=lambda net: fits[net][3])
-                for L in (1, 2)}
-        assert chosen == best[layers]
-        assert (layers == 2) == (fits[best[2]][0] >= recipe.TWO_LAYER_UPDATES)
-        why = {k: why for k, _, why in choose(n, minutes).rows}["model.num_layers"]
-        assert why.startswith("the text limits, not the time")
-
-
-def test_a_text_too_short_for_any_net_gets_the_smallest():
-    choice = choose(20_000, 10)
-    assert (choice.cfg.model.num_layers, choice.cfg.model.hidden_size) == (1, min(recipe.WIDTHS))
-    why = {k: why for k, _, why in choice.rows}["model.num_layers"]
-    assert "even the smallest net has over" in why
+    return c, plans(c, V), (c.model.num_layers, c.model.hidden_size)
 
 
 def _lstm():
@@ -94,10 +67,70 @@ def _lstm():
     return Cell("lstm", False, False)
 
 
+@pytest.mark.parametrize("n, minutes, V", [(50_000_000, 2, 65), (10_000_000, 10, 65),
+                                           (1_000_000, 30, 65), (100_000, 60, 65),
+                                           (1_000_000, 60, 10_000), (3_000_000, 10, 2)])
+def test_the_choice_is_the_net_the_loss_law_predicts_best(n, minutes, V):
+    """Of the nets that get MIN_STEPS updates and have at most MAX_PER_CHAR parameters per
+    training character: the least predicted loss, whatever the text or the budget."""
+    c, plan, chosen = sized(n, minutes, V)
+    fits = {net: p for net, p in plan.items()
+            if p.steps >= recipe.MIN_STEPS and p.core <= recipe.MAX_PER_CHAR * 0.9 * n}
+    assert chosen == min(fits, key=lambda net: fits[net].loss)
+    assert plan[chosen].loss == pytest.approx(
+        recipe.LIKE["pycode-50m"][1] + recipe.LIKE["pycode-50m"][2] *
+        recipe.law_bracket(chosen[0], plan[chosen].core, plan[chosen].chars))
+    two = choose(50_000_000, 10, "model.num_layers=2", V=V).cfg           # unless you say two
+    assert two.model.num_layers == 2
+
+
+def test_the_law_rewards_parameters_and_reading_and_two_layers_catch_up_as_they_read():
+    law = recipe.law_bracket
+    assert law(1, 1e6, 1e7) < law(1, 1e5, 1e7) and law(1, 1e6, 1e8) < law(1, 1e6, 1e7)
+    gaps = [law(2, 1e6, d) - law(1, 1e6, d) for d in (1e6, 1e7, 1e8)]
+    assert gaps == sorted(gaps, reverse=True) and gaps[0] > 0.01
+
+
+def test_a_short_text_caps_the_parameters_per_character():
+    c, plan, chosen = sized(20_000, 60)
+    assert plan[chosen].core <= recipe.MAX_PER_CHAR * 18_000
+    assert any(p.loss < plan[chosen].loss for p in plan.values())    # a bigger net, left out
+    why = {k: why for k, _, why in choose(20_000, 60).rows}["model.num_layers"]
+    assert f"over {recipe.MAX_PER_CHAR:g} parameters per character of the text left out" in why
+
+
+def test_a_text_too_short_for_any_net_gets_the_smallest():
+    choice = choose(4_000, 10)
+    assert (choice.cfg.model.num_layers, choice.cfg.model.hidden_size) == (1, min(recipe.WIDTHS))
+    why = {k: why for k, _, why in choice.rows}["model.num_layers"]
+    assert why.startswith("the smallest net: even it has over")
+
+
 def test_more_time_buys_a_bigger_net():
     sizes = [recipe.params_of(65, 64, c.model.hidden_size, c.model.num_layers, _lstm())
              for c in (choose(10_000_000, minutes).cfg for minutes in (2, 10, 60))]
     assert sizes == sorted(sizes) and sizes[0] < sizes[-1]
+
+
+def test_the_report_predicts_the_loss_of_the_choice_and_its_neighbours():
+    choice = choose(10_000_000, 10)
+    line = next(note for note in choice.notes if "predicted validation loss" in note)
+    L, H = choice.cfg.model.num_layers, choice.cfg.model.hidden_size
+    assert f"for {L} x {H};" in line and "with the floor and scale of pycode-50m" in line
+    deltas = [float(d) for d in re.findall(r"\d x \d+ ([-+]\d\.\d+)", line)]
+    assert len(deltas) == 3 and min(deltas) >= 0                  # narrower, wider, other depth
+    assert not any("extrapolates" in note for note in choice.notes)   # inside the fitted range
+
+
+@pytest.mark.parametrize("n, minutes, V, said", [
+    (20_000, 480, 65, ["20,000 characters", "480 minutes", "fitted: up to 305"]),
+    (1_000_000, 10, 10_000, ["10,000 symbols (fitted: 65-199)"]),
+    (500_000_000, 30, 65, ["500,000,000 characters (fitted: 89,600-49,846,154)"])])
+def test_the_report_says_where_the_law_extrapolates(n, minutes, V, said):
+    notes = " ".join(choose(n, minutes, V=V).report().split())
+    assert "the law extrapolates here:" in notes
+    for part in said:
+        assert part in notes
 
 
 def test_regularization_follows_the_epochs():
@@ -110,36 +143,11 @@ def test_regularization_follows_the_epochs():
 
 
 def test_the_weight_average_spans_a_tenth_of_the_steps_and_an_eighth_when_heavy():
-    for n, minutes, share in ((10_000_000, 10, recipe.AVERAGE), (100_000, 2, recipe.AVERAGE_HEAVY)):
+    for n, minutes, share in ((10_000_000, 2, recipe.AVERAGE), (100_000, 2, recipe.AVERAGE_HEAVY)):
         c, plan, net = sized(n, minutes)
         assert (c.model.weight_drop > 0) == (share == recipe.AVERAGE_HEAVY)
-        assert c.optim.ema == round(1 - 1 / (share * plan[net][0]), 4)
+        assert c.optim.ema == round(1 - 1 / (share * plan[net].steps), 4)
     assert choose(100_000, 60).cfg.optim.ema == 0.999                   # at most 1,000 steps
-
-
-# chars/s of the timed nets in two sittings on the development machine (the recipe's reports,
-# benchmarks/study/targets.jsonl, 2026-11-30 and 2026-12-01)
-DEVELOPMENT = ({(1, 128): 104_502, (1, 512): 13_734, (2, 128): 48_477, (2, 512): 5_510},
-               {(1, 128): 81_782, (1, 512): 13_433, (2, 128): 41_855, (2, 512): 6_362})
-
-
-@pytest.mark.parametrize("speeds", DEVELOPMENT)
-@pytest.mark.parametrize("path, minutes", [("configs/shakespeare.yaml", 10),
-                                           ("configs/shakespeare-30min.yaml", 30)])
-def test_the_shipped_configs_are_what_the_recipe_chooses_on_the_development_machine(
-        path, minutes, speeds):
-    def timer(V, E, H, L, B, T, *rest):
-        return B * T / speeds[L, H]
-
-    cfg, explicit = load_config_keys(None, ["data.path=text.txt", f"train.max_minutes={minutes}",
-                                            "train.recipe=auto"])
-    got = config_to_dict(recipe.choose(cfg, explicit, Corpus(1_115_394), timer=timer).cfg)
-    pinned = config_to_dict(load_config_keys(path, [])[0])
-    span = [1 / (1 - c["optim"].pop("ema")) for c in (got, pinned)]   # steps averaged: the
-    assert span[0] == pytest.approx(span[1], rel=0.12)      # timing moves the steps it expects
-    assert got["model"] == pinned["model"] and got["optim"] == pinned["optim"], path
-    assert {k: got["train"][k] for k in ("batch_size", "seq_len", "windows")} == \
-        {k: pinned["train"][k] for k in ("batch_size", "seq_len", "windows")}
 
 
 def test_the_result_is_a_plain_config_that_saves_and_loads():
@@ -170,7 +178,7 @@ def test_the_report_gives_a_reason_for_each_choice():
     text = choose(1_000_000, 10).report()
     lines = text.splitlines()
     assert lines[0].startswith("timed training steps here for")
-    assert any(ln.split()[0] == "model.hidden_size" and "per parameter" in ln for ln in lines[1:])
+    assert any(ln.split()[0] == "model.hidden_size" and "steps read" in ln for ln in lines[1:])
     tail = text.partition("\n  as configs/shakespeare.yaml:")[2]
     assert "lr 0.0035" in tail and "seq_len 50" in tail
     assert all(len(ln) <= 96 for ln in tail.splitlines())

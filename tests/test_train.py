@@ -12,6 +12,7 @@ from charlstm.errors import CharlstmError
 from charlstm.evaluate import evaluate
 from charlstm.runstate import load_model
 from charlstm.config import load_config, replaced
+from charlstm import run as run_module
 from charlstm.run import PLAN_STEPS, Run, _Bar
 
 from helpers import synthetic_text, tiny_config
@@ -209,6 +210,39 @@ def test_a_time_budget_is_planned_and_its_config_repeats_the_run(tmp_path, corpu
     keys = ("step", "train_loss", "lr", "grad_norm")
     same = [[m[k] for k in keys] for m in again[:len(first)]]
     assert [[m[k] for k in keys] for m in first] == same
+    if a.step == total:                                  # not cut short by a slower moment
+        for name, p in a.params.items():
+            np.testing.assert_array_equal(p, b.params[name])
+
+
+def test_a_time_budget_is_planned_again_a_minute_in_and_its_config_repeats_the_run(
+        tmp_path, corpus, monkeypatch):
+    """After REPLAN_SECONDS of training (a minute; here half a second) the run plans again from
+    the speed since its first plan: config.yaml records both plans, and training it again takes
+    the same steps at the same rates."""
+    monkeypatch.setattr(run_module, "REPLAN_SECONDS", 0.5)
+    cfg = tiny_config(corpus, train__max_steps="null", train__max_minutes=0.02,
+                      train__log_every=1, train__eval_every=100000, optim__schedule="cosine",
+                      optim__warmup_steps=5, optim__min_lr=1e-4)
+    said = []
+    a = Run.start(cfg, tmp_path / "a").train(progress=False, echo=said.append)
+    planned = load_config(tmp_path / "a" / "config.yaml")
+    o, total = planned.optim, planned.train.max_steps
+    first = [line for line in said if line.startswith("planned: ")]
+    second = [line for line in said if line.startswith("planned again after ")]
+    assert len(first) == len(second) == 1, said
+    assert f"{o.replan_total:,} steps" in first[0] and f" {total:,} steps" in second[0]
+    assert o.hold_steps == PLAN_STEPS < o.replan_step < total and a.step <= total
+    lrs = [m["lr"] for m in metrics(tmp_path / "a") if "lr" in m]
+    assert lrs[PLAN_STEPS:] == sorted(lrs[PLAN_STEPS:], reverse=True)    # one smooth decay
+
+    b = Run.start(replaced(planned, {"train.max_minutes": 10}), tmp_path / "b")
+    b.train(progress=False, echo=quiet)
+    assert b.step == total
+    keys = ("step", "train_loss", "lr", "grad_norm")
+    runs = [[[m[k] for k in keys] for m in metrics(tmp_path / name) if "train_loss" in m]
+            for name in ("a", "b")]
+    assert runs[0] == runs[1][:len(runs[0])]
     if a.step == total:                                  # not cut short by a slower moment
         for name, p in a.params.items():
             np.testing.assert_array_equal(p, b.params[name])

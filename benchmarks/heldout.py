@@ -1,0 +1,250 @@
+"""Judge the recipe (`charlstm train --minutes N`) on corpora that no rule or fit of it has seen
+(corpora.py's cjk-man, french-man, c-headers), one run at a time.
+
+    python benchmarks/corpora.py cjk-man french-man c-headers    # build them first
+    python benchmarks/heldout.py                   # every trial not yet recorded (2, then 10 min)
+    python benchmarks/heldout.py --budgets 2 --list
+    python benchmarks/heldout.py --table           # RESULTS.md's held-out and timing tables
+    git worktree add /tmp/charlstm-v1 COMMIT && python benchmarks/heldout.py --code /tmp/charlstm-v1
+                                                   # judge that commit's charlstm, not this one's
+
+For each corpus and budget, in this order:
+1. recipe: `charlstm train --data TEXT --minutes N`; its config.yaml is what it chose.
+2. the choice's neighbours, each its config.yaml with one change (and its own plan):
+   width x0.7 and x1.4 (to a multiple of 32), one layer more, dropout -0.1 and +0.1;
+3. default: today's defaults for the same minutes (train.recipe off);
+4. the two best of 1-2 again with train.seed 2, to show the spread.
+
+Each record keeps the commit of the charlstm that ran it (--code: a checkout of the version
+to judge, so that editing this one does not change a study in progress). Every run of a corpus
+uses the same validation split (the recipe's own rule: a tenth of the text,
+at most 250,000 characters). Each record also keeps the steps the recipe predicted (its report),
+the steps the run planned at its warmup's end (its "planned:" line), those it planned again a
+minute in (its "planned again" line) and the steps it made: the timing table. Results go to study/judge.jsonl, a line per finished run; a run already there is
+skipped, so the script resumes where it stopped. `touch benchmarks/study/PAUSE` makes it wait
+before the next run. Run nothing else heavy beside it.
+"""
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+import corpora
+import study
+
+HERE = study.HERE
+JUDGED = HERE / "study" / "judge.jsonl"
+BUDGETS = (2, 10)
+WIDTH_STEP = 32
+CODE = HERE.parent                 # the charlstm checkout whose `python -m charlstm` runs (--code)
+
+
+def val_fraction(path):
+    n = len(path.read_text("utf-8"))
+    return round(min(0.1, 250_000 / n), 6)
+
+
+def neighbours(chosen):
+    """{name: --set overrides} of the recipe's choice's neighbours, from its config.yaml."""
+    m = yaml.safe_load(chosen)["model"]
+    L, H, d = m["num_layers"], m["hidden_size"], m["dropout"]
+    snap = lambda w: max(WIDTH_STEP, int(round(w / WIDTH_STEP)) * WIDTH_STEP)
+    out = {"w0.7": {"model.hidden_size": snap(0.7 * H)},
+           "w1.4": {"model.hidden_size": snap(1.4 * H)},
+           "L+1": {"model.num_layers": L + 1}}
+    if d >= 0.1 - 1e-9:
+        out["d-0.1"] = {"model.dropout": round(d - 0.1, 3)}
+    out["d+0.1"] = {"model.dropout": round(d + 0.1, 3)}
+    return out
+
+
+def commit(code):
+    """The checkout's commit, with "+" if its charlstm/ differs from it."""
+    git = lambda *a: subprocess.run(["git", "-C", str(code), *a], capture_output=True,
+                                    text=True).stdout.strip()
+    return git("rev-parse", "--short", "HEAD") + ("+" if git("status", "--porcelain",
+                                                             "charlstm") else "")
+
+
+def _read():
+    return [json.loads(line) for line in JUDGED.read_text().splitlines()] if JUDGED.exists() \
+        else []
+
+
+def folder(corpus, budget, name):
+    return study.RUNS / f"judge-{corpus}-{budget}m-{name}"
+
+
+def run(corpus, budget, name, args, val):
+    out = folder(corpus, budget, name)
+    shutil.rmtree(out, ignore_errors=True)             # a run cut short starts again
+    while study.PAUSE.exists():
+        time.sleep(5)
+    cmd = [sys.executable, "-m", "charlstm", "train", *args, "--out", str(out), "--no-progress",
+           "--set", f"data.val_fraction={val}", "--set", "train.sample_length=0"]
+    env = dict(os.environ, PYTHONPATH=str(CODE))
+    tic = time.time()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=CODE)  # -m: cwd first
+    wall = time.time() - tic
+    if proc.returncode != 0:
+        raise SystemExit(f"{corpus} {budget}m {name} failed:\n{proc.stderr[-2000:]}")
+    said = proc.stdout + proc.stderr
+    predicted = re.search(r"([\d,]+) steps read", said)
+    planned = re.search(r"planned: ([\d,]+) steps", said)
+    again = re.search(r"planned again after \d+ s: ([\d,]+) steps", said)
+    record = {"corpus": corpus, "budget": budget, "name": name, "args": args,
+              **study.summarize(out), "wall_s": round(wall),
+              "predicted_steps": int(predicted[1].replace(",", "")) if predicted else None,
+              "planned_steps": int(planned[1].replace(",", "")) if planned else None,
+              "replanned_steps": int(again[1].replace(",", "")) if again else None,
+              "chosen": (out / "config.yaml").read_text(),
+              "report": proc.stdout.partition("run folder:")[0] if name == "recipe" else "",
+              "date": time.strftime("%Y-%m-%d %H:%M"), "code": commit(CODE)}
+    with open(JUDGED, "a") as f:
+        f.write(json.dumps(record) + "\n")
+    print(f"{corpus} {budget}m {name}: best val {record['best_val']:.4f} in {record['steps']} "
+          f"steps (predicted {record['predicted_steps']}, planned {record['planned_steps']}), "
+          f"{wall:.0f} s", flush=True)
+    return record
+
+
+def judge(corpus, budget, label="recipe", listing=False, choice_only=False):
+    """Every run of one corpus and budget not yet recorded, in the order of the docstring.
+    `label` names the recipe's run (another version of the recipe gets its own label, and its
+    neighbours "label:w0.7", ...; a neighbour whose net already ran on this pair is not run
+    again)."""
+    path = corpora.build(corpus)
+    val = val_fraction(path)
+    done = {r["name"]: r for r in _read() if (r["corpus"], r["budget"]) == (corpus, budget)}
+
+    def once(name, args):
+        if name in done:
+            return done[name]
+        if listing:
+            print(corpus, budget, name, *args)
+            return None
+        done[name] = run(corpus, budget, name, args, val)
+        return done[name]
+
+    recipe = once(label, ["--data", str(path), "--minutes", str(budget)])
+    if recipe is None:
+        return
+    chosen = folder(corpus, budget, label) / "config.yaml"
+    if not chosen.exists():                             # its folder is gone: rebuild from record
+        chosen.parent.mkdir(parents=True, exist_ok=True)
+        chosen.write_text(recipe["chosen"])
+    replan = ["--set", "train.max_steps=null", "--set", "optim.hold_steps=0"]
+    if "replan_step" in yaml.safe_load(recipe["chosen"])["optim"]:     # a second plan, void too
+        replan += ["--set", "optim.replan_step=0", "--set", "optim.replan_total=0"]
+    ran = {_net(r) for r in done.values()}
+    if choice_only:                               # the recipe's choice with a second seed only
+        return once(label + "-s2", [str(chosen), *replan, "--set", "train.seed=2"])
+    for name, changes in neighbours(recipe["chosen"]).items():
+        model = {**yaml.safe_load(recipe["chosen"])["model"],
+                 **{k.split(".")[1]: v for k, v in changes.items()}}
+        if label == "recipe" or _net_of(model) not in ran:
+            once(name if label == "recipe" else f"{label}:{name}",
+                 [str(chosen), *replan,
+                  *[a for k, v in changes.items() for a in ("--set", f"{k}={v}")]])
+    once("default", ["--data", str(path), "--set", "train.recipe=off",
+                     "--set", f"train.max_minutes={budget}", "--set", "train.eval_every=1000000000",
+                     "--set", f"train.eval_minutes={budget / 4}"])
+    ranked = sorted((r for n, r in done.items() if n != "default" and not n.endswith("-s2")),
+                    key=lambda r: r["best_val"])
+    for r in ranked[:2]:
+        own = r["name"] in ("recipe", label)      # a recipe's run: its choice, not a new timing
+        args = [str(folder(corpus, budget, r["name"]) / "config.yaml"), *replan] if own else \
+            r["args"]
+        once(r["name"] + "-s2", [*args, "--set", "train.seed=2"])
+
+
+def _net_of(m):
+    heavy = "-heavy" if m["weight_drop"] else ""
+    return f"{m['num_layers']}x{m['hidden_size']}-d{m['dropout']:g}{heavy}"
+
+
+def _net(r):
+    return _net_of(yaml.safe_load(r["chosen"])["model"])
+
+
+LABELS = {"recipe": "rules (before the law)", "v2": "the loss law"}
+
+
+def table():
+    rows = _read()
+    print("| corpus | budget | recipe | its choice (seeds) | best other run (seeds) | recipe - best "
+          "| defaults |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for corpus in corpora.JUDGES:
+        for budget in BUDGETS:
+            mine = {r["name"]: r for r in rows if (r["corpus"], r["budget"]) == (corpus, budget)}
+            losses = {n: [r["best_val"] for k, r in mine.items() if k in (n, n + "-s2")]
+                      for n in mine if not n.endswith("-s2") and n != "default"}
+            mean = {n: float(np.mean(v)) for n, v in losses.items()}
+            cell = lambda n: (f"{n}: {_net(mine[n])} {mean[n]:.4f}" + (
+                f" ({', '.join(f'{v:.4f}' for v in losses[n])})" if len(losses[n]) > 1 else ""))
+            default = f"{mine['default']['best_val']:.4f}" if "default" in mine else "-"
+            for label, what in LABELS.items():
+                if label not in mine:
+                    continue
+                others = [n for n in mean if n != label]
+                best = min(others, key=mean.get)
+                print(f"| {corpus} | {budget} min | {what} | {cell(label)} | {cell(best)} | "
+                      f"{mean[label] - mean[best]:+.4f} | {default} |")
+    print()
+    print("| corpus | budget | run | code | predicted by the recipe | planned at the warmup's "
+          "end | planned again at a minute | made | error of the last plan |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    errors = []
+    for r in rows:
+        plan = r.get("replanned_steps") or r["planned_steps"]
+        err = (r["steps"] - plan) / plan if plan else None
+        if err is not None:
+            errors.append(abs(err))
+        cells = []
+        for key in ("predicted_steps", "planned_steps", "replanned_steps"):
+            v = r.get(key)
+            cells.append(f"{v:,} ({(r['steps'] - v) / v:+.1%})" if v else "-")
+        print(f"| {r['corpus']} | {r['budget']} min | {r['name']} | {r['code']} | "
+              + " | ".join(cells) + f" | {r['steps']:,} | "
+              + (f"{err:+.1%}" if err is not None else "-") + " |")
+    if errors:
+        print(f"\nlast plans: median error {np.median(errors):.1%}, largest {max(errors):.1%} "
+              f"({len(errors)} runs)")
+
+
+def main():
+    global CODE
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--corpora", default=",".join(corpora.JUDGES))
+    ap.add_argument("--budgets", default=",".join(map(str, BUDGETS)))
+    ap.add_argument("--list", action="store_true", help="print the next runs to do")
+    ap.add_argument("--table", action="store_true", help="print the results as tables")
+    ap.add_argument("--code", type=Path, default=CODE,
+                    help="the charlstm checkout to judge (default: this one)")
+    ap.add_argument("--label", default="recipe",
+                    help="the name of the recipe's runs (one per version judged)")
+    ap.add_argument("--choice-only", action="store_true",
+                    help="the recipe's run and its second seed, no neighbours")
+    a = ap.parse_args()
+    CODE = a.code.resolve()
+    if a.table:
+        return table()
+    JUDGED.parent.mkdir(exist_ok=True)
+    for budget in map(int, a.budgets.split(",")):
+        for corpus in a.corpora.split(","):
+            judge(corpus, budget, a.label, a.list, a.choice_only)
+
+
+if __name__ == "__main__":
+    os.chdir(HERE.parent)
+    main()
