@@ -224,7 +224,7 @@ def invoke(*args):
 def model_machine(monkeypatch):
     """The command line's recipe times the model machine, not this one: the tests' choices
     then do not depend on how busy the machine running them is."""
-    monkeypatch.setattr(recipe, "time_apart", lambda sizes, V, E, B, T, cell, device: {
+    monkeypatch.setattr(recipe, "time_apart", lambda sizes, V, E, B, T, cell, device, windows: {
         (L, H): machine(V, E, H, L, B, T, cell, 0.0, device) for L, H in sizes})
 
 
@@ -307,6 +307,16 @@ def test_the_nets_are_timed_in_a_child_process(monkeypatch):
     monkeypatch.setattr(recipe, "time_step", lambda *a, **k: pytest.fail("timed in this process"))
     got = recipe.time_apart([(1, 16), (2, 24)], 20, 8, 4, 8, Cell("gru", False, False), "cpu")
     assert set(got) == {(1, 16), (2, 24)} and all(0 < s < 5 for s in got.values()), got
+    text = np.arange(4 * 9).reshape(4, 9) % 20                   # the text's own windows
+    got = recipe.time_apart([(1, 16)], 20, 8, 4, 8, Cell("lstm", False, False), "cpu", text)
+    assert 0 < got[1, 16] < 5
+
+
+def test_the_timing_batch_is_windows_of_the_training_text():
+    tokens = np.arange(10_000) % 251
+    w = recipe._windows(tokens, 9_000, 32, 50)
+    assert w.shape == (32, 51) and w[0, 0] == 0 and w[-1, -1] == tokens[8_999]
+    assert all((np.diff(row) % 251 == 1).all() for row in w)      # consecutive characters
 
 
 def test_a_child_that_cannot_time_is_one_line():
