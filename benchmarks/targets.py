@@ -9,6 +9,8 @@
     python benchmarks/targets.py --pairs shakespeare-30-eval1        # one run: the recipe, evaluating every minute
     python benchmarks/targets.py --pairs shakespeare-30-dropout0.2   # one run: the config, window dropout 0.2
     python benchmarks/targets.py --pairs shakespeare-30-resolved     # one run: the recipe's saved config.yaml
+    python benchmarks/targets.py --pairs shakespeare-10 --repeat 3 --sitting dec3 --code /tmp/v2
+                                                    # a checkout's charlstm (git worktree add)
 
 Results go to benchmarks/study/targets.jsonl, one line per run; a pair whose runs are all
 recorded is skipped. Needs data/tinyshakespeare/input.txt (see the README's Quickstart).
@@ -21,10 +23,13 @@ import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
+import heldout
 import study
 
-SHAKESPEARE = "data/tinyshakespeare/input.txt"
+SHAKESPEARE = str(study.HERE.parent / "data" / "tinyshakespeare" / "input.txt")
+CODE = study.HERE.parent           # the charlstm checkout whose `python -m charlstm` runs (--code)
 PAIRS = {  # name -> [(run, charlstm train arguments)], run in this order
     "builtin": [("defaults", ["--set", "train.max_steps=5000"]),   # `charlstm train` until now
                 ("recipe", ["--minutes", "3"])],
@@ -54,13 +59,14 @@ def run(pair, name, args):
     cmd = [sys.executable, "-m", "charlstm", "train", *args, "--out", str(out), "--no-progress",
            "--set", "train.sample_length=0"]
     tic = time.time()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=CODE,   # -m: cwd comes first
+                          env=dict(os.environ, PYTHONPATH=str(CODE)))
     if proc.returncode != 0:
         raise SystemExit(f"{pair} {name} failed:\n{proc.stderr[-2000:]}")
     record = {"pair": pair, "name": name, "args": args, **study.summarize(out), "eval": "carried",
               "wall_s": round(time.time() - tic), "date": time.strftime("%Y-%m-%d %H:%M"),
               "report": proc.stdout.partition("run folder:")[0],
-              "chosen": (out / "config.yaml").read_text()}
+              "chosen": (out / "config.yaml").read_text(), "code": heldout.commit(CODE)}
     with open(RESULTS, "a") as f:
         f.write(json.dumps(record) + "\n")
     print(f"{pair} {name}: best val {record['best_val']:.4f} in {record['steps']} steps, "
@@ -69,13 +75,21 @@ def run(pair, name, args):
 
 
 def main():
+    global CODE
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pairs", default=",".join(PAIRS),
                     help=f"comma-separated, of: {', '.join(PAIRS)} (default: every pair not yet recorded)")
     ap.add_argument("--repeat", type=int, default=1,
                     help="run each pair this many times, alternating; names get -a, -b, ...")
+    ap.add_argument("--sitting", default="",
+                    help="a name for this sitting, added to each run's name (-a-NAME, ...)")
+    ap.add_argument("--only", default="",
+                    help="run only the runs of a pair with this name (recipe, shipped, ...)")
+    ap.add_argument("--code", type=Path, default=CODE,
+                    help="the charlstm checkout to run (default: this one)")
     a = ap.parse_args()
+    CODE = a.code.resolve()
     unknown = [p for p in a.pairs.split(",") if p not in PAIRS]
     if unknown:
         ap.error(f"unknown pair {unknown[0]!r}; the pairs: {', '.join(PAIRS)}")
@@ -89,8 +103,10 @@ def main():
     done = {(r["pair"], r["name"]) for r in map(json.loads, RESULTS.read_text().splitlines())} \
         if RESULTS.exists() else set()
     for pair in a.pairs.split(","):
-        runs = [(name + (f"-{chr(ord('a') + i)}" if a.repeat > 1 else ""), args)
-                for i in range(a.repeat) for name, args in PAIRS[pair]]
+        runs = [(name + (f"-{chr(ord('a') + i)}" if a.repeat > 1 else "")
+                 + (f"-{a.sitting}" if a.sitting else ""), args)
+                for i in range(a.repeat) for name, args in PAIRS[pair]
+                if not a.only or name == a.only]
         if all((pair, name) in done for name, _ in runs):
             continue
         for name, args in runs:                        # all again: one sitting per pair
