@@ -43,6 +43,8 @@ import numpy as np
 import yaml
 
 import corpora
+from charlstm.cells import Cell
+from charlstm.recipe import params_of
 
 HERE = Path(__file__).resolve().parent
 STUDY = HERE / "study"
@@ -55,8 +57,8 @@ BPC_CHARS = 1_000_000              # bz2's bits per character over the text's fi
 
 
 def lstm_params(L, H, E):
-    """The LSTM's weights and biases (torch.nn.LSTM's count), no embedding, no head."""
-    return sum(4 * H * ((E if k == 0 else H) + H) + 8 * H for k in range(L))
+    """The LSTM's weights and biases, no embedding, no head (the recipe's count)."""
+    return params_of(1, E, H, L, Cell("lstm", False, False), core=True)
 
 
 def bz2_bits_per_char(text):

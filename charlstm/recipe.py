@@ -147,9 +147,12 @@ def check_minutes(minutes):
                             "e.g. --minutes 10")
 
 
-def params_of(V, E, H, L, cell):
-    return sum(int(np.prod(s)) for s in model.param_shapes(V, E, H, L, cell.name, cell.peepholes,
-                                                           cell.coupled_gates).values())
+def params_of(V, E, H, L, cell, core=False):
+    """The net's parameters; with `core`, the recurrent layers' alone (no embedding, no head:
+    the loss law's N)."""
+    shapes = model.param_shapes(V, E, H, L, cell.name, cell.peepholes, cell.coupled_gates)
+    return sum(int(np.prod(v)) for k, v in shapes.items()
+               if not (core and k.startswith(("embedding.", "head."))))
 
 
 def timing_config(V, E, H, L, B, T, cell, dropout, device="cpu"):
@@ -274,15 +277,14 @@ def choose(cfg, explicit, corpus, timer=None):
 
     like = nearest_corpus(bits_per_char(corpus))
 
-    def plan(net):
+    def plan_of(net):
         steps = budget / step_time[net]
         chars = steps * B * T
-        shapes = model.param_shapes(V, E, net[1], net[0], cell.name, cell.peepholes,
-                                    cell.coupled_gates)
-        core = sum(int(np.prod(v)) for k, v in shapes.items()
-                   if not k.startswith(("embedding.", "head.")))
+        core = params_of(V, E, net[1], net[0], cell, core=True)
         return Plan(steps, chars, chars / n_train, params_of(V, E, net[1], net[0], cell), core,
                     predicted_loss(net[0], core, chars, like))
+
+    plan = {net: plan_of(net) for net in step_time}.__getitem__      # each net's, once
 
     L, H = _size(s, plan, list(step_time), n_train, minutes)
     notes = [_predictions(plan, (L, H), list(step_time), like, n_train),
