@@ -12,9 +12,13 @@
 | cjk-man | Chinese and Japanese, 4,108 symbols | 18 million chars | Debian's `manpages-zh`, `manpages-ja`, `manpages-ja-dev` (groff to text) |
 | french-man | French technical prose | 3 million chars | Debian's `manpages-fr` (groff to text) |
 | c-headers | C source code (ASCII headers) | 20 million chars | /usr/include (`linux-libc-dev`, `libc6-dev`, ...) |
+| cjk-docs | Japanese, Chinese and Korean, 3,061 symbols | 1.3 million chars | Debian's `debian-reference-{ja,zh-cn,zh-tw}` (HTML to text), `debian-faq-{ja,ko,zh-cn}` |
 
-The first five fit the recipe's loss law (benchmarks/fit.py) with tiny-shakespeare; the last three
-are held out: they take no part in any fit or rule and judge the recipe (benchmarks/heldout.py).
+The first five fit the recipe's loss law (benchmarks/fit.py) with tiny-shakespeare (pycode-heldout
+measures pycode-50m's runs); the others
+are held out: they take no part in the law or any rule and judge the recipe (benchmarks/heldout.py).
+cjk-docs was built after cjk-man's first verdict, to see whether a large vocabulary needs a term
+of its own in the law (RESULTS.md: it did not get one).
 
 The Debian packages install with `python benchmarks/corpora.py --install` (apt-get, as root; the
 script says which package is missing otherwise). Each corpus is a deterministic function of those files (sorted paths,
@@ -30,10 +34,14 @@ import sysconfig
 from pathlib import Path
 
 PACKAGES = ["fortunes", "fortunes-ru", "python3.11-doc", "manpages-zh", "manpages-ja",
-            "manpages-ja-dev", "manpages-fr", "groff-base", "linux-libc-dev", "libc6-dev"]
+            "manpages-ja-dev", "manpages-fr", "groff-base", "linux-libc-dev", "libc6-dev",
+            "debian-reference-ja", "debian-reference-zh-cn", "debian-reference-zh-tw",
+            "debian-faq-ja", "debian-faq-ko", "debian-faq-zh-cn"]
 FORTUNES = Path("/usr/share/games/fortunes")
 MAN = Path("/usr/share/man")
 PYDOCS = Path("/usr/share/doc/python3.11/html")
+DEBREF = Path("/usr/share/debian-reference")
+DEBFAQ = Path("/usr/share/doc/debian/FAQ")
 DEFAULT_OUT = Path.home() / ".cache" / "charlstm-study"
 
 
@@ -66,13 +74,14 @@ def russian():
 
 
 class _TextOf(html.parser.HTMLParser):
-    """The visible text of a Sphinx page's body: paragraphs, code and tables, not navigation."""
+    """The visible text of a Sphinx page's body: paragraphs, code and tables, not navigation
+    (`whole`: of the whole page)."""
 
     SKIP = {"script", "style", "head"}
 
-    def __init__(self):
+    def __init__(self, whole=False):
         super().__init__()
-        self.out, self.depth, self.body = [], 0, 0
+        self.out, self.depth, self.body = [], 0, int(whole)
 
     def handle_starttag(self, tag, attrs):
         if tag in self.SKIP:
@@ -95,16 +104,30 @@ class _TextOf(html.parser.HTMLParser):
             self.out.append(data)
 
 
+def _html_text(page, whole=False):
+    """A page's visible text, a line per block, its runs of spaces collapsed."""
+    parser = _TextOf(whole)
+    parser.feed(page.read_text("utf-8", errors="replace"))
+    lines = [" ".join(line.split()) for line in "".join(parser.out).splitlines()]
+    return "\n".join(line for line in lines if line) + "\n\n"
+
+
 def pydocs(max_chars=10_000_000):
     _need(PYDOCS, "python3.11-doc")
+    return _cut([_html_text(page) for page in sorted(PYDOCS.rglob("*.html"))], max_chars)
+
+
+def cjk_docs():
+    """Debian's reference (Japanese, both Chinese scripts) and FAQ (Japanese, Korean, Chinese)."""
     parts = []
-    for page in sorted(PYDOCS.rglob("*.html")):
-        parser = _TextOf()
-        parser.feed(page.read_text("utf-8", errors="replace"))
-        text = "".join(parser.out)
-        lines = [" ".join(line.split()) for line in text.splitlines()]
-        parts.append("\n".join(line for line in lines if line) + "\n\n")
-    return _cut(parts, max_chars)
+    for lang in ("ja", "zh-cn", "zh-tw"):
+        _need(DEBREF / f"index.{lang}.html", "debian-reference-" + lang)
+        parts += [_html_text(page, whole=True) for page in sorted(DEBREF.glob(f"*.{lang}.html"))]
+    for lang in ("ja", "ko", "zh-cn"):
+        faq = DEBFAQ / f"debian-faq.{lang}.txt.gz"
+        _need(faq, "debian-faq-" + lang)
+        parts.append(gzip.open(faq).read().decode("utf-8").replace("\r\n", "\n"))
+    return "".join(parts)
 
 
 def _python_files():
@@ -205,7 +228,8 @@ def c_headers(max_chars=20_000_000, root=Path("/usr/include")):
 CORPORA = {"fortunes-100k": fortunes_en, "russian-2m": russian, "pydocs-10m": pydocs,
            "pycode-50m": pycode}
 HELDOUT = {"pycode-heldout": pycode_heldout}       # texts to measure runs on, not to train
-JUDGES = {"cjk-man": cjk_man, "french-man": french_man, "c-headers": c_headers}  # held out
+JUDGES = {"cjk-man": cjk_man, "french-man": french_man, "c-headers": c_headers,  # held out
+          "cjk-docs": cjk_docs}
 
 
 def build(name, out=DEFAULT_OUT):

@@ -75,7 +75,7 @@ def runs():
     held = {(h["corpus"], h["budget"], h["name"]): h["loss"]
             for h in map(json.loads, open(STUDY / "heldout.jsonl"))}
     for r in map(json.loads, open(STUDY / "results.jsonl")):
-        if r.get("eval") != "carried" or r["kind"] == "default":
+        if r.get("eval") != "carried" or r["kind"] == "default" or r["corpus"] in corpora.JUDGES:
             continue
         m = (yaml.safe_load(r["chosen"])["model"] if "chosen" in r else
              {k.split(".")[1]: v for k, v in r["settings"].items() if k.startswith("model.")})

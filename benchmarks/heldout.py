@@ -107,7 +107,7 @@ def run(corpus, budget, name, args, val):
               "planned_steps": int(planned[1].replace(",", "")) if planned else None,
               "replanned_steps": int(again[1].replace(",", "")) if again else None,
               "chosen": (out / "config.yaml").read_text(),
-              "report": proc.stdout.partition("run folder:")[0] if name == "recipe" else "",
+              "report": proc.stdout.partition("run folder:")[0] if "--minutes" in args else "",
               "date": time.strftime("%Y-%m-%d %H:%M"), "code": commit(CODE)}
     with open(JUDGED, "a") as f:
         f.write(json.dumps(record) + "\n")

@@ -49,7 +49,8 @@ HELDOUT_TEXT = {"pycode-50m": "pycode-heldout"}   # corpus -> a text its runs ne
 PAUSE = HERE / "study" / "PAUSE"
 RUNS = corpora.DEFAULT_OUT / "runs"
 
-VAL_FRACTION = {"fortunes-100k": 0.1, "russian-2m": 0.1, "pydocs-10m": 0.025, "pycode-50m": 0.005}
+VAL_FRACTION = {"fortunes-100k": 0.1, "russian-2m": 0.1, "pydocs-10m": 0.025, "pycode-50m": 0.005,
+                "cjk-docs": 0.1}
 
 # The grid's common base: configs/shakespeare.yaml's optimizer, batch and schedule, which won on
 # tiny-shakespeare at 10 minutes (benchmarks/RESULTS.md), with the size and regularization
@@ -85,6 +86,11 @@ GRID = {
     ("pycode-50m", 2): {"2x128": net(2, 128), "2x192": net(2, 192), "2x256": net(2, 256),
                         "2x384": net(2, 384), "1x384": net(1, 384), "2x96": net(2, 96),
                         "1x256": net(1, 256)},
+    # a held-out corpus (no part in the law): added once cjk-man (4,108 symbols) had found the
+    # law's width too wide at 2 minutes, to see how a large vocabulary moves the best size
+    ("cjk-docs", 2): {"1x64": net(1, 64), "1x96": net(1, 96), "1x128": net(1, 128),
+                      "1x192": net(1, 192), "1x256": net(1, 256), "2x96": net(2, 96),
+                      "2x128": net(2, 128)},
     ("fortunes-100k", 10): {"2x128-heavy": net(2, 128, **HEAVY), "2x256-heavy": net(2, 256, **HEAVY),
                             "2x384-heavy": net(2, 384, **HEAVY),
                             "2x256-d0.4w": net(2, 256, 0.4, **{"model.dropout_mask": "window"}),
