@@ -437,7 +437,7 @@ def _outside(n_total, V, minutes, p, device):
     """Lines saying where this input lies outside the law's fitted range (FITTED)."""
     values = {"text": (n_total, f"{n_total:,} characters"),
               "symbols": (V, f"{V:,} symbols"),
-              "minutes": (minutes, f"{minutes:g} minutes"),
+              "minutes": (minutes, f"{minutes:g} minute{'' if minutes == 1 else 's'}"),
               "read": (p.chars, f"{p.chars / 1e6:.1f}M characters read"),
               "params": (p.core, f"{p.core:,} LSTM parameters"),
               "epochs": (p.epochs, f"the text read {p.epochs:,.0f} times")}

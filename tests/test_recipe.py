@@ -125,6 +125,7 @@ def test_the_report_predicts_the_loss_of_the_choice_and_its_neighbours():
 @pytest.mark.parametrize("n, minutes, V, said", [
     (20_000, 480, 65, ["20,000 characters", "480 minutes", "fitted: up to 305"]),
     (1_000_000, 10, 10_000, ["10,000 symbols (fitted: 65-199)"]),
+    (1_000_000, 1, 65, ["1 minute (fitted: 2-30)"]),
     (500_000_000, 30, 65, ["500,000,000 characters (fitted: 89,600-49,846,154)"])])
 def test_the_report_says_where_the_law_extrapolates(n, minutes, V, said):
     notes = " ".join(choose(n, minutes, V=V).report().split())
