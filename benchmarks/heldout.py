@@ -1,7 +1,7 @@
 """Judge the recipe (`charlstm train --minutes N`) on corpora that no rule or fit of it has seen
-(corpora.py's cjk-man, french-man, c-headers), one run at a time.
+(corpora.py's JUDGES: cjk-man, french-man, c-headers, cjk-docs), one run at a time.
 
-    python benchmarks/corpora.py cjk-man french-man c-headers    # build them first
+    python benchmarks/corpora.py cjk-man french-man c-headers cjk-docs    # build them first
     python benchmarks/heldout.py                   # every trial not yet recorded (2, then 10 min)
     python benchmarks/heldout.py --budgets 2 --list
     python benchmarks/heldout.py --table           # RESULTS.md's held-out and timing tables
