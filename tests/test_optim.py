@@ -119,3 +119,22 @@ def test_one_pass_update_clips_decays_and_averages(monkeypatch, chunk):
         ref_avg += (1 - d) * (ref - ref_avg)
         np.testing.assert_allclose(p, ref, rtol=1e-12)
         np.testing.assert_allclose(avg, ref_avg, rtol=1e-12)
+
+
+def test_adam_sets_moments_decayed_below_the_normal_floats_to_zero():
+    """A row without gradient decays into subnormal floats, slow on x86: every FLUSH_EVERY steps
+    they become 0; normal moments and the weights' update are left as they were."""
+    cfg = SimpleNamespace(beta1=0.9, beta2=0.99, eps=1e-8, weight_decay=0.0)
+    flat = np.zeros(4, np.float32)
+    state = optim.adamw_init(flat, np.ones_like(flat))
+    tiny = np.finfo(np.float32).tiny
+    state["m"][:] = [tiny / 4, -tiny / 8, 1e-3, 0.0]
+    state["v"][:] = [tiny / 2, 1e-6, 1e-6, 0.0]
+    grad = np.zeros_like(flat)
+    state["t"] = optim.FLUSH_EVERY - 2                  # the next step is not a flush's
+    optim.adamw_step(flat, grad, state, 1e-3, cfg)
+    assert 0 < abs(state["m"][0]) < tiny and 0 < state["v"][0] < tiny
+    optim.adamw_step(flat, grad, state, 1e-3, cfg)      # step FLUSH_EVERY
+    assert state["m"][0] == 0 and state["m"][1] == 0 and state["v"][0] == 0
+    assert state["m"][2] == np.float32(1e-3) * np.float32(0.9) ** 2
+    assert state["v"][1] > 0
