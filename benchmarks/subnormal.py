@@ -1,41 +1,108 @@
-"""Adam's step on the moments of a finished run (default: the held-out study's french-man, 10 min,
-1 x 576: 364,534 subnormal entries in m), gradients zero where m is subnormal, with and without
-the flush of subnormal moments (optim.FLUSH_EVERY), alternating.
+"""What subnormal floats cost a training step, and what setting them to 0 gives back, alternating:
 
-    python benchmarks/subnormal.py [CHECKPOINT]
+1. Adam's step on the moments of a finished run (default: the held-out study's french-man, 10 min,
+   1 x 576: 364,534 subnormal entries in m), gradients zero where m is subnormal, with and without
+   the flush of subnormal moments every optim.FLUSH_EVERY steps.
+2. Whole training steps (forward, backward, Adam) from a finished run's weights and moments
+   (default: french-man, 10 min, 1 x 288) and from a fresh initialization of the same net, with
+   and without model.LOGIT_FLOOR: a trained net gives the characters it rules out subnormal
+   probabilities, which slow the backward's products.
+
+    python benchmarks/subnormal.py [--adam CHECKPOINT] [--steps CHECKPOINT]
 """
-import sys
+import argparse
 import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 
-from charlstm import optim
+from charlstm import model, optim, runstate, step
 
-DEFAULT = Path.home() / ".cache/charlstm-study/runs/judge-french-man-10m-v2:w1.4/last.npz"
-z = np.load(sys.argv[1] if len(sys.argv) > 1 else DEFAULT)
-keys = sorted(k[len("optim.m."):] for k in z.files if k.startswith("optim.m."))
-m0 = np.concatenate([z["optim.m." + k].ravel() for k in keys]).astype(np.float32)
-v0 = np.concatenate([z["optim.v." + k].ravel() for k in keys]).astype(np.float32)
-tiny = np.finfo(np.float32).tiny
-quiet = (m0 != 0) & (np.abs(m0) < tiny)
-print(f"{m0.size:,} entries, {quiet.sum():,} subnormal in m, {((v0 != 0) & (v0 < tiny)).sum():,} in v")
-rng = np.random.default_rng(0)
-grad = (rng.standard_normal(m0.size).astype(np.float32) * 1e-3) * ~quiet
-cfg = SimpleNamespace(beta1=0.9, beta2=0.99, eps=1e-8, weight_decay=0.0)
-def run(flush, steps=64):
-    optim.FLUSH_EVERY = 16 if flush else 1 << 30
-    flat = np.zeros_like(m0)
-    state = optim.adamw_init(flat, np.ones_like(flat))
-    state["m"][:], state["v"][:], state["t"] = m0, v0, 1000
-    t = time.perf_counter()
-    for _ in range(steps):
-        optim.adamw_step(flat, grad, state, 1e-3, cfg)
-    return (time.perf_counter() - t) / steps * 1e3
-res = {True: [], False: []}
-for _ in range(4):
+RUNS = Path.home() / ".cache/charlstm-study/runs"
+TINY = np.finfo(np.float32).tiny
+
+
+def subnormal(a):
+    return int(((a != 0) & (np.abs(a) < TINY)).sum())
+
+
+def adam(path, rounds=4, steps=64):
+    z = np.load(path)
+    keys = sorted(k[len("optim.m."):] for k in z.files if k.startswith("optim.m."))
+    m0 = np.concatenate([z["optim.m." + k].ravel() for k in keys]).astype(np.float32)
+    v0 = np.concatenate([z["optim.v." + k].ravel() for k in keys]).astype(np.float32)
+    quiet = (m0 != 0) & (np.abs(m0) < TINY)
+    print(f"Adam: {m0.size:,} entries, {subnormal(m0):,} subnormal in m, {subnormal(v0):,} in v")
+    rng = np.random.default_rng(0)
+    grad = (rng.standard_normal(m0.size).astype(np.float32) * 1e-3) * ~quiet
+    cfg = SimpleNamespace(beta1=0.9, beta2=0.99, eps=1e-8, weight_decay=0.0)
+
+    def run(flush):
+        optim.FLUSH_EVERY = 16 if flush else 1 << 30
+        flat = np.zeros_like(m0)
+        state = optim.adamw_init(flat, np.ones_like(flat))
+        state["m"][:], state["v"][:], state["t"] = m0, v0, 1000
+        t = time.perf_counter()
+        for _ in range(steps):
+            optim.adamw_step(flat, grad, state, 1e-3, cfg)
+        return (time.perf_counter() - t) / steps * 1e3
+    res = {True: [], False: []}
+    for _ in range(rounds):
+        for f in (False, True):
+            res[f].append(run(f))
+    optim.FLUSH_EVERY = 16
     for f in (False, True):
-        res[f].append(run(f))
-for f in (False, True):
-    print(("flush every 16 steps" if f else "no flush"), "ms per step:", [round(x, 2) for x in res[f]])
+        print(f"  {'flush every 16 steps' if f else 'no flush':22s} ms per Adam step:",
+              [round(x, 2) for x in res[f]])
+
+
+def steps(path, rounds=4, n=60):
+    rs = runstate.load_run(path)
+    cfg, V = rs.cfg, len(rs.vocab)
+    text = Path(cfg.data.path).read_text(encoding="utf-8")[:600_000]
+    ids = np.asarray(rs.vocab.encode("".join(c for c in text if c in set(rs.vocab.chars))))
+    B, T = cfg.train.batch_size, cfg.train.seq_len
+
+    def trained():
+        ts = step.TrainState.new(cfg, V)
+        for name, p in ts.params.items():
+            p[...] = rs.weights[name]
+        offset = 0
+        for name, p in ts.params.items():
+            for key, moments in zip("mv", rs.moments):
+                ts.opt[key][offset:offset + p.size] = moments[name].ravel()
+            offset += p.size
+        ts.opt["t"] = rs.position["step"]
+        ts.state = tuple(np.array(a) for a in rs.state)
+        return ts
+    nets = {"fresh": step.TrainState.new(cfg, V), "trained": trained()}
+
+    def block(ts, flush, seed):
+        model.LOGIT_FLOOR = floor if flush else -np.inf
+        r = np.random.default_rng(seed)
+        t0 = time.perf_counter()
+        for _ in range(n):
+            o = r.integers(0, len(ids) - T - 1, size=B)
+            w = np.stack([ids[a:a + T + 1] for a in o])
+            step.train_step(ts, cfg, w[:, :-1], w[:, 1:], 1e-4)
+        return (time.perf_counter() - t0) / n * 1e3
+    floor = model.LOGIT_FLOOR
+    res = {(k, f): [] for k in nets for f in (False, True)}
+    for r in range(rounds):
+        for (k, f) in res:
+            res[k, f].append(block(nets[k], f, r))
+    model.LOGIT_FLOOR = floor
+    L, H = cfg.model.num_layers, cfg.model.hidden_size
+    print(f"Training steps, {L} x {H}, V {V}, batch {B} x {T}, from {path}:")
+    for (k, f), v in res.items():
+        print(f"  {k:7s} {'floor' if f else 'no floor':8s} ms per step:", [round(x, 1) for x in v])
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--adam", default=RUNS / "judge-french-man-10m-v2:w1.4/last.npz")
+    ap.add_argument("--steps", default=RUNS / "judge-french-man-10m-v2:w0.7/last.npz")
+    a = ap.parse_args()
+    adam(a.adam)
+    steps(a.steps)

@@ -196,16 +196,27 @@ def forward(params, x, y, state, dropout=0.0, rng=None, keep_cache=True, rows=No
     return loss, cache, (h_new, c_new)
 
 
+# A trained model gives the characters it rules out probabilities like e^-100: subnormal floats,
+# which x86 handles in microcode, and the backward's products with them ran 1.5 times slower (a
+# 1 x 288 net on 744 symbols, benchmarks/RESULTS.md "Subnormal floats"). A logit at least 50 below
+# its row's maximum counts as 50 below: no probability moves by more than e^-50 (2e-22), the loss
+# (which reads the target's logit before the floor) by less than V e^-50, and for any V * N
+# below 1e16 every gradient of the head stays a normal float.
+LOGIT_FLOOR = -50.0
+
+
 def softmax_cross_entropy(logits, targets):
     """Mean cross-entropy of (N, V) logits against (N,) targets; logits become probabilities in place.
 
     Computed as logsumexp(z) - z[target] after subtracting the row maximum, so it never overflows.
+    Below the maximum by more than -LOGIT_FLOOR, a logit counts as LOGIT_FLOOR (see there).
     Returns (loss, probs) with probs the same buffer as logits.
     """
     N = logits.shape[0]
     xp = array_module(logits)
     logits -= logits.max(axis=1, keepdims=True)
     picked = logits[xp.arange(N), targets]                    # z[target] - max
+    xp.maximum(logits, LOGIT_FLOOR, out=logits)
     xp.exp(logits, out=logits)
     total = logits.sum(axis=1, keepdims=True)
     logits /= total

@@ -15,7 +15,7 @@ import math
 import numpy as np
 
 from . import fused
-from .backend import array_module
+from .backend import array_module, flush_subnormal
 
 
 def adamw_init(flat, decay_mask):
@@ -69,7 +69,7 @@ def clip_grad_norm(grad, max_norm):
 CHUNK = 1 << 16
 # Every this many steps Adam's moments below the smallest normal float are set to 0: a row that
 # gets no gradient (a symbol not in the batch, a quiet unit) decays into subnormal numbers, on
-# which x86 arithmetic is many times slower (benchmarks/RESULTS.md, "Subnormal moments").
+# which x86 arithmetic is many times slower (benchmarks/RESULTS.md, "Subnormal floats").
 FLUSH_EVERY = 16
 
 
@@ -117,8 +117,8 @@ def adamw_step(flat, grad, state, lr, cfg, grad_scale=1.0, average=None, average
         s *= v_in
         v += s                                      # v <- b2 v + (1 - b2) g^2
         if t % FLUSH_EVERY == 0:
-            _flush_subnormal(m)
-            _flush_subnormal(v)
+            flush_subnormal(m)
+            flush_subnormal(v)
         np.sqrt(v, out=s)
         s += eps
         np.divide(m, s, out=s)
@@ -126,11 +126,6 @@ def adamw_step(flat, grad, state, lr, cfg, grad_scale=1.0, average=None, average
         p -= s
         if average is not None:
             _move_towards(average[part], p, average_decay, s)
-
-
-def _flush_subnormal(x):
-    """Set the entries of x smaller in size than its type's smallest normal number to 0."""
-    x[np.abs(x) < np.finfo(x.dtype).tiny] = 0
 
 
 def lr_at(step, cfg, total_steps, time_fraction=None):

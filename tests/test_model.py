@@ -168,6 +168,37 @@ def test_float32_forward_stays_float32():
     assert all(g.dtype == np.float32 for g in grads.values())
 
 
+def test_a_ruled_out_character_keeps_normal_floats_in_the_gradient():
+    """A character 90 below the rest (probability e^-90, subnormal in float32, slow on x86) counts
+    as 50 below (model.LOGIT_FLOOR): its gradient is a normal float under 1e-20, the others' are
+    (probs - onehot) / N, and the loss is that of float64 without the floor, even where the
+    target is the ruled-out character."""
+    _, params = make_params(dtype=np.float32)
+    params["head.bias"][0] = -90.0
+    x, y = random_batch(7, 2, 3)
+    y[y == 0] = 1
+    tiny = np.finfo(np.float32).tiny
+    for target in (1, 0):                            # the second time, one target below the floor
+        y[0, 0] = target
+        loss, cache, _ = model.forward(params, x, y, model.init_state(2, 2, 6))
+        top, probs = cache[4], cache[5].copy()
+        logits = top.astype(np.float64) @ params["head.weight"].T.astype(np.float64)
+        z = logits + params["head.bias"] - (logits + params["head.bias"]).max(axis=1, keepdims=True)
+        nll = np.log(np.exp(z).sum(axis=1)) - z[np.arange(len(z)), y.T.ravel()]
+        assert loss == pytest.approx(nll.mean(), rel=1e-6)
+        assert probs.min() >= tiny and probs[:, 0].max() < 1e-20
+    assert loss > 90 / len(z)
+    y[0, 0] = 1
+    _, cache, _ = model.forward(params, x, y, model.init_state(2, 2, 6))
+    grads, _ = model.backward(params, cache)
+    assert tiny <= grads["head.bias"][0] < 1e-20
+    assert np.all((np.abs(grads["head.weight"][0]) < 1e-20))
+    exact = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    exact[np.arange(len(z)), y.T.ravel()] -= 1
+    np.testing.assert_allclose(grads["head.bias"][1:], exact.sum(axis=0)[1:] / len(z), rtol=1e-5,
+                               atol=1e-7)
+
+
 def test_parameter_names_follow_pytorch():
     shapes = model.param_shapes(V=10, E=4, H=8, L=2)
     assert list(shapes) == [
