@@ -45,6 +45,13 @@ PAIRS = {  # name -> [(run, charlstm train arguments)], run in this order
     # (no timing of nets in its process): compare with that run
     "shakespeare-30-resolved": [("resolved", [str(study.RUNS / "target-shakespeare-30-recipe"
                                                   / "config.yaml")])],
+    # the recipe's 10-minute choice (its first run of 2026-12-04) with dropout 0.2 in place of the
+    # full set, as configs/shakespeare.yaml: is the full set at 16-19 epochs what loses to it?
+    "shakespeare-10-light": [("recipe-light", [
+        str(study.RUNS / "target-shakespeare-10-recipe-a-dec4" / "config.yaml"),
+        "--set", "train.max_steps=null", "--set", "optim.hold_steps=0",
+        "--set", "optim.replan_step=0", "--set", "optim.replan_total=0", "--set", "model.dropout=0.2", "--set", "model.dropout_mask=step",
+        "--set", "model.weight_drop=0.0", "--set", "optim.weight_decay=0.0"])],
     # the config with lighter window dropout: this machine now gives it about 8,000 steps (13
     # epochs) where it was tuned with 11,000 (17.6), and dropout 0.25 beat 0.3 there
     "shakespeare-30-dropout0.2": [("shipped-dropout0.2", ["configs/shakespeare-30min.yaml",
