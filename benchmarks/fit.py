@@ -37,6 +37,7 @@ The held-out corpora (benchmarks/heldout.py) take no part here.
 import argparse
 import bz2
 import json
+from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -238,10 +239,19 @@ def fit_points(until=LAW_UNTIL):
     return [p for p in points if count[p["corpus"]] > 2]
 
 
+def _day(text):
+    try:
+        return date.fromisoformat(text).isoformat()
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a day: give YYYY-MM-DD, for example "
+                                         f"{LAW_UNTIL}") from None
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", action="store_true", help="every point with its fitted loss")
     ap.add_argument("--until", default=LAW_UNTIL, metavar="YYYY-MM-DD",
+                    type=_day,
                     help=f"fit the runs recorded up to this day (default {LAW_UNTIL}: "
                          "recipe.LAW's fit)")
     a = ap.parse_args()

@@ -24,7 +24,8 @@ TINY = np.finfo(np.float32).tiny
 
 
 def subnormal(a):
-    return int(((a != 0) & (np.abs(a) < TINY)).sum())
+    """Where a holds a subnormal number (nonzero, below float32's smallest normal)."""
+    return (a != 0) & (np.abs(a) < TINY)
 
 
 def adam(path, rounds=4, steps=64):
@@ -32,8 +33,9 @@ def adam(path, rounds=4, steps=64):
     keys = sorted(k[len("optim.m."):] for k in z.files if k.startswith("optim.m."))
     m0 = np.concatenate([z["optim.m." + k].ravel() for k in keys]).astype(np.float32)
     v0 = np.concatenate([z["optim.v." + k].ravel() for k in keys]).astype(np.float32)
-    quiet = (m0 != 0) & (np.abs(m0) < TINY)
-    print(f"Adam: {m0.size:,} entries, {subnormal(m0):,} subnormal in m, {subnormal(v0):,} in v")
+    quiet = subnormal(m0)
+    print(f"Adam: {m0.size:,} entries, {quiet.sum():,} subnormal in m, {subnormal(v0).sum():,} "
+          "in v")
     rng = np.random.default_rng(0)
     grad = (rng.standard_normal(m0.size).astype(np.float32) * 1e-3) * ~quiet
     cfg = SimpleNamespace(beta1=0.9, beta2=0.99, eps=1e-8, weight_decay=0.0)
@@ -61,22 +63,11 @@ def steps(path, rounds=4, n=60):
     rs = runstate.load_run(path)
     cfg, V = rs.cfg, len(rs.vocab)
     text = Path(cfg.data.path).read_text(encoding="utf-8")[:600_000]
-    ids = np.asarray(rs.vocab.encode("".join(c for c in text if c in set(rs.vocab.chars))))
+    known = set(rs.vocab.chars)
+    ids = np.asarray(rs.vocab.encode("".join(c for c in text if c in known)))
     B, T = cfg.train.batch_size, cfg.train.seq_len
-
-    def trained():
-        ts = step.TrainState.new(cfg, V)
-        for name, p in ts.params.items():
-            p[...] = rs.weights[name]
-        offset = 0
-        for name, p in ts.params.items():
-            for key, moments in zip("mv", rs.moments):
-                ts.opt[key][offset:offset + p.size] = moments[name].ravel()
-            offset += p.size
-        ts.opt["t"] = rs.position["step"]
-        ts.state = tuple(np.array(a) for a in rs.state)
-        return ts
-    nets = {"fresh": step.TrainState.new(cfg, V), "trained": trained()}
+    nets = {"fresh": step.TrainState.new(cfg, V), "trained": step.TrainState.new(cfg, V)}
+    nets["trained"].restore(rs)
 
     def block(ts, flush, seed):
         model.LOGIT_FLOOR = floor if flush else -np.inf

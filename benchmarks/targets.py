@@ -50,7 +50,8 @@ PAIRS = {  # name -> [(run, charlstm train arguments)], run in this order
     "shakespeare-10-light": [("recipe-light", [
         str(study.RUNS / "target-shakespeare-10-recipe-a-dec4" / "config.yaml"),
         "--set", "train.max_steps=null", "--set", "optim.hold_steps=0",
-        "--set", "optim.replan_step=0", "--set", "optim.replan_total=0", "--set", "model.dropout=0.2", "--set", "model.dropout_mask=step",
+        "--set", "optim.replan_step=0", "--set", "optim.replan_total=0",
+        "--set", "model.dropout=0.2", "--set", "model.dropout_mask=step",
         "--set", "model.weight_drop=0.0", "--set", "optim.weight_decay=0.0"])],
     # the config with lighter window dropout: this machine now gives it about 8,000 steps (13
     # epochs) where it was tuned with 11,000 (17.6), and dropout 0.25 beat 0.3 there

@@ -192,7 +192,7 @@ def test_a_ruled_out_character_keeps_normal_floats_in_the_gradient():
     _, cache, _ = model.forward(params, x, y, model.init_state(2, 2, 6))
     grads, _ = model.backward(params, cache)
     assert tiny <= grads["head.bias"][0] < 1e-20
-    assert np.all((np.abs(grads["head.weight"][0]) < 1e-20))
+    assert np.all(np.abs(grads["head.weight"][0]) < 1e-20)
     exact = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
     exact[np.arange(len(z)), y.T.ravel()] -= 1
     np.testing.assert_allclose(grads["head.bias"][1:], exact.sum(axis=0)[1:] / len(z), rtol=1e-5,
