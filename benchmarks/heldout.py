@@ -97,15 +97,8 @@ def run(corpus, budget, name, args, val):
     wall = time.time() - tic
     if proc.returncode != 0:
         raise SystemExit(f"{corpus} {budget}m {name} failed:\n{proc.stderr[-2000:]}")
-    said = proc.stdout + proc.stderr
-    predicted = re.search(r"([\d,]+) steps read", said)
-    planned = re.search(r"planned: ([\d,]+) steps", said)
-    again = re.search(r"planned again after \d+ s: ([\d,]+) steps", said)
     record = {"corpus": corpus, "budget": budget, "name": name, "args": args,
-              **study.summarize(out), "wall_s": round(wall),
-              "predicted_steps": int(predicted[1].replace(",", "")) if predicted else None,
-              "planned_steps": int(planned[1].replace(",", "")) if planned else None,
-              "replanned_steps": int(again[1].replace(",", "")) if again else None,
+              **study.summarize(out), "wall_s": round(wall), **plans(proc.stdout + proc.stderr),
               "chosen": (out / "config.yaml").read_text(),
               "report": proc.stdout.partition("run folder:")[0] if "--minutes" in args else "",
               "date": time.strftime("%Y-%m-%d %H:%M"), "code": commit(CODE)}
@@ -115,6 +108,16 @@ def run(corpus, budget, name, args, val):
           f"steps (predicted {record['predicted_steps']}, planned {record['planned_steps']}), "
           f"{wall:.0f} s", flush=True)
     return record
+
+
+def plans(said):
+    """The steps a run's output says were predicted (the recipe's report), planned at the
+    warmup's end and planned again a minute in (None where it says nothing)."""
+    found = {"predicted_steps": r"([\d,]+) steps read",
+             "planned_steps": r"planned: ([\d,]+) steps",
+             "replanned_steps": r"planned again after \d+ s: ([\d,]+) steps"}
+    return {key: int(m[1].replace(",", "")) if (m := re.search(pattern, said)) else None
+            for key, pattern in found.items()}
 
 
 def judge(corpus, budget, label="recipe", listing=False, choice_only=False):

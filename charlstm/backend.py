@@ -9,8 +9,9 @@ path runs the very same lines on CuPy arrays.
     a_gpu = to_device(a, "cuda"); a_cpu = to_host(a_gpu)
 
 CuPy is optional (`pip install 'charlstm[gpu]'`) and imported only when a CuPy array is met or
-`cuda` is asked for. Checkpoints, data and random numbers stay on the host: dropout masks are drawn
-by the host's numpy Generator and copied over, so a run draws the same masks on either device.
+`cuda` is asked for. Checkpoints, data and the random generator stay on the host: each dropout
+mask is hashed on its device from one key the host's numpy Generator draws (model._dropout_mask),
+so a run draws the same masks on either device.
 """
 
 import numpy as np

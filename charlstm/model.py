@@ -21,6 +21,8 @@ Usage:
     grads, (dh0, dc0) = backward(params, cache)                        # same names and shapes
 """
 
+import math
+
 import numpy as np
 
 from .backend import array_module
@@ -125,24 +127,51 @@ def _input_table(params, cell):
     return w.T + b                                           # one-hot input: the table is W_ih.T
 
 
-def _dropout_mask(shape, p, rng, dtype, xp=np):
+DRAWS = ("counter", "host")   # how dropout masks are drawn (_dropout_mask)
+
+
+def _dropout_mask(shape, p, rng, dtype, xp=np, draw="counter"):
     """Inverted dropout: keep with probability 1-p and scale by 1/(1-p), so eval needs no change.
 
-    Drawn by the host's generator on either device, so a GPU run draws the masks a CPU run would.
+    Counter-based, as cuRAND's Philox: the host's generator draws one 64-bit key, SplitMix64's
+    finalizer hashes the counters key + i * golden ratio, and each 64-bit hash gives four 16-bit
+    draws; an element is kept when its draw is at least p * 65536. The mask is made on the device
+    that uses it, the same on a CPU and a GPU, for one host draw: drawing every element on the
+    host made a 1 x 2048 GPU step with weight drop (4H x H = 16.8M elements) 14 times as slow as
+    without (benchmarks/RESULTS.md, "The recipe on a GPU"). draw "host": _host_mask, as runs
+    that started before the counter draw go on drawing.
     """
+    if draw == "host":
+        return _host_mask(shape, p, rng, dtype, xp)
+    n = math.prod(shape)
+    bits = xp.arange((n + 3) // 4, dtype=xp.uint64)
+    bits *= np.uint64(0x9E3779B97F4A7C15)
+    bits += rng.integers(0, 2 ** 64, dtype=np.uint64)
+    bits ^= bits >> np.uint64(30)
+    bits *= np.uint64(0xBF58476D1CE4E5B9)
+    bits ^= bits >> np.uint64(27)
+    bits *= np.uint64(0x94D049BB133111EB)
+    bits ^= bits >> np.uint64(31)
+    keep = bits.view(xp.uint16)[:n] >= np.uint16(min(round(p * 65536), 65535))
+    return (keep.astype(dtype) * dtype.type(1.0 / (1.0 - p))).reshape(shape)
+
+
+def _host_mask(shape, p, rng, dtype, xp=np):
+    """The mask of runs whose checkpoints record no mask draw: every element drawn on the host."""
     mask = (rng.random(shape, dtype=np.float32) >= p).astype(dtype)
     mask *= 1.0 / (1.0 - p)
     return xp.asarray(mask)
 
 
 def forward(params, x, y, state, dropout=0.0, rng=None, keep_cache=True, rows=None,
-            weight_drop=0.0, dropout_mask="step"):
+            weight_drop=0.0, dropout_mask="step", draw="counter"):
     """Forward a (B, T) window of tokens; y (B, T) are the targets (the next characters).
 
     state: (h, c), each (L, B, H), carried in from the previous window (not modified).
     dropout > 0 needs `rng` and applies between layers and before the head; dropout_mask "step"
     draws a fresh mask for every time step, "window" one mask per row shared by all T steps of
-    the window (variational dropout, Gal & Ghahramani 2016; AWD-LSTM's locked dropout).
+    the window (variational dropout, Gal & Ghahramani 2016; AWD-LSTM's locked dropout); `draw`
+    how the masks are drawn (DRAWS, _dropout_mask).
     weight_drop > 0 needs `rng`: DropConnect on each recurrent matrix W_hh (AWD-LSTM's weight drop),
     one mask per layer and window, shared by every row and time step.
     rows: (slice, full batch size) when x holds only some rows of a larger batch (data-parallel
@@ -165,7 +194,7 @@ def forward(params, x, y, state, dropout=0.0, rng=None, keep_cache=True, rows=No
         layer = cell.layer(params, k)
         wmask = None
         if weight_drop > 0:                # drawn first, for every rank alike (same rng stream)
-            wmask = _dropout_mask(layer["weight_hh"].shape, weight_drop, rng, dt, xp)
+            wmask = _dropout_mask(layer["weight_hh"].shape, weight_drop, rng, dt, xp, draw)
             layer["weight_hh"] = layer["weight_hh"] * wmask
         if k == 0:
             xproj = xp.take(table, xt, axis=0)                # (T, B, G) row gather
@@ -180,9 +209,9 @@ def forward(params, x, y, state, dropout=0.0, rng=None, keep_cache=True, rows=No
         if dropout > 0:                    # (T or 1, B, H): a window mask broadcasts over time
             steps = T if dropout_mask == "step" else 1
             if rows is None:
-                mask = _dropout_mask((steps, B, H), dropout, rng, dt, xp)
+                mask = _dropout_mask((steps, B, H), dropout, rng, dt, xp, draw)
             else:
-                mask = _dropout_mask((steps, rows[1], H), dropout, rng, dt, xp)[:, rows[0]]
+                mask = _dropout_mask((steps, rows[1], H), dropout, rng, dt, xp, draw)[:, rows[0]]
             hs = hs * mask
         layers.append((inp, cache))
         masks.append((mask, wmask))

@@ -44,6 +44,9 @@ from .runfolder import LAST
 POSITION = ("step", "epoch", "window", "optim_t", "rng", "train_time", "best_val_loss",
             "lr_scale", "smooth_loss", "loss_floor")
 RUN_POSITION = ("train_time", "best_val_loss")
+# Position keys that checkpoints from before them lack (a missing one reads as None): how the
+# dropout masks are drawn (model.DRAWS; None: "host", step.TrainState.restore).
+LATER_POSITION = ("draw",)
 MODEL_META = ("config", "vocab")
 RUN_META = MODEL_META + POSITION
 _INFINITE_AS_NULL = ("best_val_loss", "loss_floor")
@@ -87,6 +90,7 @@ def save(path, s):
     arrays["state.h"], arrays["state.c"] = s.state
     position = {k: None if k in _INFINITE_AS_NULL and math.isinf(s.position[k]) else s.position[k]
                 for k in POSITION}
+    position.update({k: s.position.get(k) for k in LATER_POSITION})
     meta = {"charlstm_version": __version__, "config": config_to_dict(s.cfg),
             "vocab": s.vocab.chars, **position, "init_from": s.init_from, "stream": s.stream}
     checkpoint.save_checkpoint(path, arrays, meta)
@@ -103,6 +107,7 @@ def load_run(path):
     averaged = f"train.{names[0]}" in arrays                  # saved with optim.ema
     position = {k: math.inf if k in _INFINITE_AS_NULL and meta[k] is None else meta[k]
                 for k in POSITION}
+    position.update({k: meta.get(k) for k in LATER_POSITION})
     return RunState(cfg, vocab, weights=named("train.") if averaged else named(""),
                     average=named("") if averaged else None,
                     moments=(named("optim.m."), named("optim.v.")),
@@ -229,6 +234,7 @@ _LOSS = ("a number or null", lambda v: v is None or type(v) in (int, float))
 _KINDS = {"step": _COUNT, "epoch": _COUNT, "window": _COUNT, "optim_t": _COUNT,
           "train_time": _NUMBER, "lr_scale": _NUMBER, "best_val_loss": _LOSS,
           "smooth_loss": _LOSS, "loss_floor": _LOSS, "rng": ("a random generator's state", _rng_ok),
+          "draw": ("null or one of " + ", ".join(model.DRAWS), lambda v: v in (None, *model.DRAWS)),
           "init_from": ("a path or null", lambda v: v is None or isinstance(v, str)),
           "stream": ("a record of source files and tokens", lambda v: v is None or _stream_ok(v))}
 

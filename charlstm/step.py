@@ -41,6 +41,7 @@ class TrainState:
     lr_scale: float = 1.0     # halved by each skipped divergent step
     smooth_loss: float | None = None
     loss_floor: float = math.inf   # the lowest smooth_loss: explode_ratio's yardstick
+    draw: str = "counter"     # how dropout masks are drawn (model.DRAWS; "host" in older runs)
 
     @classmethod
     def new(cls, cfg, V, rows=slice(None)):
@@ -91,7 +92,7 @@ class TrainState:
         return {"step": self.step, "epoch": self.epoch, "window": self.window,
                 "optim_t": self.opt["t"], "rng": self.rng.bit_generator.state,
                 "lr_scale": self.lr_scale, "smooth_loss": self.smooth_loss,
-                "loss_floor": self.loss_floor}
+                "loss_floor": self.loss_floor, "draw": self.draw}
 
     def restore(self, saved):
         """Take up where a checkpoint (a runstate.RunState) left off; host arrays."""
@@ -112,6 +113,7 @@ class TrainState:
         self.opt["t"], self.rng.bit_generator.state = p["optim_t"], p["rng"]
         self.lr_scale, self.smooth_loss, self.loss_floor = (p["lr_scale"], p["smooth_loss"],
                                                             p["loss_floor"])
+        self.draw = p.get("draw") or "host"             # a run from before the counter draw
 
 
 def next_window(ts, batches, seed):
@@ -143,7 +145,7 @@ def train_step(ts, cfg, x, y, lr, comm=None, timer=None):
     with np.errstate(over="ignore", invalid="ignore"):   # judged below, not warned about
         loss, cache, state = model.forward(ts.params, x[ts.rows], y[ts.rows], ts.state, m.dropout,
                                            ts.rng, rows=rows, weight_drop=m.weight_drop,
-                                           dropout_mask=m.dropout_mask)
+                                           dropout_mask=m.dropout_mask, draw=ts.draw)
         if timer:
             timer("forward")
         model.backward(ts.params, cache, ts.grads)

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from charlstm import backend, checkpoint, fused, lstm, model, optim
+from charlstm.data import Vocab
 from charlstm.errors import CharlstmError
 from charlstm.evaluate import evaluate
 from charlstm.sample import generate
@@ -145,6 +146,16 @@ def test_gradients_match_finite_differences_on_the_gpu(cp):
         assert rel_error(analytic, numeric_grad(loss_at, p)) < 1e-6, name
 
 
+@pytest.mark.parametrize("draw", model.DRAWS)
+def test_dropout_masks_equal_cpu(cp, draw):
+    """The GPU draws the masks the CPU draws from the same generator state."""
+    dt = np.dtype(np.float32)
+    for shape in [(3, 5, 7), (1664, 416)]:
+        a = model._dropout_mask(shape, 0.25, np.random.default_rng(8), dt, np, draw)
+        b = model._dropout_mask(shape, 0.25, np.random.default_rng(8), dt, cp, draw)
+        assert isinstance(b, cp.ndarray) and (b.get() == a).all()
+
+
 def test_sampler_and_evaluation_equal_cpu(cp):
     _, params = make_params(E=5, L=2, H=6, dtype=np.float64)
     gp = to_gpu(params, cp)
@@ -155,8 +166,7 @@ def test_sampler_and_evaluation_equal_cpu(cp):
         ref = model.step(prep, np.array(tok), h, c)
         ours = model.step(gprep, np.array(tok), gh, gc)
         assert rel_error(ours.get(), ref) < 1e-10
-    vocab = type("V", (), {"chars": list("abcdefg"), "encode": lambda s, t: np.array(
-        ["abcdefg".index(ch) for ch in t])})()
+    vocab = Vocab("abcdefg")
     a = "".join(generate(params, vocab, 50, np.random.default_rng(0), prime="abc", argmax=True))
     b = "".join(generate(gp, vocab, 50, np.random.default_rng(0), prime="abc", argmax=True))
     assert a == b

@@ -137,6 +137,34 @@ def test_window_dropout_drops_the_same_units_at_every_step(kind):
     assert (dropped[:, 0] != dropped[:, 1]).any()           # rows still draw their own masks
 
 
+@pytest.mark.parametrize("draw", model.DRAWS)
+@pytest.mark.parametrize("p", [0.1, 0.25, 0.5])
+def test_dropout_masks_keep_one_minus_p_scaled_and_redraw(draw, p):
+    """Either draw keeps about 1 - p of the elements, each scaled by 1 / (1 - p); the same
+    generator state gives the same mask, the next draw another; the counter draw's elements are
+    uncorrelated with their neighbours (its hash gives four draws a 64-bit counter)."""
+    dt = np.dtype(np.float32)
+    shape = (301, 67)                                     # not a multiple of 4 elements
+    mask = model._dropout_mask(shape, p, np.random.default_rng(5), dt, draw=draw)
+    assert mask.shape == shape and mask.dtype == dt
+    assert set(np.unique(mask)) == {0, dt.type(1 / (1 - p))}
+    kept = (mask > 0).ravel()
+    assert abs(kept.mean() - (1 - p)) < 4 * math.sqrt(p * (1 - p) / kept.size)
+    rng = np.random.default_rng(5)
+    first = model._dropout_mask(shape, p, rng, dt, draw=draw)
+    again = model._dropout_mask(shape, p, rng, dt, draw=draw)
+    assert (first == mask).all() and (again != mask).any()
+    for lag in (1, 2, 3, 4, 67):
+        assert abs(np.corrcoef(kept[:-lag], kept[lag:])[0, 1]) < 0.05
+
+
+def test_the_host_draw_is_the_draw_of_checkpoints_from_before_the_counter():
+    """A run whose checkpoint records no draw resumes with its masks: one host number each."""
+    rng, ref = np.random.default_rng(2), np.random.default_rng(2)
+    mask = model._dropout_mask((5, 7), 0.3, rng, np.dtype(np.float64), draw="host")
+    assert (mask == (ref.random((5, 7), dtype=np.float32) >= 0.3) / 0.7).all()
+
+
 def test_weight_drop_changes_training_forward_only():
     """Weight drop perturbs the training forward; evaluation (no rng, no drop) is unchanged."""
     _, params = make_params(L=2, H=4)
