@@ -328,16 +328,19 @@ def _windows(tokens, n_train, B, T):
 
 
 def _speeds(s, V, timer, windows=None):
-    """1. Speed: for each layer count two widths are timed, and the others read off the line
+    """1. Speed: for each layer count a few widths are timed, and the others read off the lines
     through them (a step costs a fixed overhead plus a part proportional to its matrix
-    products). Returns ({(layers, width): seconds per step}, a line saying what was measured,
-    the seconds the timing took)."""
+    products). A CPU times 128 and 512; a GPU, whose small steps cost about the same, 128, 1024
+    and 2048 (one line through 128 and 1024 read a GPU's 1 x 2048 32% slow and 2 x 2048 25%
+    fast: benchmarks/RESULTS.md, "The recipe on a GPU"). Returns ({(layers, width): seconds per
+    step}, a line saying what was measured, the seconds the timing took)."""
     m, t = s.cfg.model, s.cfg.train
     cell, E, device, B, T = Cell.of_config(m), m.embedding_size, t.device, t.batch_size, t.seq_len
     depths = [m.num_layers] if "model.num_layers" in s.explicit else [1, 2]
     widths = ([m.hidden_size] if "model.hidden_size" in s.explicit else
               list(GPU_WIDTHS if device == "cuda" else WIDTHS))
-    timed = sorted({min(widths), min(max(widths), 512 if device == "cpu" else 1024)})
+    timed = sorted({min(widths), max(widths) if device == "cuda" else min(max(widths), 512),
+                    *(H for H in (1024,) if device == "cuda" and min(widths) < H < max(widths))})
     tic = time.perf_counter()
     sizes = [(L, H) for L in depths for H in timed]
     measured = ({(L, H): timer(V, E, H, L, B, T, cell, 0.0, device) for L, H in sizes}
@@ -346,10 +349,14 @@ def _speeds(s, V, timer, windows=None):
     step_time = {}
     for L in depths:
         flops = {H: matmul_flops_per_char(L, H, V, cell.gates) for H in widths + timed}
-        (h0, t0), (h1, t1) = [(H, measured[L, H]) for H in (timed[0], timed[-1])]
-        slope = (t1 - t0) / (flops[h1] - flops[h0]) if h1 != h0 else 0.0
-        for H in widths:
-            step_time[L, H] = max(t0 + max(slope, 0.0) * (flops[H] - flops[h0]), 1e-6)
+        for H in widths:       # between two timed widths, or past the last (never cheaper)
+            h1 = next((h for h in timed[1:] if h >= H), timed[-1])
+            h0 = timed[max(timed.index(h1) - 1, 0)]
+            t0, t1 = measured[L, h0], measured[L, h1]
+            slope = (t1 - t0) / (flops[h1] - flops[h0]) if h1 != h0 else 0.0
+            if H > h1:
+                slope = max(slope, 0.0)
+            step_time[L, H] = max(t0 + slope * (flops[H] - flops[h0]), 1e-6)
     timing = (f"timed training steps here for {spent:.1f} s: "
               + ", ".join(f"{L} x {H} {B * T / t:,.0f} chars/s" for (L, H), t in measured.items()))
     return step_time, timing, spent

@@ -198,6 +198,36 @@ def test_the_timing_comes_off_the_budget():
     assert choice.cfg.train.max_minutes == pytest.approx(1 - choice.seconds / 60, abs=1e-3)
 
 
+@pytest.mark.parametrize("device,timed", [("cpu", (128, 512)), ("cuda", (128, 1024, 2048))])
+def test_the_widths_between_and_past_the_timed_ones_are_read_off_lines(device, timed):
+    """A CPU times 128 and 512 wide, a GPU 128, 1024 and 2048; the others are read off the line
+    between the two timed widths around them (never below the cheaper), or past the last one."""
+    asked = []
+
+    def gpu_like(V, E, H, L, B, T, cell, dropout, device):   # flat, then a step up, then flat
+        asked.append((L, H))
+        return {128: 0.006, 512: 0.009, 1024: 0.008, 2048: 0.010}[H] * L
+
+    cfg, explicit = load_config_keys(None, ["data.path=t.txt", "train.max_minutes=5",
+                                            f"train.device={device}"])
+    step_time, said, _ = recipe._speeds(recipe._Settings(cfg, explicit), 65, gpu_like)
+    assert asked == [(L, H) for L in (1, 2) for H in timed]
+    for L in (1, 2):
+        flops = lambda H: recipe.matmul_flops_per_char(L, H, 65, 4)
+        assert all(step_time[L, H] == pytest.approx(gpu_like(0, 0, H, L, 0, 0, 0, 0, 0))
+                   for H in timed)
+        for H in (recipe.GPU_WIDTHS if device == "cuda" else recipe.WIDTHS):
+            h0 = max(h for h in timed if h <= H)
+            h1 = min((h for h in timed if h >= H), default=None)
+            t0 = step_time[L, h0]
+            if h1 is None:                  # past the last timed width: its line, not cheaper
+                assert step_time[L, H] >= t0
+            else:
+                t1 = step_time[L, h1]
+                share = (flops(H) - flops(h0)) / (flops(h1) - flops(h0)) if h1 > h0 else 0
+                assert step_time[L, H] == pytest.approx(t0 + share * (t1 - t0), rel=1e-6)
+
+
 def test_too_short_a_budget_says_how_much_is_needed():
     with pytest.raises(CharlstmError, match=r"only \d+ training steps here .* --minutes \d+"):
         choose(1_000_000, 0.05)
