@@ -146,7 +146,7 @@ def main():
     if a.timing:
         timing("cuda", recipe.GPU_WIDTHS, a.out)
     if a.masks:
-        masks("cuda", [(1, 512), (1, 1024), (1, 2048), (2, 1024), (2, 2048)], a.out)
+        masks("cuda", [(1, 1024), (1, 2048), (2, 1024)], a.out)
     if a.minutes:
         runs(a.minutes, a.out)
 
