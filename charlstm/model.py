@@ -137,7 +137,7 @@ def _dropout_mask(shape, p, rng, dtype, xp=np, draw="counter"):
     finalizer hashes the counters key + i * golden ratio, and each 64-bit hash gives four 16-bit
     draws; an element is kept when its draw is at least p * 65536. The mask is made on the device
     that uses it, the same on a CPU and a GPU, for one host draw: drawing every element on the
-    host made a 1 x 2048 GPU step with weight drop (4H x H = 16.8M elements) 14 times as slow as
+    host made a 1 x 2048 GPU step with weight drop (4H x H = 16.8M elements) 13 times as slow as
     without (benchmarks/RESULTS.md, "The recipe on a GPU"). draw "host": _host_mask, as runs
     that started before the counter draw go on drawing.
     """
