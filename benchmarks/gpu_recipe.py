@@ -1,6 +1,6 @@
 """The recipe (`charlstm train --minutes N --device cuda`) on an NVIDIA GPU, one thing at a time:
-how well its timing line (two widths timed per layer count, the rest read off a line in matrix
-FLOPs) predicts the step time of every net it weighs there; what the heavy regularization's
+how well its timing lines (a few widths timed per layer count, the rest read off lines in
+matrix FLOPs) predict the step time of every net it weighs there; what the heavy regularization's
 masks cost a step, drawn on the host or on the device; then a time-budgeted run of its choice and
 one of configs/shakespeare-gpu.yaml for the same minutes.
 
@@ -23,22 +23,22 @@ import sys
 import time
 from pathlib import Path
 
-import heldout
-import study
 import numpy as np
 
-from charlstm import backend, recipe
+import heldout
+import study
+from charlstm import recipe
 from charlstm.bench import random_tokens
 from charlstm.cells import Cell
 from charlstm.config import Config, replaced
-from charlstm.step import TrainState, train_step
+from charlstm.step import TrainState
 
 SHAKESPEARE = study.HERE.parent / "data" / "tinyshakespeare" / "input.txt"
 
 
 def timing(device, widths, out, V=65):
-    """Each net's measured seconds a step (recipe.time_step, FIXED's batch) beside the recipe's
-    line through the two widths it times; returns the rows."""
+    """Each net's measured seconds a step (recipe.time_step, FIXED's batch) beside what the
+    recipe reads off its lines through the widths it times (recipe._speeds); returns the rows."""
     cfg = replaced(Config(), {**recipe.FIXED, "train.device": device})
     m, t = cfg.model, cfg.train
     cell = Cell.of_config(m)
@@ -54,8 +54,8 @@ def timing(device, widths, out, V=65):
     (out / "timing.json").write_text(json.dumps({"device": device, "timed": said, "rows": rows},
                                                 indent=1))
     print(said)
-    print("| net | measured ms a step | the line's ms | error | chars/s |\n| --- | --- | --- | --- "
-          "| --- |")
+    print("| net | measured ms a step | read off the lines, ms | error | chars/s |\n"
+          "| --- | --- | --- | --- | --- |")
     for r in rows:
         print(f"| {r['layers']} x {r['width']} | {1e3 * r['measured_s']:.2f} | "
               f"{1e3 * r['line_s']:.2f} | {100 * r['error']:+.0f}% | {r['chars_per_sec']:,.0f} |")
@@ -86,21 +86,13 @@ def recipe_heavy():
     return {k: v for k, v, _ in s.rows}
 
 
-def _step_seconds(cfg, V, device, draw, steps=20, warmup=5):
-    """The median seconds of `steps` training steps after `warmup`, masks drawn by `draw`."""
-    xp = backend.require(device)
+def _step_seconds(cfg, V, device, draw):
+    """Seconds a training step (recipe.time_state: 20 steps after 5), masks drawn by `draw`."""
     ts = TrainState.new(cfg, V)
     ts.to_device(device)
     ts.draw = draw
     x, y = random_tokens(cfg, V, np.random.default_rng(0))
-    times = []
-    for i in range(warmup + steps):
-        backend.synchronize(xp)
-        tic = time.perf_counter()
-        train_step(ts, cfg, x, y, 1e-3)
-        backend.synchronize(xp)
-        times.append(time.perf_counter() - tic)
-    return float(np.median(times[warmup:]))
+    return recipe.time_state(ts, cfg, x, y, seconds=0.0, steps=20, warmup=5)
 
 
 def runs(minutes, out):
@@ -139,6 +131,10 @@ def main():
     ap.add_argument("--minutes", type=float, help="a recipe run and a config run this long")
     ap.add_argument("--out", type=Path, default=Path("gpu-recipe"))
     a = ap.parse_args()
+    if not (a.timing or a.masks or a.cpu or a.minutes):
+        ap.error("give --timing, --masks, --minutes N or --cpu")
+    if a.minutes is not None and not a.minutes > 0:
+        ap.error(f"--minutes must be a positive number of minutes, got {a.minutes}")
     a.out.mkdir(parents=True, exist_ok=True)
     if a.cpu:
         timing("cpu", (128, 256, 512), a.out)

@@ -152,8 +152,9 @@ def _dropout_mask(shape, p, rng, dtype, xp=np, draw="counter"):
     bits ^= bits >> np.uint64(27)
     bits *= np.uint64(0x94D049BB133111EB)
     bits ^= bits >> np.uint64(31)
-    keep = bits.view(xp.uint16)[:n] >= np.uint16(min(round(p * 65536), 65535))
-    return (keep.astype(dtype) * dtype.type(1.0 / (1.0 - p))).reshape(shape)
+    mask = (bits.view(xp.uint16)[:n] >= np.uint16(min(round(p * 65536), 65535))).astype(dtype)
+    mask *= dtype.type(1.0 / (1.0 - p))
+    return mask.reshape(shape)
 
 
 def _host_mask(shape, p, rng, dtype, xp=np):

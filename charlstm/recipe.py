@@ -174,7 +174,6 @@ def time_step(V, E, H, L, B, T, cell, dropout, device="cpu", seconds=0.4, steps=
     `seconds` of warming up (the first steps of a net are slower than the rest while the
     allocator and the memory settle: timing 3 of them after 3 read 1 x 128 with 4,108 symbols
     24% slow)."""
-    xp = backend.require(device)
     cfg = timing_config(V, E, H, L, B, T, cell, dropout, device)
     ts = TrainState.new(cfg, V)
     ts.to_device(device)
@@ -182,6 +181,13 @@ def time_step(V, E, H, L, B, T, cell, dropout, device="cpu", seconds=0.4, steps=
         x, y = random_tokens(cfg, V, np.random.default_rng(0))
     else:
         x, y = windows[:, :-1], windows[:, 1:]
+    return time_state(ts, cfg, x, y, seconds, steps, warmup)
+
+
+def time_state(ts, cfg, x, y, seconds=0.4, steps=5, warmup=3):
+    """Seconds per training step of `ts` (a step.TrainState on cfg's device) on the window (x,
+    y): the median of at least `steps` steps and `seconds`, after `warmup` steps and `seconds`."""
+    xp = backend.require(cfg.train.device)
     times, warm = [], []
     while len(times) < steps or sum(times) < seconds:
         backend.synchronize(xp)
@@ -339,8 +345,9 @@ def _speeds(s, V, timer, windows=None):
     depths = [m.num_layers] if "model.num_layers" in s.explicit else [1, 2]
     widths = ([m.hidden_size] if "model.hidden_size" in s.explicit else
               list(GPU_WIDTHS if device == "cuda" else WIDTHS))
-    timed = sorted({min(widths), max(widths) if device == "cuda" else min(max(widths), 512),
-                    *(H for H in (1024,) if device == "cuda" and min(widths) < H < max(widths))})
+    top = max(widths) if device == "cuda" else min(max(widths), 512)
+    inner = (1024,) if device == "cuda" else ()
+    timed = sorted({min(widths), top, *(H for H in inner if min(widths) < H < top)})
     tic = time.perf_counter()
     sizes = [(L, H) for L in depths for H in timed]
     measured = ({(L, H): timer(V, E, H, L, B, T, cell, 0.0, device) for L, H in sizes}
