@@ -28,6 +28,7 @@ committed: they are rebuilt here in seconds.
 
 import argparse
 import gzip
+import hashlib
 import html.parser
 import subprocess
 import sysconfig
@@ -230,6 +231,13 @@ CORPORA = {"fortunes-100k": fortunes_en, "russian-2m": russian, "pydocs-10m": py
 HELDOUT = {"pycode-heldout": pycode_heldout}       # texts to measure runs on, not to train
 JUDGES = {"cjk-man": cjk_man, "french-man": french_man, "c-headers": c_headers,  # held out
           "cjk-docs": cjk_docs}
+
+
+def fingerprint(path):
+    """A built text's identity, recorded with every run on it: two machines with other package
+    versions build other texts (pycode-50m reads this interpreter's site-packages), and a fit or
+    a comparison must not mix runs on two texts under one name."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
 def build(name, out=DEFAULT_OUT):

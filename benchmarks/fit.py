@@ -3,6 +3,7 @@ charlstm/recipe.py holds, with the fit's residuals and its range.
 
     python benchmarks/fit.py                 # the exponent's profile, the law, its range
     python benchmarks/fit.py --rows          # also every point with its fitted loss
+    python benchmarks/fit.py --forms         # other forms of the law, fitted and left out
 
 The law, for a run of the recipe's optimizer, batch and schedule (validation loss, nats/char):
 
@@ -25,11 +26,15 @@ mean). The exponent alpha is profiled: for each value the rest is fitted (Levenb
 the squared residuals, in NumPy), and the value kept is the one whose fit best predicts each
 corpus when that corpus is left out (its E and s then fitted alone).
 
-A data-constrained term (Muennighoff et al., 2023: effective data U (1 + S (1 - exp(-(R-1)/S)))
-for R readings of U training characters, S per regularizer) with a cost per regularizer was
-tried as well: every S went to infinity and every cost to zero, so up to the study's 300 epochs
-(with the heavy set) reading the text again counted as new data, and the runs cannot say what
-a regularizer is worth. The recipe keeps its regularization bands (recipe._regularize).
+Other forms (`--forms`, FORMS): an exponent alpha per layer count; a data-constrained term
+(Muennighoff et al., 2023: U (1 + S (1 - exp(-(R-1)/S))) for R readings of U training characters,
+S per regularizer); a cost of reading the text again; Kaplan et al.'s ((N_c/N)^(alpha/b) +
+D_c/D)^b. Each is fitted and left out corpus by corpus as the recipe's; none predicts a left-out
+corpus better (RESULTS.md, "The recipe's loss law"), so the recipe keeps its form and its
+regularization bands (recipe._regularize).
+
+Every run records its text's fingerprint (corpora.fingerprint); runs on a text rebuilt elsewhere
+are another corpus here (on_text), never pooled with the first text's.
 
 The held-out corpora (benchmarks/heldout.py) take no part here.
 """
@@ -51,9 +56,6 @@ HERE = Path(__file__).resolve().parent
 STUDY = HERE / "study"
 B, T = 32, 50                      # the recipe's batch and window (recipe.FIXED)
 ALPHAS = (0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5)
-SHARED = ("A", "k2", "B", "beta", "m2", "beta2")      # fitted in logs: A, k2, B, m2
-LOGGED = {"A", "k2", "B", "m2"}
-START = {"A": 30.0, "k2": 1.0, "B": 30.0, "m2": 1.0}
 BPC_CHARS = 1_000_000              # bz2's bits per character over the text's first this many
 # recipe.LAW was fitted to the runs recorded up to this date; `--until` takes later ones in
 LAW_UNTIL = "2026-12-03"
@@ -69,6 +71,24 @@ def bz2_bits_per_char(text):
     (charlstm.recipe.bits_per_char measures a new text the same way)."""
     part = text[:BPC_CHARS]
     return 8 * len(bz2.compress(part.encode("utf-8"), 9)) / max(len(part), 1)
+
+
+# The fingerprints of the texts the study began with, where a rebuild is known to give that
+# text: the Debian package's text of the same length as the study's (RESULTS.md, "Corpora and
+# measurement"). pydocs-10m and pycode-50m rebuild to other lengths on this machine.
+FIRST_TEXTS = {"fortunes-100k": "73951f9baf74d5b2", "russian-2m": "1e12a83f753153e0"}
+
+
+def on_text(r):
+    """The name a run's corpus has in the fit: its own, for the text the study began with (runs
+    recorded before fingerprints, or with its fingerprint), else the name and the text's
+    fingerprint. A text rebuilt on another machine is another corpus, with its own floor and
+    scale, and joins the fit only with 3 points of its own (the two pycode-50m runs of
+    2026-12-04 read another site-packages: validation loss 2.10 against 0.72 for the same net;
+    their records say "text": "other")."""
+    if r.get("text", FIRST_TEXTS.get(r["corpus"])) == FIRST_TEXTS.get(r["corpus"]):
+        return r["corpus"]
+    return f"{r['corpus']}@{r['text'][:8]}"
 
 
 def runs(until=LAW_UNTIL):
@@ -89,7 +109,7 @@ def runs(until=LAW_UNTIL):
             loss = held.get((r["corpus"], r["budget"], r["name"]))
             if loss is None:
                 continue
-        out.append({"corpus": r["corpus"], "budget": r["budget"], "steps": r["steps"],
+        out.append({"corpus": on_text(r), "budget": r["budget"], "steps": r["steps"],
                     "epochs": r["epochs"], "loss": loss, "model": m})
     for r in map(json.loads, open(STUDY / "targets.jsonl")):
         cfg = yaml.safe_load(r["chosen"])
@@ -127,18 +147,77 @@ def bracket(law, L, N, D):
             + law["B"] * np.where(two, law["m2"] / D ** law["beta2"], 1.0 / D ** law["beta"]))
 
 
+# Other forms of the bracket, fitted and judged as the recipe's is (`--forms`): each a function
+# of the constants and of the points' arrays (L, N, D, U: training characters, heavy), with its
+# constants fitted in logs where named in `logged` and two or more starting points.
+def _per_layer_alpha(law, P):
+    two = P["L"] > 1
+    return (law["A"] * np.where(two, law["k2"] / P["N"] ** law["alpha2"],
+                                1.0 / P["N"] ** law["alpha"])
+            + law["B"] * np.where(two, law["m2"] / P["D"] ** law["beta2"],
+                                  1.0 / P["D"] ** law["beta"]))
+
+
+def _repeats(law, P):
+    """Muennighoff et al.'s effective data: R readings of U characters count as
+    U (1 + S (1 - exp(-(R - 1) / S))), S for dropout alone and S_heavy for the heavy set."""
+    S = np.where(P["heavy"] > 0, law["S_heavy"], law["S"])
+    R = P["D"] / P["U"]
+    D = np.where(R > 1, P["U"] * (1 + S * -np.expm1(-(R - 1) / S)), P["D"])
+    return bracket(law, P["L"], P["N"], D)
+
+
+def _epoch_cost(law, P):
+    """A cost of reading the text again, C log(R)^g, for runs without the heavy set."""
+    R = np.maximum(P["D"] / P["U"], 1.0)
+    return (bracket(law, P["L"], P["N"], P["D"])
+            + law["C"] * np.log(R) ** law["g"] * (P["heavy"] == 0))
+
+
+def _kaplan(law, P):
+    """Kaplan et al.'s interaction, ((N_c / N)^(alpha / b) + D_c / D)^b, per layer count."""
+    two = P["L"] > 1
+    Nc, Dc, b = (np.where(two, law[k + "2"], law[k]) for k in ("Nc", "Dc", "b"))
+    return np.where(two, law["k2"], 1.0) * ((Nc / P["N"]) ** (law["alpha"] / b) + Dc / P["D"]) ** b
+
+
+def _law(alpha):
+    return {"bracket": lambda law, P: bracket(law, P["L"], P["N"], P["D"]),
+            "fixed": {"alpha": alpha}, "logged": {"A", "k2", "B", "m2"},
+            "starts": [{"A": 30.0, "k2": 1.0, "B": 30.0, "m2": 1.0, "beta": b, "beta2": b}
+                       for b in (0.2, 0.5)]}
+
+
+def _form(bracket_of, fixed=None, logged=(), **extra):
+    """A form: the recipe's constants' starts with `extra` ones (each a tuple of starts)."""
+    base = _law(0.15)
+    keys = list(extra)
+    starts = [dict(s, **dict(zip(keys, v))) for s in base["starts"]
+              for v in zip(*extra.values())] if extra else base["starts"]
+    return {"bracket": bracket_of, "fixed": fixed or {}, "logged": base["logged"] | set(logged),
+            "starts": starts}
+
+
+FORMS = {
+    "the recipe's (alpha 0.15)": _law(0.15),
+    "alpha per layer count": _form(_per_layer_alpha, alpha=(0.15, 0.3), alpha2=(0.15, 0.3)),
+    "effective data, S per regularizer": _form(_repeats, {"alpha": 0.15}, {"S", "S_heavy"},
+                                               S=(5.0, 50.0), S_heavy=(5.0, 50.0)),
+    "a cost of epochs": _form(_epoch_cost, {"alpha": 0.15}, {"C"}, C=(1e-3, 1e-2),
+                              g=(2.0, 2.0)),
+    "Kaplan's N-D interaction": {
+        "bracket": _kaplan, "fixed": {}, "logged": {"Nc", "Dc", "Nc2", "Dc2", "k2"},
+        "starts": [{"Nc": nc, "Dc": dc, "alpha": a, "b": b, "Nc2": nc, "Dc2": dc, "b2": b,
+                    "k2": 1.0} for nc in (1e4, 1e6) for dc in (1e6, 1e8) for a in (0.1, 0.3)
+                   for b in (0.3, 0.6)]},
+}
+
+
 def _arrays(points):
-    return tuple(np.array([p[k] for p in points], dtype=np.float64)
-                 for k in ("L", "N", "D", "loss"))
-
-
-def _unpack(theta, corpora, alpha):
-    n = len(corpora)
-    E = dict(zip(corpora, theta[:n]))
-    scale = dict(zip(corpora, np.exp(np.concatenate([[0.0], theta[n:2 * n - 1]]))))
-    law = {name: float(np.exp(v)) if name in LOGGED else float(v)
-           for name, v in zip(SHARED, theta[2 * n - 1:])}
-    return E, scale, dict(law, alpha=alpha)
+    P = {k: np.array([p[k] for p in points], dtype=np.float64)
+         for k in ("L", "N", "D", "U", "loss")}
+    P["heavy"] = np.array([float(p["heavy"]) for p in points])
+    return P
 
 
 def _lm(residuals, theta, iters=300):
@@ -164,65 +243,90 @@ def _lm(residuals, theta, iters=300):
     return theta, r
 
 
-def fit(points, alpha):
-    """The law with exponent `alpha` fitted to `points`: (E by corpus, s by corpus, law,
-    residuals), the best of two starting data exponents. The first corpus's s is 1."""
+def fit(points, alpha, form=None):
+    """The law with exponent `alpha` (or another `form` of FORMS) fitted to `points`: (E by
+    corpus, s by corpus, law, residuals), the best of its starting points. The first corpus's s
+    is 1."""
+    form = form or _law(alpha)
     corpora_ = sorted({p["corpus"] for p in points})
+    n = len(corpora_)
     ci = np.array([corpora_.index(p["corpus"]) for p in points])
-    L, N, D, loss = _arrays(points)
+    P = _arrays(points)
+    names = list(form["starts"][0])
+
+    def unpack(th):
+        scale = np.exp(np.concatenate([[0.0], th[n:2 * n - 1]]))
+        law = {k: float(np.exp(v)) if k in form["logged"] else float(v)
+               for k, v in zip(names, th[2 * n - 1:])}
+        return th[:n], scale, dict(law, **form["fixed"])
 
     def residuals(th):
-        E, scale, law = _unpack(th, corpora_, alpha)
-        Ev = np.array([E[c] for c in corpora_])[ci]
-        sv = np.array([scale[c] for c in corpora_])[ci]
-        return Ev + sv * bracket(law, L, N, D) - loss
+        E, scale, law = unpack(th)
+        return E[ci] + scale[ci] * form["bracket"](law, P) - P["loss"]
 
     best = None
-    for beta in (0.2, 0.5):
-        start = dict(START, beta=beta, beta2=beta)
-        theta = np.concatenate([[1.0] * len(corpora_), [0.0] * (len(corpora_) - 1),
-                                [np.log(start[k]) if k in LOGGED else start[k] for k in SHARED]])
+    for start in form["starts"]:
+        theta = np.concatenate([[1.0] * n, [0.0] * (n - 1),
+                                [np.log(v) if k in form["logged"] else v
+                                 for k, v in start.items()]])
         with np.errstate(all="ignore"):
             theta, r = _lm(residuals, theta)
-        if best is None or np.sum(r ** 2) < np.sum(best[1] ** 2):
+        if np.all(np.isfinite(r)) and (best is None or np.sum(r ** 2) < np.sum(best[1] ** 2)):
             best = (theta, r)
-    return (*_unpack(best[0], corpora_, alpha), best[1])
+    E, scale, law = unpack(best[0])
+    return dict(zip(corpora_, E)), dict(zip(corpora_, scale)), law, best[1]
 
 
-def fit_corpus(law, points):
+def fit_corpus(law, points, form=None):
     """One corpus's E and s with the law's shared constants held: (E, s, residuals)."""
-    L, N, D, loss = _arrays(points)
-    X = np.stack([np.ones_like(loss), bracket(law, L, N, D)], axis=1)
-    coef, *_ = np.linalg.lstsq(X, loss, rcond=None)
-    return coef[0], coef[1], X @ coef - loss
+    P = _arrays(points)
+    X = np.stack([np.ones_like(P["loss"]), (form or _law(0))["bracket"](law, P)], axis=1)
+    coef, *_ = np.linalg.lstsq(X, P["loss"], rcond=None)
+    return coef[0], coef[1], X @ coef - P["loss"]
 
 
-def leave_one_out(points, alpha):
+def leave_one_out(points, alpha, form=None):
     """{corpus: its residuals when the law is fitted without it} (corpora with 3 points or
     more). The recipe needs the ranking within a corpus: these residuals measure it."""
     out = {}
     for c in sorted({p["corpus"] for p in points}):
         mine = [p for p in points if p["corpus"] == c]
         if len(mine) > 2:
-            law = fit([p for p in points if p["corpus"] != c], alpha)[2]
-            out[c] = fit_corpus(law, mine)[2]
+            law = fit([p for p in points if p["corpus"] != c], alpha, form)[2]
+            out[c] = fit_corpus(law, mine, form)[2]
     return out
 
 
-def regret(law, points):
+def regret(law, points, form=None):
     """{(corpus, budget): (the point the law ranks first, its loss above the best point's)}:
     how much choosing among a pair's points by the law would have lost."""
     out = {}
     for key in sorted({(p["corpus"], p["budget"]) for p in points}):
         mine = [p for p in points if (p["corpus"], p["budget"]) == key]
         if len(mine) > 2:
-            L, N, D, loss = _arrays(mine)
-            pick = int(np.argmin(bracket(law, L, N, D)))
-            out[key] = (mine[pick], loss[pick] - loss.min())
+            P = _arrays(mine)
+            pick = int(np.argmin((form or _law(0))["bracket"](law, P)))
+            out[key] = (mine[pick], P["loss"][pick] - P["loss"].min())
     return out
 
 
+def forms(points):
+    """The table of `--forms`: each form's in-sample and left-out residuals, and its regret."""
+    print("| form | shared constants | in-sample rms | rms of each corpus left out | mean | regret "
+          "summed over the fit pairs |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for name, form in FORMS.items():
+        _, _, law, res = fit(points, None, form)
+        cv = {c: _rms(r) for c, r in leave_one_out(points, None, form).items()}
+        lost = sum(v for _, v in regret(law, points, form).values())
+        print(f"| {name} | {len(form['starts'][0])} | {_rms(res):.4f} | "
+              + ", ".join(f"{c} {v:.4f}" for c, v in cv.items())
+              + f" | {np.mean(list(cv.values())):.4f} | {lost:.3f} |")
+
+
 def corpus_text(name):
+    """The text of a fit corpus as built here (for a fingerprinted name, today's build)."""
+    name = name.split("@")[0]
     if name == "tinyshakespeare":
         return (HERE.parent / "data" / "tinyshakespeare" / "input.txt").read_text("utf-8")
     return corpora.build(name).read_text("utf-8")
@@ -250,12 +354,16 @@ def _day(text):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", action="store_true", help="every point with its fitted loss")
+    ap.add_argument("--forms", action="store_true",
+                    help="other forms of the law (FORMS), fitted and left out as it is")
     ap.add_argument("--until", default=LAW_UNTIL, metavar="YYYY-MM-DD",
                     type=_day,
                     help=f"fit the runs recorded up to this day (default {LAW_UNTIL}: "
                          "recipe.LAW's fit)")
     a = ap.parse_args()
     points = fit_points(a.until)
+    if a.forms:
+        return forms(points)
     print("| alpha | in-sample rms | rms of each corpus left out of the fit | mean |")
     print("| --- | --- | --- | --- |")
     scores = {}

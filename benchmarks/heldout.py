@@ -101,7 +101,8 @@ def run(corpus, budget, name, args, val):
               **study.summarize(out), "wall_s": round(wall), **plans(proc.stdout + proc.stderr),
               "chosen": (out / "config.yaml").read_text(),
               "report": proc.stdout.partition("run folder:")[0] if "--minutes" in args else "",
-              "date": time.strftime("%Y-%m-%d %H:%M"), "code": commit(CODE)}
+              "date": time.strftime("%Y-%m-%d %H:%M"), "code": commit(CODE),
+              "text": corpora.fingerprint(corpora.build(corpus))}
     with open(JUDGED, "a") as f:
         f.write(json.dumps(record) + "\n")
     print(f"{corpus} {budget}m {name}: best val {record['best_val']:.4f} in {record['steps']} "

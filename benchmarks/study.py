@@ -99,7 +99,13 @@ GRID = {
                             "1x384-heavy": net(1, 384, **HEAVY)},
     ("russian-2m", 10): {"2x256-d0.1": net(2, 256, 0.1), "2x384-d0.1": net(2, 384, 0.1),
                          "1x512": net(1, 512), "2x448-d0.2": net(2, 448, 0.2),
-                         "2x512-d0.1": net(2, 512, 0.1)},
+                         "2x512-d0.1": net(2, 512, 0.1),
+                         # one layer's widths at 10 minutes, each with the dropout of the
+                         # recipe's bands, once the law's one-layer choice had lost to a wider
+                         # net at 10 minutes on held-out corpora: the fit had one one-layer
+                         # point here
+                         "1x512-d0.1": net(1, 512, 0.1), "1x640-d0.1": net(1, 640, 0.1),
+                         "1x384-d0.2": net(1, 384, 0.2)},
     # 1x384 added to pycode-50m: does the best net's size grow with the square root of the
     # budget (1 x 256 at 2 minutes, so 1 x 384 at 10), or does it keep about 3,000 updates? Then,
     # once its 2 x 256 (6,800 steps) had beaten 2 x 384 (3,650) and every one-layer net, 2 x 192
@@ -199,7 +205,8 @@ def run_trial(corpus, budget, kind, name, settings):
         raise SystemExit(f"{corpus} {budget}m {name} failed:\n{proc.stderr[-2000:]}")
     record = {"corpus": corpus, "budget": budget, "kind": kind, "name": name,
               **summarize(out), "eval": "carried", "wall_s": round(wall), "settings": settings,
-              "date": time.strftime("%Y-%m-%d %H:%M"), "machine": platform.node()}
+              "date": time.strftime("%Y-%m-%d %H:%M"), "machine": platform.node(),
+              "text": corpora.fingerprint(path)}
     if kind == "auto":                                 # what the recipe chose, and why
         record["chosen"] = (out / "config.yaml").read_text()
         record["report"] = proc.stdout.partition("run folder:")[0]

@@ -1,0 +1,44 @@
+"""benchmarks/fit.py, the recipe's loss-law fit: it recovers a law it is given, and never pools
+runs on two different texts under one corpus name."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+fit = pytest.importorskip("fit")
+
+
+def test_the_fit_recovers_the_law_that_made_its_points():
+    truth = {"A": 0.8, "k2": 1.1, "B": 60.0, "beta": 0.45, "m2": 1.5, "beta2": 0.5,
+             "alpha": 0.15}
+    floor = {"a": (1.2, 1.0), "b": (0.6, 4.0), "c": (0.9, 2.5)}     # E, s; the first s is 1
+    rng = np.random.default_rng(0)
+    points = []
+    for corpus, (E, s) in floor.items():
+        for L in (1, 2):
+            for H in (128, 256, 512):
+                for steps in (2_000, 8_000):
+                    N = fit.lstm_params(L, H, 64)
+                    D = steps * fit.B * fit.T * rng.uniform(0.8, 1.2)
+                    loss = E + s * fit.bracket(truth, L, N, D)
+                    points.append({"corpus": corpus, "L": L, "N": N, "D": D, "U": 1e6,
+                                   "heavy": False, "loss": float(loss)})
+    E, scale, law, res = fit.fit(points, truth["alpha"])
+    assert np.sqrt(np.mean(res ** 2)) < 1e-5
+    for k in truth:
+        assert law[k] == pytest.approx(truth[k], rel=1e-3), k
+    for corpus, (e, s) in floor.items():
+        assert (E[corpus], scale[corpus]) == pytest.approx((e, s), rel=1e-3)
+
+
+def test_a_run_on_a_rebuilt_text_is_another_corpus():
+    assert fit.on_text({"corpus": "pycode-50m"}) == "pycode-50m"
+    assert fit.on_text({"corpus": "pycode-50m", "text": "0123456789abcdef"}) == \
+        "pycode-50m@01234567"
+    assert fit.on_text({"corpus": "russian-2m", "text": fit.FIRST_TEXTS["russian-2m"]}) == \
+        "russian-2m"
+    recorded = {r["corpus"] for r in fit.runs("2026-12-04")}
+    assert "pycode-50m@other" in recorded and "pycode-50m" in recorded
