@@ -22,7 +22,9 @@ at most 250,000 characters). Each record also keeps the steps the recipe predict
 the steps the run planned at its warmup's end (its "planned:" line), those it planned again a
 minute in (its "planned again" line) and the steps it made: the timing table. Results go to study/judge.jsonl, a line per finished run; a run already there is
 skipped, so the script resumes where it stopped. `touch benchmarks/study/PAUSE` makes it wait
-before the next run. Run nothing else heavy beside it.
+before the next run. Run nothing else heavy beside it. Each record keeps its text's fingerprint
+(corpora.fingerprint); a grid whose runs read another text than this machine builds is not
+continued here.
 """
 
 import argparse
@@ -129,6 +131,12 @@ def judge(corpus, budget, label="recipe", listing=False, choice_only=False):
     path = corpora.build(corpus)
     val = val_fraction(path)
     done = {r["name"]: r for r in _read() if (r["corpus"], r["budget"]) == (corpus, budget)}
+    text = corpora.fingerprint(path)
+    other = sorted({r["text"] for r in done.values() if r.get("text", text) != text})
+    if other and not listing:                      # runs on two texts are not one grid
+        raise SystemExit(f"{corpus} at {budget} min: its recorded runs read text {other[0]}, "
+                         f"this machine builds {text} ({path}): rebuild that text, or judge "
+                         "it on a machine that builds it")
 
     def once(name, args):
         if name in done:

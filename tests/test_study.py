@@ -1,5 +1,6 @@
-"""benchmarks/fit.py, the recipe's loss-law fit: it recovers a law it is given, and never pools
-runs on two different texts under one corpus name."""
+"""The recipe study's scripts: benchmarks/fit.py recovers a law it is given and never pools runs
+on two different texts under one corpus name; benchmarks/heldout.py will not add runs to a grid
+whose runs read another text."""
 
 import sys
 from pathlib import Path
@@ -9,6 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 fit = pytest.importorskip("fit")
+heldout = pytest.importorskip("heldout")
 
 
 def test_the_fit_recovers_the_law_that_made_its_points():
@@ -42,3 +44,20 @@ def test_a_run_on_a_rebuilt_text_is_another_corpus():
         "russian-2m"
     recorded = {r["corpus"] for r in fit.runs("2026-12-04")}
     assert "pycode-50m@other" in recorded and "pycode-50m" in recorded
+
+
+def test_a_grid_on_another_text_is_not_continued(tmp_path, monkeypatch):
+    text = tmp_path / "judge.txt"
+    text.write_text("some text\n" * 1000)
+    monkeypatch.setattr(heldout.corpora, "build", lambda name: text)
+    monkeypatch.setattr(heldout, "run", lambda *a: pytest.fail("a run was started"))
+    recorded = {"corpus": "judge", "budget": 2, "name": "default", "best_val": 1.0}
+    monkeypatch.setattr(heldout, "_read", lambda: [dict(recorded, text="0" * 16)])
+    with pytest.raises(SystemExit, match=r"judge at 2 min: its recorded runs read text 0{16}, "
+                                         r"this machine builds [0-9a-f]{16}"):
+        heldout.judge("judge", 2, "v2")
+    monkeypatch.setattr(heldout, "_read", lambda: [dict(recorded,
+                                                        text=heldout.corpora.fingerprint(text))])
+    monkeypatch.setattr(heldout, "run", lambda *a: pytest.fail("a run was started"))
+    with pytest.raises(pytest.fail.Exception, match="a run was started"):
+        heldout.judge("judge", 2, "v2")          # the same text: the grid goes on
