@@ -105,7 +105,10 @@ GRID = {
                          # net at 10 minutes on held-out corpora: the fit had one one-layer
                          # point here
                          "1x512-d0.1": net(1, 512, 0.1), "1x640-d0.1": net(1, 640, 0.1),
-                         "1x384-d0.2": net(1, 384, 0.2)},
+                         "1x384-d0.2": net(1, 384, 0.2),
+                         # the two best of those again with seed 2: is 0.024 beyond the seeds?
+                         "1x384-d0.2-s2": net(1, 384, 0.2, **{"train.seed": 2}),
+                         "1x640-d0.1-s2": net(1, 640, 0.1, **{"train.seed": 2})},
     # 1x384 added to pycode-50m: does the best net's size grow with the square root of the
     # budget (1 x 256 at 2 minutes, so 1 x 384 at 10), or does it keep about 3,000 updates? Then,
     # once its 2 x 256 (6,800 steps) had beaten 2 x 384 (3,650) and every one-layer net, 2 x 192
