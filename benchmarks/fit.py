@@ -181,8 +181,13 @@ def _kaplan(law, P):
     return np.where(two, law["k2"], 1.0) * ((Nc / P["N"]) ** (law["alpha"] / b) + Dc / P["D"]) ** b
 
 
+def _recipes(law, P):
+    """The recipe's bracket on the points' arrays (the form FORMS's others are judged against)."""
+    return bracket(law, P["L"], P["N"], P["D"])
+
+
 def _law(alpha):
-    return {"bracket": lambda law, P: bracket(law, P["L"], P["N"], P["D"]),
+    return {"bracket": _recipes,
             "fixed": {"alpha": alpha}, "logged": {"A", "k2", "B", "m2"},
             "starts": [{"A": 30.0, "k2": 1.0, "B": 30.0, "m2": 1.0, "beta": b, "beta2": b}
                        for b in (0.2, 0.5)]}
@@ -280,7 +285,8 @@ def fit(points, alpha, form=None):
 def fit_corpus(law, points, form=None):
     """One corpus's E and s with the law's shared constants held: (E, s, residuals)."""
     P = _arrays(points)
-    X = np.stack([np.ones_like(P["loss"]), (form or _law(0))["bracket"](law, P)], axis=1)
+    X = np.stack([np.ones_like(P["loss"]), (form["bracket"] if form else _recipes)(law, P)],
+                 axis=1)
     coef, *_ = np.linalg.lstsq(X, P["loss"], rcond=None)
     return coef[0], coef[1], X @ coef - P["loss"]
 
@@ -305,7 +311,7 @@ def regret(law, points, form=None):
         mine = [p for p in points if (p["corpus"], p["budget"]) == key]
         if len(mine) > 2:
             P = _arrays(mine)
-            pick = int(np.argmin((form or _law(0))["bracket"](law, P)))
+            pick = int(np.argmin((form["bracket"] if form else _recipes)(law, P)))
             out[key] = (mine[pick], P["loss"][pick] - P["loss"].min())
     return out
 

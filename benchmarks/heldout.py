@@ -86,7 +86,7 @@ def folder(corpus, budget, name):
     return study.RUNS / f"judge-{corpus}-{budget}m-{name}"
 
 
-def run(corpus, budget, name, args, val):
+def run(corpus, budget, name, args, val, text_id):
     out = folder(corpus, budget, name)
     shutil.rmtree(out, ignore_errors=True)             # a run cut short starts again
     while study.PAUSE.exists():
@@ -104,7 +104,7 @@ def run(corpus, budget, name, args, val):
               "chosen": (out / "config.yaml").read_text(),
               "report": proc.stdout.partition("run folder:")[0] if "--minutes" in args else "",
               "date": time.strftime("%Y-%m-%d %H:%M"), "code": commit(CODE),
-              "text": corpora.fingerprint(corpora.build(corpus))}
+              "text": text_id}
     with open(JUDGED, "a") as f:
         f.write(json.dumps(record) + "\n")
     print(f"{corpus} {budget}m {name}: best val {record['best_val']:.4f} in {record['steps']} "
@@ -144,7 +144,7 @@ def judge(corpus, budget, label="recipe", listing=False, choice_only=False):
         if listing:
             print(corpus, budget, name, *args)
             return None
-        done[name] = run(corpus, budget, name, args, val)
+        done[name] = run(corpus, budget, name, args, val, text)
         return done[name]
 
     recipe = once(label, ["--data", str(path), "--minutes", str(budget)])
