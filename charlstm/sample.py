@@ -136,7 +136,9 @@ class Stream:
         self.newline = vocab.chars.find("\n")            # -1: none in the vocabulary
         self.burning = 0 if prime or not length or BURN_IN_MAX <= 0 else 1   # 1 + drawn so far
         self.left, self.out = length, []
-        self.done = self.cancelled = length == 0
+        # written by one thread each (left: the one stepping; cancelled: any), so a cancel
+        # that lands while a step is in after() is never overwritten
+        self.cancelled = False
 
     def input(self):
         """The token this step feeds."""
@@ -167,7 +169,10 @@ class Stream:
             return
         self.out.append(tok)
         self.left -= 1
-        self.done = self.left == 0
+
+    @property
+    def done(self):
+        return self.cancelled or self.left == 0
 
     def take(self):
         """The tokens drawn since the last take."""
@@ -175,7 +180,7 @@ class Stream:
         return out
 
     def cancel(self):
-        self.done = self.cancelled = True
+        self.cancelled = True
 
 
 def draw(p, rng):

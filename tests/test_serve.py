@@ -166,6 +166,18 @@ def test_a_stream_alone_and_among_many(tiny):
     assert run(0) == run(40)
 
 
+def test_a_cancel_during_a_step_is_kept(tiny):
+    """The server cancels from its event loop while the scheduler thread steps: a cancel that
+    lands after the batch checked `done` and before the stream takes its token still ends it."""
+    stream = Stream(tiny.vocab, 1000, np.random.default_rng(0))
+    logits = np.zeros(len(tiny.vocab.chars))
+    stream.after(logits)                         # past the burn-in's first draw
+    stream.burning = 0
+    stream.cancel()                              # the other thread, mid-step
+    stream.after(logits)                         # the step goes on with the token it drew
+    assert stream.done and stream.cancelled and stream.left == 999
+
+
 # --- the HTTP contract, through the test client ------------------------------------------------
 
 @pytest.fixture(scope="module")
