@@ -301,13 +301,13 @@ async def _collect(jobs, queue, request=None):
     gone = asyncio.ensure_future(_disconnected(request)) if request is not None else None
     try:
         while ended < len(jobs):
-            getter = asyncio.ensure_future(queue.get())
-            if gone is not None:
-                await asyncio.wait({getter, gone}, return_when=asyncio.FIRST_COMPLETED)
-                if not getter.done():
-                    getter.cancel()
-                    raise Problem(499, "the client went away")
-            kind, i, value = await getter
+            # the client's leaving first, then what came already (without a wait: the scheduler
+            # thread can add characters as fast as a busy event loop takes them one by one)
+            item = None if gone is not None and gone.done() else (
+                queue.get_nowait() if not queue.empty() else await _next(queue, gone))
+            if item is None:
+                raise Problem(499, "the client went away")
+            kind, i, value = item
             if kind == "chars":
                 texts[i].append(value)
             else:
@@ -320,6 +320,17 @@ async def _collect(jobs, queue, request=None):
         for job in jobs:
             job.cancel()                   # a client gone, or an error: free the slots now
     return ["".join(t) for t in texts]
+
+
+async def _next(queue, gone):
+    """The next item of `queue`, or None if `gone` (a task, or None) ends first."""
+    getter = asyncio.ensure_future(queue.get())
+    if gone is not None:
+        await asyncio.wait({getter, gone}, return_when=asyncio.FIRST_COMPLETED)
+        if not getter.done():
+            getter.cancel()
+            return None
+    return await getter
 
 
 async def _disconnected(request):

@@ -463,3 +463,35 @@ def test_a_client_gone_before_its_completion_frees_its_slot(tmp_path):
         while httpx.get(url + "/healthz").json()["live"] and time.monotonic() < deadline:
             time.sleep(0.1)
         assert httpx.get(url + "/healthz").json()["live"] == 0
+
+
+def test_a_client_gone_is_noticed_while_characters_keep_coming():
+    """_collect ends with 499 and cancels its jobs once the client left, even while the queue
+    is never empty (a busy server's scheduler thread adds characters as fast as they are taken)."""
+    from charlstm.serve import Problem, _collect
+
+    class Job:
+        cancelled = False
+
+        def cancel(self):
+            self.cancelled = True
+
+    class Gone:                                  # a request whose client has left
+        async def receive(self):
+            return {"type": "http.disconnect"}
+
+    async def scenario():
+        queue, jobs = asyncio.Queue(), [Job(), Job()]
+
+        async def produce():
+            while True:
+                queue.put_nowait(("chars", 0, "x"))
+                await asyncio.sleep(0)
+        producer = asyncio.ensure_future(produce())
+        try:
+            with pytest.raises(Problem) as e:
+                await asyncio.wait_for(_collect(jobs, queue, Gone()), timeout=10)
+        finally:
+            producer.cancel()
+        assert e.value.status == 499 and all(job.cancelled for job in jobs)
+    asyncio.run(scenario())
