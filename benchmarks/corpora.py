@@ -13,12 +13,16 @@
 | french-man | French technical prose | 3 million chars | Debian's `manpages-fr` (groff to text) |
 | c-headers | C source code (ASCII headers) | 20 million chars | /usr/include (`linux-libc-dev`, `libc6-dev`, ...) |
 | cjk-docs | Japanese, Chinese and Korean, 3,061 symbols | 1.3 million chars | Debian's `debian-reference-{ja,zh-cn,zh-tw}` (HTML to text), `debian-faq-{ja,ko,zh-cn}` |
+| german-man | German technical prose, 765 symbols | 5 million chars | the German man pages (`manpages-de` and others' translations) |
+| russian-man | Russian technical prose, 836 symbols | 2.9 million chars | the Russian man pages (`manpages-ru` and others' translations) |
+| perl-lib | Perl source code and POD (ASCII files) | 8.9 million chars | Perl's library (`perl-modules-5.36`) |
 
 The first five fit the recipe's loss law (benchmarks/fit.py) with tiny-shakespeare (pycode-heldout
 measures pycode-50m's runs); the others
 are held out: they take no part in the law or any rule and judge the recipe (benchmarks/heldout.py).
 cjk-docs was built after cjk-man's first verdict, to see whether a large vocabulary needs a term
-of its own in the law (RESULTS.md: it did not get one).
+of its own in the law (RESULTS.md: it did not get one); german-man, russian-man and perl-lib after
+every verdict on the first four, to judge what those suggested.
 
 The Debian packages install with `python benchmarks/corpora.py --install` (apt-get, as root; the
 script says which package is missing otherwise). Each corpus is a deterministic function of those files (sorted paths,
@@ -37,12 +41,14 @@ from pathlib import Path
 PACKAGES = ["fortunes", "fortunes-ru", "python3.11-doc", "manpages-zh", "manpages-ja",
             "manpages-ja-dev", "manpages-fr", "groff-base", "linux-libc-dev", "libc6-dev",
             "debian-reference-ja", "debian-reference-zh-cn", "debian-reference-zh-tw",
-            "debian-faq-ja", "debian-faq-ko", "debian-faq-zh-cn"]
+            "debian-faq-ja", "debian-faq-ko", "debian-faq-zh-cn", "manpages-de", "manpages-ru",
+            "perl-modules-5.36"]
 FORTUNES = Path("/usr/share/games/fortunes")
 MAN = Path("/usr/share/man")
 PYDOCS = Path("/usr/share/doc/python3.11/html")
 DEBREF = Path("/usr/share/debian-reference")
 DEBFAQ = Path("/usr/share/doc/debian/FAQ")
+PERL = Path("/usr/share/perl/5.36.0")
 DEFAULT_OUT = Path.home() / ".cache" / "charlstm-study"
 
 
@@ -210,15 +216,34 @@ def french_man(max_chars=3_000_000):
     return _spread(_man_pages(["fr"]), max_chars)
 
 
+def german_man(max_chars=5_000_000):
+    return _spread(_man_pages(["de"]), max_chars)
+
+
+def russian_man(max_chars=3_000_000):
+    return _spread(_man_pages(["ru"]), max_chars)
+
+
+def perl_lib(max_chars=20_000_000):
+    """Perl's own library (Debian's perl-modules): its ASCII .pm files, code and POD, sorted."""
+    _need(PERL / "strict.pm", "perl-modules-5.36")
+    return _cut(list(_ascii_files(PERL, "*.pm")), max_chars)
+
+
+def _ascii_files(root, pattern):
+    """The text of every ASCII file matching `pattern` under `root`, sorted by path."""
+    for path in sorted(root.rglob(pattern)):
+        try:
+            yield path.read_bytes().decode("ascii")
+        except (OSError, UnicodeDecodeError):
+            continue
+
+
 def c_headers(max_chars=20_000_000, root=Path("/usr/include")):
     """The ASCII C headers under /usr/include, sorted by path, the first max_chars of them."""
     _need(root / "stdio.h", "libc6-dev")
     parts, total = [], 0
-    for path in sorted(root.rglob("*.h")):
-        try:
-            text = path.read_bytes().decode("ascii")
-        except (OSError, UnicodeDecodeError):
-            continue
+    for text in _ascii_files(root, "*.h"):
         parts.append(text)
         total += len(text)
         if total >= max_chars:
@@ -230,7 +255,8 @@ CORPORA = {"fortunes-100k": fortunes_en, "russian-2m": russian, "pydocs-10m": py
            "pycode-50m": pycode}
 HELDOUT = {"pycode-heldout": pycode_heldout}       # texts to measure runs on, not to train
 JUDGES = {"cjk-man": cjk_man, "french-man": french_man, "c-headers": c_headers,  # held out
-          "cjk-docs": cjk_docs}
+          "cjk-docs": cjk_docs, "german-man": german_man, "russian-man": russian_man,
+          "perl-lib": perl_lib}
 
 
 def fingerprint(path):

@@ -1,5 +1,6 @@
 """Judge the recipe (`charlstm train --minutes N`) on corpora that no rule or fit of it has seen
-(corpora.py's JUDGES: cjk-man, french-man, c-headers, cjk-docs), one run at a time.
+(corpora.py's JUDGES: cjk-man, french-man, c-headers, cjk-docs, german-man, russian-man, perl-lib),
+one run at a time.
 
     python benchmarks/corpora.py cjk-man french-man c-headers cjk-docs    # build them first
     python benchmarks/heldout.py                   # every trial not yet recorded (2, then 10 min)
