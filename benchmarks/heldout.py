@@ -5,6 +5,7 @@ one run at a time.
     python benchmarks/corpora.py cjk-man french-man c-headers cjk-docs    # build them first
     python benchmarks/heldout.py                   # every trial not yet recorded (2, then 10 min)
     python benchmarks/heldout.py --budgets 2 --list
+    python benchmarks/heldout.py --budgets 2 --corpora perl-lib --again v2:d+0.1   # seed 2 of it
     python benchmarks/heldout.py --table           # RESULTS.md's held-out and timing tables
     git worktree add /tmp/charlstm-v1 COMMIT && python benchmarks/heldout.py --code /tmp/charlstm-v1
                                                    # judge that commit's charlstm, not this one's
@@ -124,11 +125,11 @@ def plans(said):
             for key, pattern in found.items()}
 
 
-def judge(corpus, budget, label="recipe", listing=False, choice_only=False):
+def judge(corpus, budget, label="recipe", listing=False, again=()):
     """Every run of one corpus and budget not yet recorded, in the order of the docstring.
     `label` names the recipe's run (another version of the recipe gets its own label, and its
     neighbours "label:w0.7", ...; a neighbour whose net already ran on this pair is not run
-    again)."""
+    again). `again`: only these recorded runs, with train.seed 2 (the recipe's: `label`)."""
     path = corpora.build(corpus)
     val = val_fraction(path)
     done = {r["name"]: r for r in _read() if (r["corpus"], r["budget"]) == (corpus, budget)}
@@ -159,8 +160,13 @@ def judge(corpus, budget, label="recipe", listing=False, choice_only=False):
     if "replan_step" in yaml.safe_load(recipe["chosen"])["optim"]:     # a second plan, void too
         replan += ["--set", "optim.replan_step=0", "--set", "optim.replan_total=0"]
     ran = {_net(r) for r in done.values()}
-    if choice_only:                               # the recipe's choice with a second seed only
-        return once(label + "-s2", [str(chosen), *replan, "--set", "train.seed=2"])
+    if again:
+        for name in again:
+            if name not in done:
+                raise SystemExit(f"{corpus} at {budget} min has no run named {name!r}")
+            once(name + "-s2", _args_of(done[name], corpus, budget, label, replan)
+                 + ["--set", "train.seed=2"])
+        return None
     for name, changes in neighbours(recipe["chosen"]).items():
         model = {**yaml.safe_load(recipe["chosen"])["model"],
                  **{k.split(".")[1]: v for k, v in changes.items()}}
@@ -174,10 +180,15 @@ def judge(corpus, budget, label="recipe", listing=False, choice_only=False):
     ranked = sorted((r for n, r in done.items() if n != "default" and not n.endswith("-s2")),
                     key=lambda r: r["best_val"])
     for r in ranked[:2]:
-        own = r["name"] in ("recipe", label)      # a recipe's run: its choice, not a new timing
-        args = [str(folder(corpus, budget, r["name"]) / "config.yaml"), *replan] if own else \
-            r["args"]
-        once(r["name"] + "-s2", [*args, "--set", "train.seed=2"])
+        once(r["name"] + "-s2", _args_of(r, corpus, budget, label, replan)
+             + ["--set", "train.seed=2"])
+
+
+def _args_of(r, corpus, budget, label, replan):
+    """The arguments that run record `r` again: a recipe's run is its choice, not a new timing."""
+    if r["name"] in ("recipe", label):
+        return [str(folder(corpus, budget, r["name"]) / "config.yaml"), *replan]
+    return list(r["args"])
 
 
 def _net_of(m):
@@ -248,6 +259,8 @@ def main():
                     help="the name of the recipe's runs (one per version judged)")
     ap.add_argument("--choice-only", action="store_true",
                     help="the recipe's run and its second seed, no neighbours")
+    ap.add_argument("--again", default="",
+                    help="only these recorded runs (comma-separated names) with train.seed 2")
     a = ap.parse_args()
     CODE = a.code.resolve()
     if a.table:
@@ -255,7 +268,8 @@ def main():
     JUDGED.parent.mkdir(exist_ok=True)
     for budget in map(int, a.budgets.split(",")):
         for corpus in a.corpora.split(","):
-            judge(corpus, budget, a.label, a.list, a.choice_only)
+            again = [a.label] if a.choice_only else [n for n in a.again.split(",") if n]
+            judge(corpus, budget, a.label, a.list, again)
 
 
 if __name__ == "__main__":
