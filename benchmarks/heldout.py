@@ -5,6 +5,7 @@ one run at a time.
     python benchmarks/corpora.py cjk-man french-man c-headers cjk-docs    # build them first
     python benchmarks/heldout.py                   # every trial not yet recorded (2, then 10 min)
     python benchmarks/heldout.py --budgets 2 --list
+    python benchmarks/heldout.py --budgets 10 --corpora perl-lib --neighbours d+0.1  # one of them
     python benchmarks/heldout.py --budgets 2 --corpora perl-lib --again v2:d+0.1   # seed 2 of it
     python benchmarks/heldout.py --table           # RESULTS.md's held-out and timing tables
     git worktree add /tmp/charlstm-v1 COMMIT && python benchmarks/heldout.py --code /tmp/charlstm-v1
@@ -125,11 +126,12 @@ def plans(said):
             for key, pattern in found.items()}
 
 
-def judge(corpus, budget, label="recipe", listing=False, again=()):
+def judge(corpus, budget, label="recipe", listing=False, again=(), which=None):
     """Every run of one corpus and budget not yet recorded, in the order of the docstring.
     `label` names the recipe's run (another version of the recipe gets its own label, and its
     neighbours "label:w0.7", ...; a neighbour whose net already ran on this pair is not run
-    again). `again`: only these recorded runs, with train.seed 2 (the recipe's: `label`)."""
+    again). `again`: only these recorded runs, with train.seed 2 (the recipe's: `label`).
+    `which`: only the recipe and these neighbours ("d+0.1", ...), no defaults or second seeds."""
     path = corpora.build(corpus)
     val = val_fraction(path)
     done = {r["name"]: r for r in _read() if (r["corpus"], r["budget"]) == (corpus, budget)}
@@ -168,12 +170,16 @@ def judge(corpus, budget, label="recipe", listing=False, again=()):
                  + ["--set", "train.seed=2"])
         return None
     for name, changes in neighbours(recipe["chosen"]).items():
+        if which is not None and name not in which:
+            continue
         model = {**yaml.safe_load(recipe["chosen"])["model"],
                  **{k.split(".")[1]: v for k, v in changes.items()}}
         if label == "recipe" or _net_of(model) not in ran:
             once(name if label == "recipe" else f"{label}:{name}",
                  [str(chosen), *replan,
                   *[a for k, v in changes.items() for a in ("--set", f"{k}={v}")]])
+    if which is not None:
+        return None
     once("default", ["--data", str(path), "--set", "train.recipe=off",
                      "--set", f"train.max_minutes={budget}", "--set", "train.eval_every=1000000000",
                      "--set", f"train.eval_minutes={budget / 4}"])
@@ -261,6 +267,8 @@ def main():
                     help="the recipe's run and its second seed, no neighbours")
     ap.add_argument("--again", default="",
                     help="only these recorded runs (comma-separated names) with train.seed 2")
+    ap.add_argument("--neighbours", default=None,
+                    help="only the recipe and these neighbours (comma-separated: w0.7,d+0.1)")
     a = ap.parse_args()
     CODE = a.code.resolve()
     if a.table:
@@ -269,7 +277,8 @@ def main():
     for budget in map(int, a.budgets.split(",")):
         for corpus in a.corpora.split(","):
             again = [a.label] if a.choice_only else [n for n in a.again.split(",") if n]
-            judge(corpus, budget, a.label, a.list, again)
+            judge(corpus, budget, a.label, a.list, again,
+                  None if a.neighbours is None else a.neighbours.split(","))
 
 
 if __name__ == "__main__":
