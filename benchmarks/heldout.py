@@ -2,7 +2,7 @@
 (corpora.py's JUDGES: cjk-man, french-man, c-headers, cjk-docs, german-man, russian-man, perl-lib),
 one run at a time.
 
-    python benchmarks/corpora.py cjk-man french-man c-headers cjk-docs    # build them first
+    python benchmarks/corpora.py                   # build them first (every corpus)
     python benchmarks/heldout.py                   # every trial not yet recorded (2, then 10 min)
     python benchmarks/heldout.py --budgets 2 --list
     python benchmarks/heldout.py --budgets 10 --corpora perl-lib --neighbours d+0.1  # one of them
@@ -58,8 +58,12 @@ def val_fraction(path):
     return round(min(0.1, 250_000 / n), 6)
 
 
+NEIGHBOURS = ("w0.7", "w1.4", "L+1", "d-0.1", "d+0.1")    # d-0.1 only where there is dropout
+
+
 def neighbours(chosen):
-    """{name: --set overrides} of the recipe's choice's neighbours, from its config.yaml."""
+    """{name: --set overrides} of the recipe's choice's neighbours (NEIGHBOURS), from its
+    config.yaml."""
     m = yaml.safe_load(chosen)["model"]
     L, H, d = m["num_layers"], m["hidden_size"], m["dropout"]
     snap = lambda w: max(WIDTH_STEP, int(round(w / WIDTH_STEP)) * WIDTH_STEP)
@@ -270,6 +274,11 @@ def main():
     ap.add_argument("--neighbours", default=None,
                     help="only the recipe and these neighbours (comma-separated: w0.7,d+0.1)")
     a = ap.parse_args()
+    which = None if a.neighbours is None else a.neighbours.split(",")
+    unknown = sorted(set(which or ()) - set(NEIGHBOURS))
+    if unknown:
+        raise SystemExit(f"--neighbours: no neighbour named {unknown[0]!r} "
+                         f"(one of {', '.join(NEIGHBOURS)})")
     CODE = a.code.resolve()
     if a.table:
         return table()
@@ -277,8 +286,7 @@ def main():
     for budget in map(int, a.budgets.split(",")):
         for corpus in a.corpora.split(","):
             again = [a.label] if a.choice_only else [n for n in a.again.split(",") if n]
-            judge(corpus, budget, a.label, a.list, again,
-                  None if a.neighbours is None else a.neighbours.split(","))
+            judge(corpus, budget, a.label, a.list, again, which)
 
 
 if __name__ == "__main__":

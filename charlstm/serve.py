@@ -324,13 +324,14 @@ async def _collect(jobs, queue, request=None):
 
 async def _next(queue, gone):
     """The next item of `queue`, or None if `gone` (a task, or None) ends first."""
+    if gone is None:
+        return await queue.get()
     getter = asyncio.ensure_future(queue.get())
-    if gone is not None:
-        await asyncio.wait({getter, gone}, return_when=asyncio.FIRST_COMPLETED)
-        if not getter.done():
-            getter.cancel()
-            return None
-    return await getter
+    await asyncio.wait({getter, gone}, return_when=asyncio.FIRST_COMPLETED)
+    if not getter.done():
+        getter.cancel()
+        return None
+    return getter.result()
 
 
 async def _disconnected(request):

@@ -60,3 +60,19 @@ def test_a_grid_on_another_text_is_not_continued(tmp_path, monkeypatch):
                                                         text=heldout.corpora.fingerprint(text))])
     with pytest.raises(pytest.fail.Exception, match="a run was started"):
         heldout.judge("judge", 2, "v2")          # the same text: the grid goes on
+
+
+def test_an_unknown_neighbour_or_run_is_refused_in_one_line(monkeypatch, tmp_path):
+    monkeypatch.setattr(sys, "argv", ["heldout.py", "--neighbours", "d+0.1,w2"])
+    with pytest.raises(SystemExit, match=r"^--neighbours: no neighbour named 'w2' \(one of w0.7, "):
+        heldout.main()
+    text = tmp_path / "judge.txt"
+    text.write_text("some text\n" * 1000)
+    monkeypatch.setattr(heldout.corpora, "build", lambda name: text)
+    monkeypatch.setattr(heldout, "run", lambda *a: pytest.fail("a run was started"))
+    chosen = "model: {num_layers: 1, hidden_size: 64, dropout: 0.0, weight_drop: 0.0}\noptim: {}\n"
+    monkeypatch.setattr(heldout, "_read", lambda: [
+        {"corpus": "judge", "budget": 2, "name": "v2", "best_val": 1.0, "chosen": chosen}])
+    monkeypatch.setattr(heldout, "folder", lambda *a: tmp_path / "v2")
+    with pytest.raises(SystemExit, match=r"^judge at 2 min has no run named 'v2:d\+0.1'$"):
+        heldout.judge("judge", 2, "v2", again=["v2:d+0.1"])
