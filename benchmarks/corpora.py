@@ -16,13 +16,16 @@
 | german-man | German technical prose, 765 symbols | 5 million chars | the German man pages (`manpages-de` and others' translations) |
 | russian-man | Russian technical prose, 836 symbols | 2.9 million chars | the Russian man pages (`manpages-ru` and others' translations) |
 | perl-lib | Perl source code and POD (ASCII files) | 8.9 million chars | Perl's library (`perl-modules-5.36`) |
+| polish-man | Polish technical prose, 469 symbols | 4.8 million chars | the Polish man pages (`manpages-pl` and others' translations) |
+| go-src | Go source code (ASCII files) | 20 million chars | Go's own source tree (`golang-1.19-src`) |
 
 The first five fit the recipe's loss law (benchmarks/fit.py) with tiny-shakespeare (pycode-heldout
 measures pycode-50m's runs); the others
 are held out: they take no part in the law or any rule and judge the recipe (benchmarks/heldout.py).
 cjk-docs was built after cjk-man's first verdict, to see whether a large vocabulary needs a term
 of its own in the law (RESULTS.md: it did not get one); german-man, russian-man and perl-lib after
-every verdict on the first four, to judge what those suggested.
+every verdict on the first four, to judge what those suggested; polish-man and go-src after
+every verdict on those, to judge one rule that the first two sets suggested (RESULTS.md).
 
 The Debian packages install with `python benchmarks/corpora.py --install` (apt-get, as root; the
 script says which package is missing otherwise). Each corpus is a deterministic function of those files (sorted paths,
@@ -42,13 +45,14 @@ PACKAGES = ["fortunes", "fortunes-ru", "python3.11-doc", "manpages-zh", "manpage
             "manpages-ja-dev", "manpages-fr", "groff-base", "linux-libc-dev", "libc6-dev",
             "debian-reference-ja", "debian-reference-zh-cn", "debian-reference-zh-tw",
             "debian-faq-ja", "debian-faq-ko", "debian-faq-zh-cn", "manpages-de", "manpages-ru",
-            "perl-modules-5.36"]
+            "perl-modules-5.36", "manpages-pl", "golang-1.19-src"]
 FORTUNES = Path("/usr/share/games/fortunes")
 MAN = Path("/usr/share/man")
 PYDOCS = Path("/usr/share/doc/python3.11/html")
 DEBREF = Path("/usr/share/debian-reference")
 DEBFAQ = Path("/usr/share/doc/debian/FAQ")
 PERL = Path("/usr/share/perl/5.36.0")
+GO = Path("/usr/share/go-1.19/src")
 DEFAULT_OUT = Path.home() / ".cache" / "charlstm-study"
 
 
@@ -230,6 +234,16 @@ def perl_lib(max_chars=20_000_000):
     return _cut(list(_ascii_files(PERL, "*.pm")), max_chars)
 
 
+def polish_man(max_chars=6_000_000):
+    return _spread(_man_pages(["pl"]), max_chars)
+
+
+def go_src(max_chars=20_000_000):
+    """Go's standard library and tools (Debian's golang-1.19-src): its ASCII .go files, sorted."""
+    _need(GO / "fmt" / "print.go", "golang-1.19-src")
+    return _cut(list(_ascii_files(GO, "*.go")), max_chars)
+
+
 def _ascii_files(root, pattern):
     """The text of every ASCII file matching `pattern` under `root`, sorted by path."""
     for path in sorted(root.rglob(pattern)):
@@ -256,7 +270,7 @@ CORPORA = {"fortunes-100k": fortunes_en, "russian-2m": russian, "pydocs-10m": py
 HELDOUT = {"pycode-heldout": pycode_heldout}       # texts to measure runs on, not to train
 JUDGES = {"cjk-man": cjk_man, "french-man": french_man, "c-headers": c_headers,  # held out
           "cjk-docs": cjk_docs, "german-man": german_man, "russian-man": russian_man,
-          "perl-lib": perl_lib}
+          "perl-lib": perl_lib, "polish-man": polish_man, "go-src": go_src}
 
 
 def fingerprint(path):
