@@ -49,11 +49,12 @@ import numpy as np
 import yaml
 
 import corpora
+import study
 from charlstm.cells import Cell
 from charlstm.recipe import params_of
 
 HERE = Path(__file__).resolve().parent
-STUDY = HERE / "study"
+STUDY = study.RECORDS
 B, T = 32, 50                      # the recipe's batch and window (recipe.FIXED)
 ALPHAS = (0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5)
 BPC_CHARS = 1_000_000              # bz2's bits per character over the text's first this many
@@ -91,14 +92,20 @@ def on_text(r):
     return f"{r['corpus']}@{r['text'][:8]}"
 
 
+def _records(name):
+    """The records of one of the study's files (none where a fresh study has not made it yet)."""
+    path = STUDY / name
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
 def runs(until=LAW_UNTIL):
     """Every run recorded up to the day `until` with the recipe's optimizer on a fit corpus,
     measured from the carried state: dicts of corpus, budget, L, H, N, D, U (training
     characters), loss."""
     out = []
     held = {(h["corpus"], h["budget"], h["name"]): h["loss"]
-            for h in map(json.loads, open(STUDY / "heldout.jsonl"))}
-    for r in map(json.loads, open(STUDY / "results.jsonl")):
+            for h in _records("heldout.jsonl")}
+    for r in _records("results.jsonl"):
         if r.get("eval") != "carried" or r["kind"] == "default" or r["corpus"] in corpora.JUDGES \
                 or r["date"][:10] > until:
             continue
@@ -111,7 +118,7 @@ def runs(until=LAW_UNTIL):
                 continue
         out.append({"corpus": on_text(r), "budget": r["budget"], "steps": r["steps"],
                     "epochs": r["epochs"], "loss": loss, "model": m})
-    for r in map(json.loads, open(STUDY / "targets.jsonl")):
+    for r in _records("targets.jsonl"):
         cfg = yaml.safe_load(r["chosen"])
         if r.get("eval") != "carried" or cfg["optim"]["lr"] != 0.0035 or r["date"][:10] > until:
             continue                             # today's defaults' optimizer: not the recipe's
@@ -334,7 +341,11 @@ def corpus_text(name):
     """The text of a fit corpus as built here (for a fingerprinted name, today's build)."""
     name = name.split("@")[0]
     if name == "tinyshakespeare":
-        return (HERE.parent / "data" / "tinyshakespeare" / "input.txt").read_text("utf-8")
+        path = HERE.parent / "data" / "tinyshakespeare" / "input.txt"
+        if not path.exists():
+            raise SystemExit(f"{path} not found: it fits the law (README, Quickstart: copy it "
+                             "there, or run `charlstm train configs/shakespeare.yaml` once)")
+        return path.read_text("utf-8")
     return corpora.build(name).read_text("utf-8")
 
 

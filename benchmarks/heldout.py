@@ -48,7 +48,7 @@ import corpora
 import study
 
 HERE = study.HERE
-JUDGED = HERE / "study" / "judge.jsonl"
+JUDGED = study.RECORDS / "judge.jsonl"
 BUDGETS = (2, 10)
 WIDTH_STEP = 32
 CODE = HERE.parent                 # the charlstm checkout whose `python -m charlstm` runs (--code)

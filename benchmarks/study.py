@@ -43,11 +43,15 @@ import yaml
 import corpora
 
 HERE = Path(__file__).resolve().parent
-RESULTS = HERE / "study" / "results.jsonl"
-HELDOUT = HERE / "study" / "heldout.jsonl"
+# Every script of the study records into RECORDS (the committed records, or a fresh study's
+# folder: benchmarks/rerun.py --records DIR) and trains into RUNS
+FRESH = os.environ.get("CHARLSTM_STUDY_RECORDS")
+RECORDS = Path(FRESH).resolve() if FRESH else HERE / "study"
+RUNS = RECORDS / "runs" if FRESH else corpora.DEFAULT_OUT / "runs"
+RESULTS = RECORDS / "results.jsonl"
+HELDOUT = RECORDS / "heldout.jsonl"
 HELDOUT_TEXT = {"pycode-50m": "pycode-heldout"}   # corpus -> a text its runs never read
-PAUSE = HERE / "study" / "PAUSE"
-RUNS = corpora.DEFAULT_OUT / "runs"
+PAUSE = RECORDS / "PAUSE"
 
 VAL_FRACTION = {"fortunes-100k": 0.1, "russian-2m": 0.1, "pydocs-10m": 0.025, "pycode-50m": 0.005,
                 "cjk-docs": 0.1}
@@ -346,7 +350,7 @@ def main():
         return heldout()
     if a.reevaluate:
         reevaluate()
-        return reevaluate(HERE / "study" / "targets.jsonl",
+        return reevaluate(RECORDS / "targets.jsonl",
                           lambda r: RUNS / f"target-{r['pair']}-{r['name']}")
     RESULTS.parent.mkdir(exist_ok=True)
     done = done_keys()

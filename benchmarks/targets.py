@@ -58,7 +58,7 @@ PAIRS = {  # name -> [(run, charlstm train arguments)], run in this order
     "shakespeare-30-dropout0.2": [("shipped-dropout0.2", ["configs/shakespeare-30min.yaml",
                                                          "--set", "model.dropout=0.2"])],
 }
-RESULTS = study.HERE / "study" / "targets.jsonl"
+RESULTS = study.RECORDS / "targets.jsonl"
 
 
 def run(pair, name, args):

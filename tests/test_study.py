@@ -1,7 +1,10 @@
 """The recipe study's scripts: benchmarks/fit.py recovers a law it is given and never pools runs
 on two different texts under one corpus name; benchmarks/heldout.py will not add runs to a grid
-whose runs read another text."""
+whose runs read another text; benchmarks/rerun.py runs every step, apart from the committed
+records when asked, and says where to go on."""
 
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -11,6 +14,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 fit = pytest.importorskip("fit")
 heldout = pytest.importorskip("heldout")
+rerun = pytest.importorskip("rerun")
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 def test_the_fit_recovers_the_law_that_made_its_points():
@@ -76,3 +81,36 @@ def test_an_unknown_neighbour_or_run_is_refused_in_one_line(monkeypatch, tmp_pat
     monkeypatch.setattr(heldout, "folder", lambda *a: tmp_path / "v2")
     with pytest.raises(SystemExit, match=r"^judge at 2 min has no run named 'v2:d\+0.1'$"):
         heldout.judge("judge", 2, "v2", again=["v2:d+0.1"])
+
+
+def test_a_fresh_study_records_every_script_apart(tmp_path):
+    env = dict(os.environ, CHARLSTM_STUDY_RECORDS=str(tmp_path))
+    out = subprocess.run([sys.executable, "-c", "import study, heldout, targets, fit; print("
+                          "study.RESULTS, study.HELDOUT, study.PAUSE, study.RUNS, heldout.JUDGED, "
+                          "targets.RESULTS, fit.STUDY)"], env=env, cwd=BENCHMARKS,
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert len(out) == 7 and all(Path(p).parent == tmp_path or Path(p) == tmp_path for p in out)
+    assert fit.runs("2099-12-31") and not subprocess.run(
+        [sys.executable, "-c", "import fit; assert not fit.runs('2099-12-31')"], env=env,
+        cwd=BENCHMARKS).returncode                # empty records: no runs, no error
+
+
+def test_a_rerun_runs_each_step_in_order_and_says_where_to_go_on(tmp_path, monkeypatch):
+    calls, failing = [], {3}                  # the third step run fails, once
+
+    def fake(cmd, env, cwd):
+        calls.append((Path(cmd[1]).name, env.get("CHARLSTM_STUDY_RECORDS")))
+        return subprocess.CompletedProcess(cmd, 3 if len(calls) in failing else 0)
+    monkeypatch.setattr(rerun.subprocess, "run", fake)
+    with pytest.raises(SystemExit, match=r"^step heldout-code stopped \(exit status 3\); after "
+                       r"fixing what it said, go on with: python benchmarks/rerun.py --from "
+                       r"heldout-code --records "):
+        rerun.main(["--records", str(tmp_path / "fresh")])
+    assert calls == [(s, str(tmp_path / "fresh")) for s in ("corpora.py", "study.py", "study.py")]
+    calls.clear()
+    failing.clear()
+    rerun.main(["--from", "fit"])
+    assert [c[0] for c in calls] == ["fit.py", "heldout.py", "extremes.py", "heldout.py"]
+    assert all(records is None or records == os.environ.get("CHARLSTM_STUDY_RECORDS")
+               for _, records in calls)
+    assert all((BENCHMARKS / script[0]).exists() for _, _, script, _ in rerun.STEPS)
