@@ -41,6 +41,10 @@ def chosen(choice):
     return {k: v for k, v, _ in choice.rows}
 
 
+def chosen_why(choice, key):
+    return {k: why for k, _, why in choice.rows}[key]
+
+
 def plans(c, V=65):
     """(layers, width) -> recipe.Plan of the model machine for every net, in the budget `c` was
     given (the loss predicted with the corpus the recipe took the text for)."""
@@ -134,9 +138,12 @@ def test_the_report_says_where_the_law_extrapolates(n, minutes, V, said):
         assert part in notes
 
 
-def test_regularization_follows_the_epochs():
+def test_regularization_follows_the_epochs_and_below_3_the_budget():
     big = choose(50_000_000, 2).cfg.model                      # read less than once
     assert (big.dropout, big.weight_drop) == (0.0, 0.0)
+    longer = choose(50_000_000, recipe.DROPOUT_MINUTES)        # still less than once, but longer
+    assert (longer.cfg.model.dropout, longer.cfg.model.weight_drop) == (0.1, 0.0)
+    assert "5 minutes: light dropout" in chosen_why(longer, "model.dropout")
     small = choose(100_000, 10)                                # read dozens of times
     m, o = small.cfg.model, small.cfg.optim
     assert (m.dropout, m.dropout_mask, m.weight_drop, o.weight_decay) == (0.25, "window", 0.25, 0.1)
