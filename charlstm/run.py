@@ -44,7 +44,11 @@ from .step import TrainState, learning_rate, next_window, train_step
 
 OVERFIT_EPOCHS = 10   # past this many epochs a net memorizes its text without regularization
 PLAN_STEPS = 20      # a time budget is planned at the warmup's end, after this many steps at least
-REPLAN_SECONDS = 60  # and planned again after this much training (Run.replan)
+# and planned again a third of the way through its budget, a minute in at the earliest
+# (Run.replan): a run's first minute is slower than the rest (12% in the median study run), and a
+# second plan made from it alone left up to a quarter of the budget unused (RESULTS.md)
+REPLAN_SECONDS = 60
+REPLAN_SHARE = 1 / 3
 
 
 class Run:
@@ -117,7 +121,7 @@ class Run:
                             self.step >= self.plan_at():
                         total = self.plan(echo)
                     elif timed and total and not self.cfg.optim.replan_step and self.decide(
-                            self.train_time >= REPLAN_SECONDS and
+                            self.train_time >= self.replan_at() and
                             len(self.step_times) >= self.planned_times + PLAN_STEPS):
                         total = self.replan(echo)
                     if self.step % t.log_every == 0 and self.is_main:
@@ -195,12 +199,17 @@ class Run:
                  f"{total}, optim.hold_steps {self.step} in {runfolder.CONFIG})")
         return total
 
+    def replan_at(self):
+        """Seconds of training after which a planned run plans again (REPLAN_SHARE of its budget,
+        at least REPLAN_SECONDS)."""
+        return max(REPLAN_SECONDS, REPLAN_SHARE * 60 * self.cfg.train.max_minutes)
+
     def replan(self, echo):
-        """A minute into a planned run, plan again from the median step time since the first
-        plan: the size stays, the step count follows the speed seen (the machine's speed drifts).
-        The cosine's progress so far is kept and the rest of it spread over the steps left
-        (optim.replan_step and optim.replan_total; optim.lr_at), so training the saved config
-        again gives the same rates. Returns the new total."""
+        """A third of the way through a planned run's budget (replan_at), plan again from the
+        median step time since the first plan: the size stays, the step count follows the speed
+        seen (the machine's speed drifts). The cosine's progress so far is kept and the rest of it
+        spread over the steps left (optim.replan_step and optim.replan_total; optim.lr_at), so
+        training the saved config again gives the same rates. Returns the new total."""
         t = self.cfg.train
         since = self.step_times[self.planned_times:]
         left = 60 * t.max_minutes - self.train_time

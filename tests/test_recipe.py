@@ -143,7 +143,9 @@ def test_regularization_follows_the_epochs_and_below_3_the_budget():
     assert (big.dropout, big.weight_drop) == (0.0, 0.0)
     longer = choose(50_000_000, recipe.DROPOUT_MINUTES)        # still less than once, but longer
     assert (longer.cfg.model.dropout, longer.cfg.model.weight_drop) == (0.1, 0.0)
-    assert "5 minutes: light dropout" in chosen_why(longer, "model.dropout")
+    assert f"{recipe.DROPOUT_MINUTES} minutes: light dropout" in chosen_why(longer, "model.dropout")
+    shorter = choose(50_000_000, recipe.DROPOUT_MINUTES - 1).cfg.model
+    assert shorter.dropout == 0.0
     small = choose(100_000, 10)                                # read dozens of times
     m, o = small.cfg.model, small.cfg.optim
     assert (m.dropout, m.dropout_mask, m.weight_drop, o.weight_decay) == (0.25, "window", 0.25, 0.1)

@@ -215,10 +215,10 @@ def test_a_time_budget_is_planned_and_its_config_repeats_the_run(tmp_path, corpu
             np.testing.assert_array_equal(p, b.params[name])
 
 
-def test_a_time_budget_is_planned_again_a_minute_in_and_its_config_repeats_the_run(
+def test_a_time_budget_is_planned_again_a_third_in_and_its_config_repeats_the_run(
         tmp_path, corpus, monkeypatch):
-    """After REPLAN_SECONDS of training (a minute; here half a second) the run plans again from
-    the speed since its first plan: config.yaml records both plans, and training it again takes
+    """A third of the way through its budget, at least REPLAN_SECONDS in (a minute; here half a
+    second), the run plans again from the speed since its first plan: config.yaml records both plans, and training it again takes
     the same steps at the same rates."""
     monkeypatch.setattr(run_module, "REPLAN_SECONDS", 0.5)
     cfg = tiny_config(corpus, train__max_steps="null", train__max_minutes=0.02,
@@ -246,6 +246,12 @@ def test_a_time_budget_is_planned_again_a_minute_in_and_its_config_repeats_the_r
     if a.step == total:                                  # not cut short by a slower moment
         for name, p in a.params.items():
             np.testing.assert_array_equal(p, b.params[name])
+
+
+def test_a_longer_budget_plans_again_later(tmp_path, corpus):
+    for minutes, seconds in ((2, 60), (10, 200), (30, 600)):     # a minute at least, else a third
+        cfg = tiny_config(corpus, train__max_steps="null", train__max_minutes=minutes)
+        assert Run.start(cfg, tmp_path / str(minutes)).replan_at() == pytest.approx(seconds)
 
 
 def test_a_run_resumed_from_before_plans_keeps_its_clock_schedule(tmp_path, corpus):
