@@ -123,7 +123,7 @@ def run(corpus, budget, name, args, val, text_id):
 
 def plans(said):
     """The steps a run's output says were predicted (the recipe's report), planned at the
-    warmup's end and planned again a minute in (None where it says nothing)."""
+    warmup's end and planned again later (None where it says nothing)."""
     found = {"predicted_steps": r"([\d,]+) steps read",
              "planned_steps": r"planned: ([\d,]+) steps",
              "replanned_steps": r"planned again after \d+ s: ([\d,]+) steps"}
@@ -237,7 +237,7 @@ def table():
                       f"{mean[label] - mean[best]:+.4f} | {default} |")
     print()
     print("| corpus | budget | run | code | predicted by the recipe | planned at the warmup's "
-          "end | planned again at a minute | made | error of the last plan |")
+          "end | planned again | made | error of the last plan |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     errors = []
     for r in rows:
