@@ -41,7 +41,6 @@ The held-out corpora (benchmarks/heldout.py) take no part here.
 
 import argparse
 import bz2
-import json
 from datetime import date
 from pathlib import Path
 
@@ -92,20 +91,14 @@ def on_text(r):
     return f"{r['corpus']}@{r['text'][:8]}"
 
 
-def _records(name):
-    """The records of one of the study's files (none where a fresh study has not made it yet)."""
-    path = STUDY / name
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-
-
 def runs(until=LAW_UNTIL):
     """Every run recorded up to the day `until` with the recipe's optimizer on a fit corpus,
     measured from the carried state: dicts of corpus, budget, L, H, N, D, U (training
     characters), loss."""
     out = []
     held = {(h["corpus"], h["budget"], h["name"]): h["loss"]
-            for h in _records("heldout.jsonl")}
-    for r in _records("results.jsonl"):
+            for h in study.read_records(STUDY / "heldout.jsonl")}
+    for r in study.read_records(STUDY / "results.jsonl"):
         if r.get("eval") != "carried" or r["kind"] == "default" or r["corpus"] in corpora.JUDGES \
                 or r["date"][:10] > until:
             continue
@@ -118,7 +111,7 @@ def runs(until=LAW_UNTIL):
                 continue
         out.append({"corpus": on_text(r), "budget": r["budget"], "steps": r["steps"],
                     "epochs": r["epochs"], "loss": loss, "model": m})
-    for r in _records("targets.jsonl"):
+    for r in study.read_records(STUDY / "targets.jsonl"):
         cfg = yaml.safe_load(r["chosen"])
         if r.get("eval") != "carried" or cfg["optim"]["lr"] != 0.0035 or r["date"][:10] > until:
             continue                             # today's defaults' optimizer: not the recipe's

@@ -86,8 +86,7 @@ def commit(code):
 
 
 def _read():
-    return [json.loads(line) for line in JUDGED.read_text().splitlines()] if JUDGED.exists() \
-        else []
+    return study.read_records(JUDGED)
 
 
 def folder(corpus, budget, name):

@@ -51,6 +51,9 @@ def replay(budget, steps, seconds, at):
 
 def main():
     runs = [r for r in map(logged, sorted(Path(study.RUNS).glob("*"))) if r is not None]
+    if not runs:
+        raise SystemExit(f"no run folder with a second plan under {study.RUNS}: run the study "
+                         "first (benchmarks/heldout.py)")
     ratios, used = [], []
     errors = {"a minute in": [], "a third of the budget": []}
     for budget, steps, seconds in runs:
@@ -71,12 +74,15 @@ def main():
     print(f"{len(runs)} runs with a second plan; budget used: median {np.median(used):.1%}, "
           f"under 95% {np.sum(used < 0.95)}, under 90% {np.sum(used < 0.9)}, least "
           f"{used.min():.1%}")
-    print(f"first minute's step time / after 3 minutes (runs longer than 3 minutes: "
-          f"{len(ratios)}): median {np.median(ratios):.3f}, quartiles "
-          f"{np.percentile(ratios, 25):.3f}-{np.percentile(ratios, 75):.3f}")
+    if ratios:
+        print(f"first minute's step time / after 3 minutes (runs longer than 3 minutes: "
+              f"{len(ratios)}): median {np.median(ratios):.3f}, quartiles "
+              f"{np.percentile(ratios, 25):.3f}-{np.percentile(ratios, 75):.3f}")
     print("\n| second plan made | runs | median error | mean absolute error | largest | "
           "over 10% short | over 10% long |\n| --- | --- | --- | --- | --- | --- | --- |")
     for name, e in errors.items():
+        if not e:
+            continue
         e = np.array(e)
         print(f"| {name} | {len(e)} | {np.median(e):+.1%} | {np.mean(np.abs(e)):.1%} | "
               f"{e[np.argmax(np.abs(e))]:+.1%} | {np.sum(e < -0.1)} | {np.sum(e > 0.1)} |")

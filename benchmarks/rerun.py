@@ -57,7 +57,11 @@ def main(argv=None):
     a = ap.parse_args(argv)
     env = dict(os.environ)
     if a.records is not None:
-        a.records.mkdir(parents=True, exist_ok=True)
+        try:
+            a.records.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise SystemExit(f"--records {a.records}: cannot make that folder ({e.strerror}); "
+                             "give a folder path") from None
         env["CHARLSTM_STUDY_RECORDS"] = str(a.records.resolve())
     first = [name for name, *_ in STEPS].index(a.start)
     for i, (name, what, script, listing) in enumerate(STEPS[first:], first + 1):

@@ -187,10 +187,7 @@ def _chars_per_step(out):
 
 
 def done_keys():
-    if not RESULTS.exists():
-        return set()
-    return {(r["corpus"], r["budget"], r["name"])
-            for r in map(json.loads, RESULTS.read_text().splitlines())}
+    return {(r["corpus"], r["budget"], r["name"]) for r in read_records(RESULTS)}
 
 
 def folder(r):
@@ -230,7 +227,7 @@ def table():
     """Markdown: a summary line per corpus and budget (best grid trial, the recipe's choice and
     its gap, today's defaults), then every trial (a loss marked * was measured from the zero
     state: its folder holds a later run), then pycode-50m's runs on held-out code."""
-    rows, held_rows = _read(RESULTS), _read(HELDOUT)
+    rows, held_rows = read_records(RESULTS), read_records(HELDOUT)
     pairs = sorted({(r["budget"], r["corpus"]) for r in rows},
                    key=lambda p: (p[0], list(corpora.CORPORA).index(p[1])))
     print("| corpus | budget | best grid trial | recipe's choice | recipe - best | defaults |")
@@ -283,8 +280,8 @@ def heldout():
     best: best.npz is chosen on the validation split, which for pycode-50m is JSON, whose loss
     rose in some runs as the net learned Python (the 10-minute recipe run's best was from its
     fourth minute: 1.5504 on held-out code, its last 1.4401)."""
-    done = {(r["corpus"], r["budget"], r["name"]) for r in _read(HELDOUT)}
-    for r in _read(RESULTS):
+    done = {(r["corpus"], r["budget"], r["name"]) for r in read_records(HELDOUT)}
+    for r in read_records(RESULTS):
         key = (r["corpus"], r["budget"], r["name"])
         ckpt = folder(r) / "last.npz"
         if r["corpus"] not in HELDOUT_TEXT or key in done or not ckpt.exists() or \
@@ -305,7 +302,7 @@ def heldout():
 def reevaluate(results=RESULTS, folder=folder):
     """Measure each run in `results` not yet measured from its carried state again, from its
     best and last checkpoints with `charlstm eval --split val`; the file is rewritten after each."""
-    rows = _read(results)
+    rows = read_records(results)
     for r in rows:
         if r.get("eval") in ("carried", "zero"):
             continue
@@ -328,7 +325,9 @@ def reevaluate(results=RESULTS, folder=folder):
         tmp.replace(results)
 
 
-def _read(path):
+def read_records(path):
+    """The records of one of the study's files, a dict per line (none where no run wrote it yet:
+    a fresh study's)."""
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 

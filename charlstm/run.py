@@ -45,7 +45,7 @@ from .step import TrainState, learning_rate, next_window, train_step
 OVERFIT_EPOCHS = 10   # past this many epochs a net memorizes its text without regularization
 PLAN_STEPS = 20      # a time budget is planned at the warmup's end, after this many steps at least
 # and planned again a third of the way through its budget, a minute in at the earliest
-# (Run.replan): a run's first minute is slower than the rest (13% in the median study run), and a
+# (Run.replan): a run's first minute is slower than the rest (12% in the median study run), and a
 # second plan made from it alone left up to a quarter of the budget unused (RESULTS.md)
 REPLAN_SECONDS = 60
 REPLAN_SHARE = 1 / 3

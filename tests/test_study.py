@@ -114,3 +114,10 @@ def test_a_rerun_runs_each_step_in_order_and_says_where_to_go_on(tmp_path, monke
     assert all(records is None or records == os.environ.get("CHARLSTM_STUDY_RECORDS")
                for _, records in calls)
     assert all((BENCHMARKS / script[0]).exists() for _, _, script, _ in rerun.STEPS)
+
+
+def test_a_rerun_into_a_folder_it_cannot_make_says_so_in_one_line(tmp_path):
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(SystemExit, match=r"^--records .*file/x: cannot make that folder \(Not a "
+                                         r"directory\); give a folder path$"):
+        rerun.main(["--records", str(tmp_path / "file" / "x"), "--list"])
