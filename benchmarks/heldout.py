@@ -8,6 +8,10 @@ one run at a time.
     python benchmarks/heldout.py --budgets 2 --list
     python benchmarks/heldout.py --budgets 10 --corpora perl-lib --neighbours d+0.1  # one of them
     python benchmarks/heldout.py --budgets 2 --corpora perl-lib --again v2:d+0.1   # seed 2 of it
+    python benchmarks/heldout.py --budgets 2 --corpora cjk-man --label dec5 --neighbours "" \
+        --nets 1x96                                # the choice and one other net, one sitting
+    python benchmarks/heldout.py --budgets 2 --corpora cjk-man --label dec5 \
+        --again dec5,dec5:1x96 --seed 3            # both again with seed 3
     python benchmarks/heldout.py --table           # RESULTS.md's held-out and timing tables
     git worktree add /tmp/charlstm-v1 COMMIT && python benchmarks/heldout.py --code /tmp/charlstm-v1
                                                    # judge that commit's charlstm, not this one's
@@ -18,6 +22,8 @@ For each corpus and budget, in this order:
    width x0.7 and x1.4 (to a multiple of 32), one layer more, dropout -0.1 and +0.1;
 3. default: today's defaults for the same minutes (train.recipe off);
 4. the two best of 1-2 again with train.seed 2, to show the spread.
+`--nets` adds other nets (LxH, or LxH-dD with a dropout) to a label's runs; a label of
+SITTINGS is judged only against its own runs, made in one sitting, as the targets ask.
 
 Each record keeps the commit of the charlstm that ran it (--code: a checkout of the version
 to judge, so that editing this one does not change a study in progress). Every run of a corpus
@@ -130,12 +136,26 @@ def plans(said):
             for key, pattern in found.items()}
 
 
-def judge(corpus, budget, label="recipe", listing=False, again=(), which=None):
+def parse_net(spec):
+    """{--set key: value} of a net named as LxH or LxH-dD (1x96, 1x576-d0.2)."""
+    m = re.fullmatch(r"(\d+)x(\d+)(?:-d(0|0?\.\d+))?", spec)
+    if not m or int(m[1]) < 1 or int(m[2]) < 1:
+        raise SystemExit(f"--nets: {spec!r} is not a net: give layers x width, e.g. 1x96 or "
+                         "1x576-d0.2")
+    out = {"model.num_layers": int(m[1]), "model.hidden_size": int(m[2])}
+    if m[3] is not None:
+        out["model.dropout"] = float(m[3])
+    return out
+
+
+def judge(corpus, budget, label="recipe", listing=False, again=(), which=None, nets=(), seed=2):
     """Every run of one corpus and budget not yet recorded, in the order of the docstring.
     `label` names the recipe's run (another version of the recipe gets its own label, and its
     neighbours "label:w0.7", ...; a neighbour whose net already ran on this pair is not run
-    again). `again`: only these recorded runs, with train.seed 2 (the recipe's: `label`).
-    `which`: only the recipe and these neighbours ("d+0.1", ...), no defaults or second seeds."""
+    again). `again`: only these recorded runs, with train.seed `seed` (the recipe's: `label`).
+    `which`: only the recipe and these neighbours ("d+0.1", ...), no defaults or second seeds.
+    `nets`: other nets ("1x96") run as the choice with that net, named "label:1x96". `seed`: the
+    seed of `again`'s runs, named "-s<seed>"."""
     path = corpora.build(corpus)
     val = val_fraction(path)
     done = {r["name"]: r for r in _read() if (r["corpus"], r["budget"]) == (corpus, budget)}
@@ -170,8 +190,8 @@ def judge(corpus, budget, label="recipe", listing=False, again=(), which=None):
         for name in again:
             if name not in done:
                 raise SystemExit(f"{corpus} at {budget} min has no run named {name!r}")
-            once(name + "-s2", _args_of(done[name], corpus, budget, label, replan)
-                 + ["--set", "train.seed=2"])
+            once(f"{name}-s{seed}", _args_of(done[name], corpus, budget, label, replan)
+                 + ["--set", f"train.seed={seed}"])
         return None
     for name, changes in neighbours(recipe["chosen"]).items():
         if which is not None and name not in which:
@@ -182,6 +202,9 @@ def judge(corpus, budget, label="recipe", listing=False, again=(), which=None):
             once(name if label == "recipe" else f"{label}:{name}",
                  [str(chosen), *replan,
                   *[a for k, v in changes.items() for a in ("--set", f"{k}={v}")]])
+    for spec in nets:
+        changes = [a for k, v in parse_net(spec).items() for a in ("--set", f"{k}={v}")]
+        once(f"{label}:{spec}", [str(chosen), *replan, *changes])
     if which is not None:
         return None
     once("default", ["--data", str(path), "--set", "train.recipe=off",
@@ -211,6 +234,9 @@ def _net(r):
 
 
 LABELS = {"recipe": "rules (before the law)", "v2": "the loss law"}
+# Labels judged only against their own runs (their neighbours, nets and seeds: one sitting).
+SITTINGS = {"dec5": "the loss law, one sitting"}
+SEEDED = re.compile(r"-s\d+$")
 
 
 def table():
@@ -221,16 +247,19 @@ def table():
     for corpus in corpora.JUDGES:
         for budget in BUDGETS:
             mine = {r["name"]: r for r in rows if (r["corpus"], r["budget"]) == (corpus, budget)}
-            losses = {n: [r["best_val"] for k, r in mine.items() if k in (n, n + "-s2")]
-                      for n in mine if not n.endswith("-s2") and n != "default"}
+            losses = {n: [r["best_val"] for k, r in mine.items() if SEEDED.sub("", k) == n]
+                      for n in mine if not SEEDED.search(n) and n != "default"}
             mean = {n: float(np.mean(v)) for n, v in losses.items()}
             cell = lambda n: (f"{n}: {_net(mine[n])} {mean[n]:.4f}" + (
                 f" ({', '.join(f'{v:.4f}' for v in losses[n])})" if len(losses[n]) > 1 else ""))
             default = f"{mine['default']['best_val']:.4f}" if "default" in mine else "-"
-            for label, what in LABELS.items():
+            for label, what in {**LABELS, **SITTINGS}.items():
                 if label not in mine:
                     continue
-                others = [n for n in mean if n != label]
+                others = [n for n in mean if n != label
+                          and (label not in SITTINGS or n.startswith(label + ":"))]
+                if not others:
+                    continue
                 best = min(others, key=mean.get)
                 print(f"| {corpus} | {budget} min | {what} | {cell(label)} | {cell(best)} | "
                       f"{mean[label] - mean[best]:+.4f} | {default} |")
@@ -272,9 +301,20 @@ def main():
     ap.add_argument("--again", default="",
                     help="only these recorded runs (comma-separated names) with train.seed 2")
     ap.add_argument("--neighbours", default=None,
-                    help="only the recipe and these neighbours (comma-separated: w0.7,d+0.1)")
+                    help="only the recipe and these neighbours (comma-separated: w0.7,d+0.1; "
+                         "\"\" for none)")
+    ap.add_argument("--nets", default="",
+                    help="other nets beside the choice (comma-separated: 1x96,1x576-d0.2)")
+    ap.add_argument("--seed", type=int, default=2,
+                    help="the seed of --again's and --choice-only's runs (default 2)")
     a = ap.parse_args()
-    which = None if a.neighbours is None else a.neighbours.split(",")
+    which = None if a.neighbours is None else [n for n in a.neighbours.split(",") if n]
+    nets = [n for n in a.nets.split(",") if n]
+    for spec in nets:
+        parse_net(spec)
+    if a.seed < 2:
+        raise SystemExit(f"--seed {a.seed}: give 2 or more (1337, the first seed, is each run's "
+                         "own)")
     unknown = sorted(set(which or ()) - set(NEIGHBOURS))
     if unknown:
         raise SystemExit(f"--neighbours: no neighbour named {unknown[0]!r} "
@@ -286,7 +326,7 @@ def main():
     for budget in map(int, a.budgets.split(",")):
         for corpus in a.corpora.split(","):
             again = [a.label] if a.choice_only else [n for n in a.again.split(",") if n]
-            judge(corpus, budget, a.label, a.list, again, which)
+            judge(corpus, budget, a.label, a.list, again, which, nets, a.seed)
 
 
 if __name__ == "__main__":

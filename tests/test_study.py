@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 fit = pytest.importorskip("fit")
@@ -81,6 +82,43 @@ def test_an_unknown_neighbour_or_run_is_refused_in_one_line(monkeypatch, tmp_pat
     monkeypatch.setattr(heldout, "folder", lambda *a: tmp_path / "v2")
     with pytest.raises(SystemExit, match=r"^judge at 2 min has no run named 'v2:d\+0.1'$"):
         heldout.judge("judge", 2, "v2", again=["v2:d+0.1"])
+
+
+def test_other_nets_and_later_seeds_run_as_named_and_a_sitting_is_judged_alone(
+        monkeypatch, tmp_path, capsys):
+    text = tmp_path / "judge.txt"
+    text.write_text("some text\n" * 1000)
+    monkeypatch.setattr(heldout.corpora, "build", lambda name: text)
+    chosen = "model: {num_layers: 1, hidden_size: 192, dropout: 0.0, weight_drop: 0.0}\noptim: {}\n"
+    records = [{"corpus": "judge", "budget": 2, "name": "dec5", "best_val": 3.0, "chosen": chosen,
+                "args": [], "steps": 1_000, "planned_steps": None, "code": "abc"}]
+    started = []
+
+    def run(corpus, budget, name, args, val, text_id):
+        started.append((name, args))
+        net = {"model": {**yaml.safe_load(chosen)["model"],
+                         **{a.split("=")[0].split(".")[1]: yaml.safe_load(a.split("=")[1])
+                            for a in args if a.startswith("model.")}}}
+        records.append({**records[0], "name": name, "args": args,
+                        "best_val": 2.9 if "1x96" in name else 3.0, "chosen": yaml.dump(net)})
+        return records[-1]
+
+    monkeypatch.setattr(heldout, "run", run)
+    monkeypatch.setattr(heldout, "_read", lambda: list(records))
+    monkeypatch.setattr(heldout, "folder", lambda *a: tmp_path / "dec5")
+    heldout.judge("judge", 2, "dec5", which=[], nets=["1x96-d0.1"])
+    assert [n for n, _ in started] == ["dec5:1x96-d0.1"]
+    assert {"model.num_layers=1", "model.hidden_size=96", "model.dropout=0.1"} <= set(started[0][1])
+    heldout.judge("judge", 2, "dec5", again=["dec5", "dec5:1x96-d0.1"], seed=3)
+    assert [n for n, _ in started[1:]] == ["dec5-s3", "dec5:1x96-d0.1-s3"]
+    assert started[2][1][-2:] == ["--set", "train.seed=3"]
+    records.append({**records[1], "name": "w0.7", "best_val": 1.0})   # another sitting's run
+    monkeypatch.setattr(heldout.corpora, "JUDGES", ("judge",))
+    heldout.table()
+    row = next(line for line in capsys.readouterr().out.splitlines() if "one sitting" in line)
+    assert "dec5:1x96-d0.1: 1x96-d0.1 2.9000 (2.9000, 2.9000)" in row and row.count("+0.1000")
+    with pytest.raises(SystemExit, match=r"^--nets: '2x' is not a net: give layers x width"):
+        heldout.parse_net("2x")
 
 
 def test_a_fresh_study_records_every_script_apart(tmp_path):
