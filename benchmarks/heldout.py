@@ -297,9 +297,9 @@ def main():
     ap.add_argument("--label", default="recipe",
                     help="the name of the recipe's runs (one per version judged)")
     ap.add_argument("--choice-only", action="store_true",
-                    help="the recipe's run and its second seed, no neighbours")
+                    help="the recipe's run and its run with --seed, no neighbours")
     ap.add_argument("--again", default="",
-                    help="only these recorded runs (comma-separated names) with train.seed 2")
+                    help="only these recorded runs (comma-separated names) with train.seed --seed")
     ap.add_argument("--neighbours", default=None,
                     help="only the recipe and these neighbours (comma-separated: w0.7,d+0.1; "
                          "\"\" for none)")
