@@ -18,6 +18,8 @@
 | perl-lib | Perl source code and POD (ASCII files) | 8.9 million chars | Perl's library (`perl-modules-5.36`) |
 | polish-man | Polish technical prose, 469 symbols | 4.8 million chars | the Polish man pages (`manpages-pl` and others' translations) |
 | go-src | Go source code (ASCII files) | 20 million chars | Go's own source tree (`golang-1.19-src`) |
+| spanish-man | Spanish technical prose | 1.5 million chars | the Spanish man pages (`manpages-es` and others' translations) |
+| tcl-lib | Tcl source code (ASCII files) | 0.9 million chars | Tcl's and Tk's script libraries (`libtcl8.6`, `libtk8.6`) |
 
 The first five fit the recipe's loss law (benchmarks/fit.py) with tiny-shakespeare (pycode-heldout
 measures pycode-50m's runs); the others
@@ -25,7 +27,9 @@ are held out: they take no part in the law or any rule and judge the recipe (ben
 cjk-docs was built after cjk-man's first verdict, to see whether a large vocabulary needs a term
 of its own in the law (RESULTS.md: it did not get one); german-man, russian-man and perl-lib after
 every verdict on the first four, to judge what those suggested; polish-man and go-src after
-every verdict on those, to judge one rule that the first two sets suggested (RESULTS.md).
+every verdict on those, to judge one rule that the first two sets suggested (RESULTS.md);
+spanish-man and tcl-lib after every verdict on those, two short texts that 10 minutes reads many
+times over, to judge the law's width where the text repeats (RESULTS.md).
 
 The Debian packages install with `python benchmarks/corpora.py --install` (apt-get, as root; the
 script says which package is missing otherwise). Each corpus is a deterministic function of those files (sorted paths,
@@ -45,7 +49,8 @@ PACKAGES = ["fortunes", "fortunes-ru", "python3.11-doc", "manpages-zh", "manpage
             "manpages-ja-dev", "manpages-fr", "groff-base", "linux-libc-dev", "libc6-dev",
             "debian-reference-ja", "debian-reference-zh-cn", "debian-reference-zh-tw",
             "debian-faq-ja", "debian-faq-ko", "debian-faq-zh-cn", "manpages-de", "manpages-ru",
-            "perl-modules-5.36", "manpages-pl", "golang-1.19-src"]
+            "perl-modules-5.36", "manpages-pl", "golang-1.19-src", "manpages-es", "libtcl8.6",
+            "libtk8.6"]
 FORTUNES = Path("/usr/share/games/fortunes")
 MAN = Path("/usr/share/man")
 PYDOCS = Path("/usr/share/doc/python3.11/html")
@@ -53,6 +58,7 @@ DEBREF = Path("/usr/share/debian-reference")
 DEBFAQ = Path("/usr/share/doc/debian/FAQ")
 PERL = Path("/usr/share/perl/5.36.0")
 GO = Path("/usr/share/go-1.19/src")
+TCL = Path("/usr/share/tcltk")
 DEFAULT_OUT = Path.home() / ".cache" / "charlstm-study"
 
 
@@ -244,6 +250,17 @@ def go_src(max_chars=20_000_000):
     return _cut(list(_ascii_files(GO, "*.go")), max_chars)
 
 
+def spanish_man(max_chars=1_500_000):
+    return _spread(_man_pages(["es"]), max_chars)
+
+
+def tcl_lib(max_chars=1_500_000):
+    """Tcl's and Tk's script libraries (libtcl8.6, libtk8.6): their ASCII .tcl files, sorted."""
+    _need(TCL / "tcl8.6" / "init.tcl", "libtcl8.6")
+    _need(TCL / "tk8.6" / "tk.tcl", "libtk8.6")
+    return _cut(list(_ascii_files(TCL, "*.tcl")), max_chars)
+
+
 def _ascii_files(root, pattern):
     """The text of every ASCII file matching `pattern` under `root`, sorted by path."""
     for path in sorted(root.rglob(pattern)):
@@ -270,7 +287,8 @@ CORPORA = {"fortunes-100k": fortunes_en, "russian-2m": russian, "pydocs-10m": py
 HELDOUT = {"pycode-heldout": pycode_heldout}       # texts to measure runs on, not to train
 JUDGES = {"cjk-man": cjk_man, "french-man": french_man, "c-headers": c_headers,  # held out
           "cjk-docs": cjk_docs, "german-man": german_man, "russian-man": russian_man,
-          "perl-lib": perl_lib, "polish-man": polish_man, "go-src": go_src}
+          "perl-lib": perl_lib, "polish-man": polish_man, "go-src": go_src,
+          "spanish-man": spanish_man, "tcl-lib": tcl_lib}
 
 
 def fingerprint(path):

@@ -1,7 +1,6 @@
 """Judge the recipe (`charlstm train --minutes N`) on corpora that no rule or fit of it has seen
 (corpora.py's JUDGES: cjk-man, french-man, c-headers, cjk-docs, german-man, russian-man, perl-lib,
-polish-man, go-src),
-one run at a time.
+polish-man, go-src, spanish-man, tcl-lib), one run at a time.
 
     python benchmarks/corpora.py                   # build them first (every corpus)
     python benchmarks/heldout.py                   # every trial not yet recorded (2, then 10 min)
