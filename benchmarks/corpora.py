@@ -20,6 +20,7 @@
 | go-src | Go source code (ASCII files) | 20 million chars | Go's own source tree (`golang-1.19-src`) |
 | spanish-man | Spanish technical prose | 1.5 million chars | the Spanish man pages (`manpages-es` and others' translations) |
 | tcl-lib | Tcl source code (ASCII files) | 0.9 million chars | Tcl's and Tk's script libraries (`libtcl8.6`, `libtk8.6`) |
+| fortunes-zh | Chinese sayings and poems, 6,173 symbols | 1.0 million chars | Debian's `fortunes-zh` (colour codes removed) |
 
 The first five fit the recipe's loss law (benchmarks/fit.py) with tiny-shakespeare (pycode-heldout
 measures pycode-50m's runs); the others
@@ -29,7 +30,9 @@ of its own in the law (RESULTS.md: it did not get one); german-man, russian-man 
 every verdict on the first four, to judge what those suggested; polish-man and go-src after
 every verdict on those, to judge one rule that the first two sets suggested (RESULTS.md);
 spanish-man and tcl-lib after every verdict on those, two short texts that 10 minutes reads many
-times over, to judge the law's width where the text repeats (RESULTS.md).
+times over, to judge the law's width where the text repeats (RESULTS.md). fortunes-zh, built
+after all of those, decides one rule (whether the recipe may choose two layers for a vocabulary
+far larger than the fit corpora's) and judges nothing.
 
 The Debian packages install with `python benchmarks/corpora.py --install` (apt-get, as root; the
 script says which package is missing otherwise). Each corpus is a deterministic function of those files (sorted paths,
@@ -41,6 +44,7 @@ import argparse
 import gzip
 import hashlib
 import html.parser
+import re
 import subprocess
 import sysconfig
 from pathlib import Path
@@ -50,7 +54,7 @@ PACKAGES = ["fortunes", "fortunes-ru", "python3.11-doc", "manpages-zh", "manpage
             "debian-reference-ja", "debian-reference-zh-cn", "debian-reference-zh-tw",
             "debian-faq-ja", "debian-faq-ko", "debian-faq-zh-cn", "manpages-de", "manpages-ru",
             "perl-modules-5.36", "manpages-pl", "golang-1.19-src", "manpages-es", "libtcl8.6",
-            "libtk8.6"]
+            "libtk8.6", "fortunes-zh"]
 FORTUNES = Path("/usr/share/games/fortunes")
 MAN = Path("/usr/share/man")
 PYDOCS = Path("/usr/share/doc/python3.11/html")
@@ -83,6 +87,17 @@ def fortunes_en(max_chars=100_000):
     _need(FORTUNES, "fortunes")
     parts = [p.read_text("utf-8") for p in _fortune_files(FORTUNES)]
     return _cut(parts, max_chars)
+
+
+def chinese_fortunes():
+    """Debian's Chinese fortunes (`fortunes-zh`: sayings, Tang and Song poems), without the
+    terminal colour codes the files carry."""
+    folder = FORTUNES
+    _need(folder / "chinese", "fortunes-zh")
+    text = "".join((folder / name).read_text("utf-8") for name in ("chinese", "song100", "tang300"))
+    while (plain := re.sub(r"\x1b\[[0-9;]*m", "", text)) != text:   # codes nest in places
+        text = plain
+    return text
 
 
 def russian():
@@ -289,6 +304,9 @@ JUDGES = {"cjk-man": cjk_man, "french-man": french_man, "c-headers": c_headers, 
           "cjk-docs": cjk_docs, "german-man": german_man, "russian-man": russian_man,
           "perl-lib": perl_lib, "polish-man": polish_man, "go-src": go_src,
           "spanish-man": spanish_man, "tcl-lib": tcl_lib}
+# Built to settle one rule, after the verdicts above: neither fit nor judge (RESULTS.md, "Two
+# layers on a large vocabulary").
+RULES = {"fortunes-zh": chinese_fortunes}
 
 
 def fingerprint(path):
@@ -303,7 +321,7 @@ def build(name, out=DEFAULT_OUT):
     path = Path(out) / f"{name}.txt"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        text = {**CORPORA, **HELDOUT, **JUDGES}[name]()
+        text = {**CORPORA, **HELDOUT, **JUDGES, **RULES}[name]()
         tmp = path.with_suffix(".tmp")
         tmp.write_text(text, "utf-8")
         tmp.replace(path)
@@ -315,7 +333,7 @@ def main():
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     ap.add_argument("--install", action="store_true",
                     help="apt-get install the Debian packages the corpora come from")
-    ap.add_argument("names", nargs="*", default=list(CORPORA) + list(JUDGES))
+    ap.add_argument("names", nargs="*", default=list(CORPORA) + list(JUDGES) + list(RULES))
     a = ap.parse_args()
     if a.install:
         subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", *PACKAGES],
