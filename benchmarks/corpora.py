@@ -44,6 +44,7 @@ import argparse
 import gzip
 import hashlib
 import html.parser
+import random
 import re
 import subprocess
 import sysconfig
@@ -90,14 +91,17 @@ def fortunes_en(max_chars=100_000):
 
 
 def chinese_fortunes():
-    """Debian's Chinese fortunes (`fortunes-zh`: sayings, Tang and Song poems), without the
-    terminal colour codes the files carry."""
-    folder = FORTUNES
-    _need(folder / "chinese", "fortunes-zh")
-    text = "".join((folder / name).read_text("utf-8") for name in ("chinese", "song100", "tang300"))
+    """Debian's Chinese fortunes (`fortunes-zh`: sayings, Tang and Song poems) without the
+    terminal colour codes the files carry, the entries shuffled (seeded): in the files' order the
+    last tenth, the validation split, is all classical poetry."""
+    _need(FORTUNES / "chinese", "fortunes-zh")
+    text = "".join((FORTUNES / name).read_text("utf-8") for name in ("chinese", "song100",
+                                                                     "tang300"))
     while (plain := re.sub(r"\x1b\[[0-9;]*m", "", text)) != text:   # codes nest in places
         text = plain
-    return text
+    entries = [e for e in text.split("\n%\n") if e.strip()]
+    random.Random(0).shuffle(entries)
+    return "\n%\n".join(entries) + "\n%\n"
 
 
 def russian():
