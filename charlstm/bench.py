@@ -23,6 +23,7 @@ import numpy as np
 
 from . import backend, model
 from .blas import set_threads
+from .malloc import keep_freed_memory
 from .cells import Cell
 from .config import load_config
 from .data import Vocab
@@ -119,6 +120,7 @@ def run_bench(cfg=None, vocab=65, steps=10, warmup=2, sample_chars=500, seed=0):
     xp = backend.require(t.device)
     if t.threads:
         set_threads(t.threads)
+    keep_freed_memory()                         # as training does (run.py)
     # first: its buffers are freed before the baseline
     peak = machine_gflops(4096, xp=xp) if xp is not np else machine_gflops()
     rng = np.random.default_rng(seed)

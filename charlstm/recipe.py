@@ -35,6 +35,7 @@ from .config import Config, config_from_dict, config_to_dict, get, replaced
 from .corpus import prepare
 from .distributed import world
 from .errors import CharlstmError
+from .malloc import keep_freed_memory
 from .run import OVERFIT_EPOCHS
 from .step import TrainState, train_step
 
@@ -227,6 +228,7 @@ def time_apart(nets, V, E, B, T, cell, device, windows=None):
 def _time_job():
     """The child of time_apart: a job in JSON on stdin, [[layers, width, seconds], ...] out."""
     job = json.load(sys.stdin)
+    keep_freed_memory()                         # as the training process will (run.py)
     cell = Cell(*job["cell"])
     windows = None if job.get("windows") is None else np.array(job["windows"], dtype=np.int64)
     try:

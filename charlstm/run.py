@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from . import backend, runfolder, runstate
 from .blas import set_threads
+from .malloc import keep_freed_memory
 from .config import (ARCHITECTURE, Config, config_from_dict, config_to_dict, get, replaced,
                      save_config)
 from .corpus import fine_tune_tokens, prepare
@@ -401,12 +402,14 @@ def overfit_warning(chars, epochs):
 
 
 def _begin(run, echo):
-    """Before the first step: threads, device, every rank on rank 0's weights, the weight
-    average, the folder (lock, config.yaml, metrics past the checkpoint dropped) and a line
-    saying what trains. Returns the echo to use (silent on ranks other than 0)."""
+    """Before the first step: threads, freed memory kept (malloc.py), device, every rank on rank
+    0's weights, the weight average, the folder (lock, config.yaml, metrics past the checkpoint
+    dropped) and a line saying what trains. Returns the echo to use (silent on ranks other than
+    0)."""
     t = run.cfg.train
     if t.threads:
         set_threads(t.threads)
+    keep_freed_memory()
     xp = backend.require(t.device)
     if run.comm and xp is not np:           # one GPU per rank, round robin
         xp.cuda.Device(run.comm.rank % xp.cuda.runtime.getDeviceCount()).use()
