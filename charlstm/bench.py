@@ -23,10 +23,10 @@ import numpy as np
 
 from . import backend, model
 from .blas import set_threads
-from .malloc import keep_freed_memory
 from .cells import Cell
 from .config import load_config
 from .data import Vocab
+from .malloc import keep_freed_memory
 from .sample import generate
 from .step import TrainState, train_step
 

@@ -32,7 +32,6 @@ from tqdm import tqdm
 
 from . import backend, runfolder, runstate
 from .blas import set_threads
-from .malloc import keep_freed_memory
 from .config import (ARCHITECTURE, Config, config_from_dict, config_to_dict, get, replaced,
                      save_config)
 from .corpus import fine_tune_tokens, prepare
@@ -40,6 +39,7 @@ from .data import Batches, split
 from .distributed import world
 from .errors import CharlstmError, Diverged, Interrupted
 from .evaluate import bpc, evaluate
+from .malloc import keep_freed_memory
 from .runfolder import BEST, LAST
 from .step import TrainState, learning_rate, next_window, train_step
 
