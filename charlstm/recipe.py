@@ -283,7 +283,9 @@ def choose(cfg, explicit, corpus, timer=None):
     n_total, V = len(corpus.tokens), len(corpus.vocab)
     n_train = _split_and_batch(s, n_total, corpus.description)
     B, T = s.cfg.train.batch_size, s.cfg.train.seq_len
-    step_time, timing, spent = _speeds(s, V, timer, _windows(corpus.tokens, n_train, B, T))
+    one_layer = _one_layer(s, V)
+    step_time, timing, spent = _speeds(s, V, timer, _windows(corpus.tokens, n_train, B, T),
+                                       one_layer)
     budget = max(60 * minutes - spent, 1.0)
     cell, E = Cell.of_config(s.cfg.model), s.cfg.model.embedding_size
 
@@ -298,7 +300,7 @@ def choose(cfg, explicit, corpus, timer=None):
 
     plan = {net: plan_of(net) for net in step_time}.__getitem__      # each net's, once
 
-    L, H = _size(s, plan, list(step_time), n_train, minutes)
+    L, H = _size(s, plan, list(step_time), n_train, minutes, one_layer)
     notes = [_predictions(plan, (L, H), list(step_time), like, n_train),
              *_outside(n_total, V, minutes, plan((L, H)), s.cfg.train.device)]
     steps, epochs = plan((L, H)).steps, plan((L, H)).epochs
@@ -339,7 +341,19 @@ def _windows(tokens, n_train, B, T):
     return np.stack([np.asarray(tokens[a:a + T + 1], dtype=np.int64) for a in starts])
 
 
-def _speeds(s, V, timer, windows=None):
+def _one_layer(s, V):
+    """Why the recipe takes one layer for a vocabulary of V, or "" where the law chooses the
+    layers (or the user set them). Two layers only inside the fitted vocabulary range: outside
+    it the law scores its best two-layer net level with its one-layer choice, and on fortunes-zh
+    (6,173 symbols) two layers ended behind at both budgets tried, by 0.067 at 10 minutes (two
+    seeds each) and 0.009 at 30 (benchmarks/RESULTS.md, "Two layers on a large vocabulary")."""
+    lo, hi = FITTED["symbols"]
+    if "model.num_layers" in s.explicit or lo <= V <= hi:
+        return ""
+    return f"one layer: the law's two layers were fitted on texts of {lo}-{hi} symbols, not {V:,}"
+
+
+def _speeds(s, V, timer, windows=None, one_layer=""):
     """1. Speed: for each layer count a few widths are timed, and the others read off the lines
     through them (a step costs a fixed overhead plus a part proportional to its matrix
     products). A CPU times 128 and 512; a GPU, whose small steps cost about the same, 128, 1024
@@ -348,7 +362,7 @@ def _speeds(s, V, timer, windows=None):
     step}, a line saying what was measured, the seconds the timing took)."""
     m, t = s.cfg.model, s.cfg.train
     cell, E, device, B, T = Cell.of_config(m), m.embedding_size, t.device, t.batch_size, t.seq_len
-    depths = [m.num_layers] if "model.num_layers" in s.explicit else [1, 2]
+    depths = [m.num_layers] if "model.num_layers" in s.explicit else [1] if one_layer else [1, 2]
     widths = ([m.hidden_size] if "model.hidden_size" in s.explicit else
               list(GPU_WIDTHS if device == "cuda" else WIDTHS))
     top = max(widths) if device == "cuda" else min(max(widths), 512)
@@ -399,9 +413,10 @@ def predicted_loss(layers, params, chars, like):
     return like[1] + like[2] * law_bracket(layers, params, chars)
 
 
-def _size(s, plan, nets, n_train, minutes):
+def _size(s, plan, nets, n_train, minutes, one_layer=""):
     """2. Size: of the nets that get MIN_STEPS updates and have at most MAX_PER_CHAR parameters
-    per training character, the one the loss law predicts best. Returns (layers, width)."""
+    per training character, the one the loss law predicts best (`one_layer`: why the nets are of
+    one layer). Returns (layers, width)."""
     able = [net for net in nets if plan(net).steps >= MIN_STEPS]
     if not able:
         L, H = max(nets, key=lambda net: plan(net).steps)
@@ -422,7 +437,7 @@ def _size(s, plan, nets, n_train, minutes):
         why = (f"the smallest net: even it has over {MAX_PER_CHAR:g} parameters per character of "
                "the text (the most of the fitted runs); a longer text would do better")
     p = plan((L, H))
-    s.put("model.num_layers", L, why)
+    s.put("model.num_layers", L, f"{one_layer}; the width: {why}" if one_layer else why)
     s.put("model.hidden_size", H,
           f"{L} x {H}, {p.params / 1e6:.2f}M parameters: {p.steps:,.0f} steps read "
           f"{p.chars / 1e6:.1f}M characters ({p.epochs:.1f} epochs of {n_train:,})")

@@ -78,14 +78,34 @@ def test_the_choice_is_the_net_the_loss_law_predicts_best(n, minutes, V):
     """Of the nets that get MIN_STEPS updates and have at most MAX_PER_CHAR parameters per
     training character: the least predicted loss, whatever the text or the budget."""
     c, plan, chosen = sized(n, minutes, V)
+    lo, hi = recipe.FITTED["symbols"]
     fits = {net: p for net, p in plan.items()
-            if p.steps >= recipe.MIN_STEPS and p.core <= recipe.MAX_PER_CHAR * 0.9 * n}
+            if p.steps >= recipe.MIN_STEPS and p.core <= recipe.MAX_PER_CHAR * 0.9 * n
+            and (lo <= V <= hi or net[0] == 1)}          # one layer outside the fitted symbols
     assert chosen == min(fits, key=lambda net: fits[net].loss)
     assert plan[chosen].loss == pytest.approx(
         recipe.LIKE["pycode-50m"][1] + recipe.LIKE["pycode-50m"][2] *
         recipe.law_bracket(chosen[0], plan[chosen].core, plan[chosen].chars))
     two = choose(50_000_000, 10, "model.num_layers=2", V=V).cfg           # unless you say two
     assert two.model.num_layers == 2
+
+
+@pytest.mark.parametrize("V", [2, 10_000])
+def test_a_vocabulary_outside_the_fitted_range_gets_one_layer_unless_you_say_two(V):
+    """The law's two-layer terms were fitted on 65-199 symbols: outside that range only one-layer
+    nets are timed and chosen, even where the law alone ranks a two-layer net first."""
+    c, plan, chosen = sized(1_000_000, 60, V)
+    fits = {net: p for net, p in plan.items()
+            if p.steps >= recipe.MIN_STEPS and p.core <= recipe.MAX_PER_CHAR * 900_000}
+    if V == 10_000:
+        assert min(fits, key=lambda net: fits[net].loss)[0] == 2       # the law alone: two
+    assert chosen == min((net for net in fits if net[0] == 1), key=lambda net: fits[net].loss)
+    choice = choose(1_000_000, 60, V=V)
+    assert "2 x" not in choice.timing and re.search(r"1 x \d+ [\d,]+ chars/s", choice.timing)
+    assert chosen_why(choice, "model.num_layers").startswith(
+        f"one layer: the law's two layers were fitted on texts of 65-199 symbols, not {V:,}; "
+        "the width: the loss law's best")
+    assert choose(1_000_000, 60, "model.num_layers=2", V=V).cfg.model.num_layers == 2
 
 
 def test_the_law_rewards_parameters_and_reading_and_two_layers_catch_up_as_they_read():
