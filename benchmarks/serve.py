@@ -1,8 +1,11 @@
 """`charlstm serve` under load: aggregate characters per second with 1, 8, 32 and 64 concurrent
 streaming clients against the same requests served one at a time, time to first character, and
-the server's resident memory over a soak. Loopback only; every loop is bounded.
+the server's resident memory over a soak, and how the server answers beside one long stream
+(/healthz's time, and how soon a client that leaves frees its slot). Loopback only; every loop is
+bounded.
 
     python benchmarks/serve.py runs/shakespeare            # the 1 x 640 tiny-shakespeare model
+    python benchmarks/serve.py runs/tiny --clients 1 --sequential 4 --soak-minutes 0
     python benchmarks/serve.py runs/shakespeare --soak-minutes 5 --json benchmarks/study/serve.json
 
 The clients run in this process (httpx, asyncio) on the same machine as the server, so on 2 cores
@@ -91,6 +94,29 @@ async def soak(url, pid, minutes, clients, chars):
     return samples, sum(done[1:])
 
 
+def beside_a_stream(url, rounds=4, polls=10):
+    """One client streams a long request; meanwhile /healthz is asked `polls` times; then the
+    client leaves and /healthz is polled until its slot is free. Medians over `rounds`:
+    (seconds /healthz took, seconds until the slot was free)."""
+    answers, frees = [], []
+    with httpx.Client(base_url=url, timeout=60) as probe:
+        for _ in range(rounds):
+            body = {"length": 1_000_000, "stream": True}
+            with httpx.stream("POST", url + "/v1/generate", json=body, timeout=60) as r:
+                chunks = r.iter_text()
+                next(chunks)
+                for _ in range(polls):
+                    tic = time.perf_counter()
+                    probe.get("/healthz")
+                    answers.append(time.perf_counter() - tic)
+                    next(chunks)
+            left = time.perf_counter()
+            while probe.get("/healthz").json()["live"] and time.perf_counter() - left < 60:
+                time.sleep(0.01)
+            frees.append(time.perf_counter() - left)
+    return pct(answers, 50), pct(frees, 50)
+
+
 def pct(xs, q):
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(round(q / 100 * (len(xs) - 1))))]
@@ -106,12 +132,14 @@ def main():
     ap.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32, 64])
     ap.add_argument("--json", help="write the figures here too")
     args = ap.parse_args()
-    server, url = start_server([args.model])
+    server, url = start_server([args.model, "--max-length", "1000000"])
     try:
         model = httpx.get(url + "/v1/models").json()["models"][0]
         asyncio.run(concurrent(url, 4, 50, 1))                       # warm up
         out = {"model": model, "chars": args.chars, "rows": []}
         seq_rate, seq_first = asyncio.run(sequential(url, args.sequential, args.chars))
+        healthz, free = beside_a_stream(url)
+        out["beside_a_stream"] = {"healthz_s": healthz, "slot_free_s": free}
         out["sequential"] = {"chars_per_sec": seq_rate, "ttfc_p50": pct(seq_first, 50),
                              "ttfc_p99": pct(seq_first, 99)}
         print(f"one at a time: {seq_rate:,.0f} chars/s", file=sys.stderr)
@@ -144,6 +172,9 @@ def main():
     for r in out["rows"]:
         print(f"| {r['clients']} | {r['chars_per_sec']:,.0f} | {r['x_sequential']:.1f} | "
               f"{1e3 * r['ttfc_p50']:.0f} | {1e3 * r['ttfc_p99']:.0f} |")
+    b = out["beside_a_stream"]
+    print(f"beside one long stream: /healthz answers in {1e3 * b['healthz_s']:.0f} ms; a client "
+          f"that leaves frees its slot in {1e3 * b['slot_free_s']:.0f} ms (medians)")
     if "soak" in out:
         k = out["soak"]
         print(f"soak: {k['minutes']:g} min, {k['clients']} clients, {k['requests']} requests; RSS "

@@ -25,6 +25,12 @@ from .sample import Batch
 # one event per character per client costs the event loop more than the model's step (1 x 640,
 # 64 streaming clients: 11,100 chars/s with 0.02, 17,400 with 0.05; benchmarks/serve.py).
 FLUSH = 0.05
+# The scheduler hands the GIL to the event loop's thread at least this often (seconds): a tiny
+# model's step never lets go of it, and Python alone lets a waiting thread in only after 5 ms at
+# each of the loop's system calls. Beside one stream of a 1 x 32 model /healthz took 0.2 s and a
+# client's leaving 3-26 s to notice; with this, 0.01 s and 0.03 s, and a 1 x 640 model streams
+# within 0-4% of its speed before (every 1 ms: 6-8% slower; benchmarks/RESULTS.md).
+YIELD = 0.005
 
 
 @dataclass
@@ -116,6 +122,7 @@ class Scheduler:
             self.thread.join(timeout=10)
 
     def _loop(self):
+        yielded = time.monotonic()
         while True:
             with self.cond:
                 while not self.pending and not self.live and not self.stopping:
@@ -125,6 +132,9 @@ class Scheduler:
                     return
                 self._admit()
             self._step()
+            if time.monotonic() - yielded >= YIELD:
+                time.sleep(0)             # the event loop's turn (YIELD)
+                yielded = time.monotonic()
 
     def _admit(self):
         while self.pending and len(self.live) < self.max_streams:
