@@ -9,6 +9,7 @@
     python benchmarks/targets.py --pairs shakespeare-30-eval1        # one run: the recipe, evaluating every minute
     python benchmarks/targets.py --pairs shakespeare-30-dropout0.2   # one run: the config, window dropout 0.2
     python benchmarks/targets.py --pairs shakespeare-30-resolved     # one run: the recipe's saved config.yaml
+    python benchmarks/targets.py --pairs shakespeare-10-widths       # the recipe at 1 x 512, its own width, 1 x 768
     python benchmarks/targets.py --pairs shakespeare-10 --repeat 3 --sitting dec3 --code /tmp/v2
                                                     # a checkout's charlstm (git worktree add)
 
@@ -53,6 +54,14 @@ PAIRS = {  # name -> [(run, charlstm train arguments)], run in this order
         "--set", "optim.replan_step=0", "--set", "optim.replan_total=0",
         "--set", "model.dropout=0.2", "--set", "model.dropout_mask=step",
         "--set", "model.weight_drop=0.0", "--set", "optim.weight_decay=0.0"])],
+    # the recipe at 10 minutes with its width set and the rest its own (regularization by the
+    # epochs each width reads): tiny-shakespeare's points for the law's next fit, which had only
+    # 2 x 448 and 1 x 640 there before the 1 x 416 of 2026-12-04
+    "shakespeare-10-widths": [(f"recipe{'-w' + str(h) if h else ''}",
+                               ["--data", SHAKESPEARE, "--minutes", "10"]
+                               + (["--set", f"model.hidden_size={h}", "--set",
+                                   "model.num_layers=1"] if h else []))
+                              for h in (512, 0, 768)],
     # the config with lighter window dropout: this machine now gives it about 8,000 steps (13
     # epochs) where it was tuned with 11,000 (17.6), and dropout 0.25 beat 0.3 there
     "shakespeare-30-dropout0.2": [("shipped-dropout0.2", ["configs/shakespeare-30min.yaml",
