@@ -21,7 +21,8 @@ For each corpus and budget, in this order:
    width x0.7 and x1.4 (to a multiple of 32), one layer more, dropout -0.1 and +0.1;
 3. default: today's defaults for the same minutes (train.recipe off);
 4. the two best of 1-2 again with train.seed 2, to show the spread.
-`--nets` adds other nets (LxH, or LxH-dD with a dropout) to a label's runs; a label of
+`--nets` adds other nets (LxH, LxH-dD with a dropout, or LxH-r: the recipe with that net, the
+rest chosen for it) to a label's runs; a label of
 SITTINGS is judged only against its own runs, made in one sitting, as the targets ask.
 
 Each record keeps the commit of the charlstm that ran it (--code: a checkout of the version
@@ -136,11 +137,12 @@ def plans(said):
 
 
 def parse_net(spec):
-    """{--set key: value} of a net named as LxH or LxH-dD (1x96, 1x576-d0.2)."""
-    m = re.fullmatch(r"(\d+)x(\d+)(?:-d(0|0?\.\d+))?", spec)
+    """{--set key: value} of a net named as LxH, LxH-dD (1x96, 1x576-d0.2) or LxH-r (the recipe
+    with that net, choosing the rest for it: 1x768-r)."""
+    m = re.fullmatch(r"(\d+)x(\d+)(?:-d(0|0?\.\d+)|(-r))?", spec)
     if not m or int(m[1]) < 1 or int(m[2]) < 1:
-        raise SystemExit(f"--nets: {spec!r} is not a net: give layers x width, e.g. 1x96 or "
-                         "1x576-d0.2")
+        raise SystemExit(f"--nets: {spec!r} is not a net: give layers x width, e.g. 1x96, "
+                         "1x576-d0.2 or 1x768-r")
     out = {"model.num_layers": int(m[1]), "model.hidden_size": int(m[2])}
     if m[3] is not None:
         out["model.dropout"] = float(m[3])
@@ -203,7 +205,8 @@ def judge(corpus, budget, label="recipe", listing=False, again=(), which=None, n
                   *[a for k, v in changes.items() for a in ("--set", f"{k}={v}")]])
     for spec in nets:
         changes = [a for k, v in parse_net(spec).items() for a in ("--set", f"{k}={v}")]
-        once(f"{label}:{spec}", [str(chosen), *replan, *changes])
+        once(f"{label}:{spec}", ["--data", str(path), "--minutes", str(budget), *changes]
+             if spec.endswith("-r") else [str(chosen), *replan, *changes])
     if which is not None:
         return None
     once("default", ["--data", str(path), "--set", "train.recipe=off",
@@ -217,8 +220,9 @@ def judge(corpus, budget, label="recipe", listing=False, again=(), which=None, n
 
 
 def _args_of(r, corpus, budget, label, replan):
-    """The arguments that run record `r` again: a recipe's run is its choice, not a new timing."""
-    if r["name"] in ("recipe", label):
+    """The arguments that run record `r` again: a recipe's run (`--minutes`) is its choice, not
+    a new timing."""
+    if r["name"] in ("recipe", label) or "--minutes" in r["args"]:
         return [str(folder(corpus, budget, r["name"]) / "config.yaml"), *replan]
     return list(r["args"])
 
@@ -234,7 +238,7 @@ def _net(r):
 
 LABELS = {"recipe": "rules (before the law)", "v2": "the loss law"}
 # Labels judged only against their own runs (their neighbours, nets and seeds: one sitting).
-SITTINGS = {"dec5": "the loss law, one sitting"}
+SITTINGS = {"dec5": "the loss law, one sitting", "dec5w": "the loss law, one sitting"}
 SEEDED = re.compile(r"-s\d+$")
 
 
