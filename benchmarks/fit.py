@@ -4,6 +4,9 @@ charlstm/recipe.py holds, with the fit's residuals and its range.
     python benchmarks/fit.py                 # the exponent's profile, the law, its range
     python benchmarks/fit.py --rows          # also every point with its fitted loss
     python benchmarks/fit.py --forms         # other forms of the law, fitted and left out
+    python benchmarks/fit.py --until 2026-12-05 --choices TEXT ...
+                                             # the recipe's choices at 2, 10 and 30 minutes with
+                                             # recipe.LAW and with this fit, on one timing a text
 
 The law, for a run of the recipe's optimizer, batch and schedule (validation loss, nats/char):
 
@@ -361,6 +364,45 @@ def _day(text):
                                          f"{LAW_UNTIL}") from None
 
 
+def choices(law, E, scale, texts, budgets=(2, 10, 30)):
+    """The recipe's net and dropout for each text and budget with recipe.LAW and with `law` (E
+    and s by corpus: its LIKE), both on one timing of each text (in this process)."""
+    from charlstm import recipe
+    from charlstm.config import load_config_keys
+    from charlstm.corpus import prepare
+    laws = {"recipe.LAW": (dict(recipe.LAW), dict(recipe.LIKE)),
+            "this fit": (law, {c: (bz2_bits_per_char(corpus_text(c)), E[c], scale[c]) for c in E})}
+    shipped = laws["recipe.LAW"]
+    print("| text | minutes | " + " | ".join(laws) + " |")
+    print("| --- | --- |" + " --- |" * len(laws))
+    try:
+        for path in texts:
+            keys = lambda minutes: load_config_keys(None, [f"data.path={path}", "train.recipe=auto",
+                                                           f"train.max_minutes={minutes}"])
+            corpus = prepare(keys(1)[0].data, False, lambda *a, **k: None)
+            windows = recipe._windows(corpus.tokens, int(0.9 * len(corpus.tokens)), B, T)
+            timed = {}
+
+            def timer(V, E_, H, L, B_, T_, cell, dropout, device="cpu"):
+                if (L, H) not in timed:
+                    timed[L, H] = recipe.time_step(V, E_, H, L, B_, T_, cell, dropout, device,
+                                                   windows=windows)
+                return timed[L, H]
+            for minutes in budgets:
+                picked = []
+                for law_, like in laws.values():
+                    recipe.LAW.clear(), recipe.LAW.update(law_)
+                    recipe.LIKE.clear(), recipe.LIKE.update(like)
+                    m = recipe.choose(*keys(minutes), corpus, timer=timer).cfg.model
+                    picked.append(f"{m.num_layers} x {m.hidden_size}, dropout {m.dropout:g}"
+                                  + (", weight drop" if m.weight_drop else ""))
+                print(f"| {Path(path).stem} | {minutes} | " + " | ".join(picked) + " |",
+                      flush=True)
+    finally:
+        recipe.LAW.clear(), recipe.LAW.update(shipped[0])
+        recipe.LIKE.clear(), recipe.LIKE.update(shipped[1])
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", action="store_true", help="every point with its fitted loss")
@@ -370,6 +412,8 @@ def main():
                     type=_day,
                     help=f"fit the runs recorded up to this day (default {LAW_UNTIL}: "
                          "recipe.LAW's fit)")
+    ap.add_argument("--choices", nargs="+", metavar="TEXT",
+                    help="the recipe's choices on these texts with recipe.LAW and with this fit")
     a = ap.parse_args()
     points = fit_points(a.until)
     if a.forms:
@@ -385,6 +429,8 @@ def main():
               + f" | {scores[alpha]:.4f} |")
     alpha = min(scores, key=scores.get)
     E, scale, law, res = fit(points, alpha)
+    if a.choices:
+        return choices(law, E, scale, a.choices)
     print(f"\nalpha {alpha}: {len(points)} points on {len(E)} corpora, residual rms "
           f"{_rms(res):.4f}, largest {np.max(np.abs(res)):.4f}")
     print("| corpus | E | s | points | rms | bz2 bits/char | chars | symbols |")
