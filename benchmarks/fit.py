@@ -53,6 +53,7 @@ import yaml
 import corpora
 import study
 from charlstm.cells import Cell
+from charlstm.errors import CharlstmError
 from charlstm.recipe import params_of
 
 HERE = Path(__file__).resolve().parent
@@ -430,7 +431,10 @@ def main():
     alpha = min(scores, key=scores.get)
     E, scale, law, res = fit(points, alpha)
     if a.choices:
-        return choices(law, E, scale, a.choices)
+        try:
+            return choices(law, E, scale, a.choices)
+        except CharlstmError as e:
+            raise SystemExit(f"fit.py --choices: {e}") from None
     print(f"\nalpha {alpha}: {len(points)} points on {len(E)} corpora, residual rms "
           f"{_rms(res):.4f}, largest {np.max(np.abs(res)):.4f}")
     print("| corpus | E | s | points | rms | bz2 bits/char | chars | symbols |")

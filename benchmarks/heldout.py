@@ -307,7 +307,7 @@ def main():
                     help="only the recipe and these neighbours (comma-separated: w0.7,d+0.1; "
                          "\"\" for none)")
     ap.add_argument("--nets", default="",
-                    help="other nets beside the choice (comma-separated: 1x96,1x576-d0.2)")
+                    help="other nets beside the choice (comma-separated: 1x96,1x576-d0.2,1x768-r)")
     ap.add_argument("--seed", type=int, default=2,
                     help="the seed of --again's and --choice-only's runs (default 2)")
     a = ap.parse_args()
