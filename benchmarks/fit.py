@@ -80,7 +80,8 @@ def bz2_bits_per_char(text):
 # The fingerprints of the texts the study began with, where a rebuild is known to give that
 # text: the Debian package's text of the same length as the study's (RESULTS.md, "Corpora and
 # measurement"). pydocs-10m and pycode-50m rebuild to other lengths on this machine.
-FIRST_TEXTS = {"fortunes-100k": "73951f9baf74d5b2", "russian-2m": "1e12a83f753153e0"}
+FIRST_TEXTS = {"fortunes-100k": "73951f9baf74d5b2", "russian-2m": "1e12a83f753153e0",
+               "fortunes-1m": "cbe47f8eebb32870"}
 
 
 def on_text(r):
