@@ -342,6 +342,9 @@ def build(name, out=DEFAULT_OUT):
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         text = {**CORPORA, **HELDOUT, **JUDGES, **RULES}[name]()
+        if not text.strip():
+            raise SystemExit(f"{name}: its files gave no text; reinstall its package "
+                             "(python benchmarks/corpora.py --install)")
         tmp = path.with_suffix(f".tmp{os.getpid()}")    # two builders never share one
         tmp.write_text(text, "utf-8")
         tmp.replace(path)

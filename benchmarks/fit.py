@@ -172,11 +172,18 @@ def _repeats(law, P):
     return bracket(law, P["L"], P["N"], D)
 
 
-def _epoch_cost(law, P):
-    """A cost of reading the text again, C log(R)^g, for runs without the heavy set."""
+def _repeats_one(law, P):
+    """The effective data with one S for every regularization: the recipe gives each net the
+    regularization of its epochs, so the cost of reading again is the cost under that."""
+    return _repeats(dict(law, S_heavy=law["S"]), P)
+
+
+def _epoch_cost(law, P, every=False):
+    """A cost of reading the text again, C log(R)^g, for runs without the heavy set (`every`:
+    for every run)."""
     R = np.maximum(P["D"] / P["U"], 1.0)
     return (bracket(law, P["L"], P["N"], P["D"])
-            + law["C"] * np.log(R) ** law["g"] * (P["heavy"] == 0))
+            + law["C"] * np.log(R) ** law["g"] * ((P["heavy"] == 0) | every))
 
 
 def _kaplan(law, P):
@@ -213,8 +220,11 @@ FORMS = {
     "alpha per layer count": _form(_per_layer_alpha, alpha=(0.15, 0.3), alpha2=(0.15, 0.3)),
     "effective data, S per regularizer": _form(_repeats, {"alpha": 0.15}, {"S", "S_heavy"},
                                                S=(5.0, 50.0), S_heavy=(5.0, 50.0)),
+    "effective data, one S": _form(_repeats_one, {"alpha": 0.15}, {"S"}, S=(5.0, 50.0)),
     "a cost of epochs": _form(_epoch_cost, {"alpha": 0.15}, {"C"}, C=(1e-3, 1e-2),
                               g=(2.0, 2.0)),
+    "a cost of epochs, every run": _form(lambda law, P: _epoch_cost(law, P, every=True),
+                                         {"alpha": 0.15}, {"C"}, C=(1e-3, 1e-2), g=(2.0, 1.0)),
     "Kaplan's N-D interaction": {
         "bracket": _kaplan, "fixed": {}, "logged": {"Nc", "Dc", "Nc2", "Dc2", "k2"},
         "starts": [{"Nc": nc, "Dc": dc, "alpha": a, "b": b, "Nc2": nc, "Dc2": dc, "b2": b,

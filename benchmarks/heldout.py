@@ -180,7 +180,7 @@ def judge(corpus, budget, label="recipe", listing=False, again=(), which=None, n
     if recipe is None:
         return
     chosen = folder(corpus, budget, label) / "config.yaml"
-    if not chosen.exists():                             # its folder is gone: rebuild from record
+    if not chosen.exists() and not listing:             # its folder is gone: rebuild from record
         chosen.parent.mkdir(parents=True, exist_ok=True)
         chosen.write_text(recipe["chosen"])
     replan = ["--set", "train.max_steps=null", "--set", "optim.hold_steps=0"]
