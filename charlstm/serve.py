@@ -130,11 +130,24 @@ class Service:
             raise Problem(400, f"{what} is over this server's limit of {cap:,} bytes "
                                "(charlstm serve --max-text-bytes)")
 
+    def too_big(self):
+        return Problem(413, f"the request body is over this server's limit of "
+                            f"{self.limits.max_body:,} bytes (charlstm serve --max-body)")
+
+    async def read(self, request):
+        """The request body, read no further than the limit: a chunked body declares no length,
+        and one of gigabytes must not be held in memory to be refused."""
+        raw = bytearray()
+        async for chunk in request.stream():
+            raw += chunk
+            if len(raw) > self.limits.max_body:
+                raise self.too_big()
+        return bytes(raw)
+
     def parse(self, raw, kind):
         """A request body (JSON, whatever its content type: `curl -d` works) as `kind`."""
         if len(raw) > self.limits.max_body:
-            raise Problem(413, f"the request body is over this server's limit of "
-                               f"{self.limits.max_body:,} bytes (charlstm serve --max-body)")
+            raise self.too_big()
         try:
             obj = json.loads(raw or b"{}", parse_constant=_no_constant)
         except (ValueError, RecursionError) as e:
@@ -208,8 +221,8 @@ def make_app(paths, limits=None, token=None, device="cpu"):
             return _error(401, "this server needs a token: send 'Authorization: Bearer TOKEN'")
         size = request.headers.get("content-length")
         if size is not None and (not size.isdigit() or int(size) > service.limits.max_body):
-            return _error(413, f"the request body is over this server's limit of "
-                               f"{service.limits.max_body:,} bytes (charlstm serve --max-body)")
+            e = service.too_big()
+            return _error(e.status, e.message)
         return await call_next(request)
 
     app.add_exception_handler(Problem, lambda request, e: _error(e.status, e.message, e.headers))
@@ -217,7 +230,7 @@ def make_app(paths, limits=None, token=None, device="cpu"):
 
     def body(kind):
         async def parse(request: Request):
-            return service.parse(await request.body(), kind)
+            return service.parse(await service.read(request), kind)
         return {"body": Depends(parse), "extra": {"requestBody": {"required": True, "content": {
             "application/json": {"schema": kind.model_json_schema()}}}}}
 

@@ -502,3 +502,30 @@ def test_a_client_gone_is_noticed_while_characters_keep_coming():
             producer.cancel()
         assert e.value.status == 499 and all(job.cancelled for job in jobs)
     asyncio.run(scenario())
+
+
+def test_a_chunked_body_over_the_limit_is_refused_without_being_read_whole(run_dir):
+    """A body with no Content-Length (chunked) is read only up to --max-body, then refused."""
+    from charlstm.serve import Limits, make_app
+    app = make_app({"tiny": run_dir}, Limits(max_body=5000))
+    chunk, given, sent = b"x" * 1000, [0], []
+
+    async def receive():                            # a body that would never end
+        given[0] += 1
+        return {"type": "http.request", "body": chunk, "more_body": given[0] < 10 ** 6}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+             "scheme": "http", "path": "/v1/generate", "raw_path": b"/v1/generate",
+             "query_string": b"", "root_path": "", "server": ("127.0.0.1", 8000),
+             "client": ("127.0.0.1", 50000),
+             "headers": [(b"host", b"127.0.0.1"), (b"transfer-encoding", b"chunked"),
+                         (b"content-type", b"application/json")]}
+    asyncio.run(app(scope, receive, send))
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    assert start["status"] == 413, body
+    assert "--max-body" in json.loads(body)["error"]
+    assert given[0] <= 10                           # 5,000 bytes' worth, not the whole body
