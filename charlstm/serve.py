@@ -30,6 +30,7 @@ try:
     from fastapi.staticfiles import StaticFiles
     from pydantic import BaseModel, ConfigDict, Field, ValidationError
     from starlette.concurrency import run_in_threadpool
+    from starlette.datastructures import Headers
 except ImportError:                       # the serve extra is not installed: serve() says so
     BaseModel = None
 
@@ -213,18 +214,7 @@ def make_app(paths, limits=None, token=None, device="cpu"):
                   on_shutdown=[service.scheduler.stop])
     app.state.scheduler, app.state.models = service.scheduler, service.models
 
-    @app.middleware("http")
-    async def guard(request: Request, call_next):
-        path = request.url.path
-        open_path = path in ("/", "/healthz") or path.startswith("/static/")
-        if token and not open_path and request.headers.get("authorization") != f"Bearer {token}":
-            return _error(401, "this server needs a token: send 'Authorization: Bearer TOKEN'")
-        size = request.headers.get("content-length")
-        if size is not None and (not size.isdigit() or int(size) > service.limits.max_body):
-            e = service.too_big()
-            return _error(e.status, e.message)
-        return await call_next(request)
-
+    app.add_middleware(_Guard, token=token, service=service)
     app.add_exception_handler(Problem, lambda request, e: _error(e.status, e.message, e.headers))
     app.add_exception_handler(CharlstmError, lambda request, e: _error(400, str(e)))
 
@@ -268,6 +258,32 @@ def make_app(paths, limits=None, token=None, device="cpu"):
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
+
+
+class _Guard:
+    """The token and the declared body size, checked before any route. Plain ASGI: a reply
+    passes through untouched (Starlette's BaseHTTPMiddleware relays each streamed chunk through
+    a queue of its own)."""
+
+    def __init__(self, app, token, service):
+        self.app, self.token, self.service = app, token, service
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            refused = self.check(scope["path"], Headers(scope=scope))
+            if refused is not None:
+                return await refused(scope, receive, send)
+        await self.app(scope, receive, send)
+
+    def check(self, path, headers):
+        open_path = path in ("/", "/healthz") or path.startswith("/static/")
+        if self.token and not open_path and headers.get("authorization") != f"Bearer {self.token}":
+            return _error(401, "this server needs a token: send 'Authorization: Bearer TOKEN'")
+        size = headers.get("content-length")
+        if size is not None and (not size.isdigit() or int(size) > self.service.limits.max_body):
+            e = self.service.too_big()
+            return _error(e.status, e.message)
+        return None
 
 
 def _options(body, model, limits):
