@@ -286,6 +286,32 @@ def table():
     if errors:
         print(f"\nlast plans: median error {np.median(errors):.1%}, largest {max(errors):.1%} "
               f"({len(errors)} runs)")
+    print()
+    predicted_table(rows)
+
+
+PREDICTED = re.compile(r"predicted validation loss: ([\d.]+) for .*?the floor and scale of\s+"
+                       r"([\w-]+)", re.S)
+
+
+def predicted_table(rows):
+    """The law's predicted validation loss of the recipe's choice (its report) against the run's,
+    for each recipe run of the law (one seed): how far a new text's floor, borrowed from the fit
+    corpus nearest in bz2 bits per character, is from the truth."""
+    print("| corpus | budget | run | predicted (floor and scale of) | measured | predicted - "
+          "measured |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    errors = []
+    for r in rows:
+        m = PREDICTED.search(r.get("report", ""))
+        if m is None or r["name"] not in {**SITTINGS, "v2": ""}:
+            continue
+        errors.append(float(m.group(1)) - r["best_val"])
+        print(f"| {r['corpus']} | {r['budget']} min | {r['name']} | {m.group(1)} ({m.group(2)}) | "
+              f"{r['best_val']:.3f} | {errors[-1]:+.2f} |")
+    if errors:
+        print(f"\npredicted - measured: median {np.median(errors):+.2f}, from {min(errors):+.2f} "
+              f"to {max(errors):+.2f} ({len(errors)} runs)")
 
 
 def main():
