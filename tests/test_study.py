@@ -1,7 +1,8 @@
 """The recipe study's scripts: benchmarks/fit.py recovers a law it is given and never pools runs
 on two different texts under one corpus name; benchmarks/heldout.py will not add runs to a grid
 whose runs read another text; benchmarks/rerun.py runs every step, apart from the committed
-records when asked, and says where to go on."""
+records when asked, and says where to go on; benchmarks/corpora.py reads no other package's
+fortunes into the English ones and writes no empty corpus."""
 
 import os
 import subprocess
@@ -159,3 +160,26 @@ def test_a_rerun_into_a_folder_it_cannot_make_says_so_in_one_line(tmp_path):
     with pytest.raises(SystemExit, match=r"^--records .*file/x: cannot make that folder \(Not a "
                                          r"directory\); give a folder path$"):
         rerun.main(["--records", str(tmp_path / "file" / "x"), "--list"])
+
+
+def test_the_english_fortunes_leave_out_the_chinese_ones_and_an_empty_text_stops(tmp_path,
+                                                                                monkeypatch):
+    """fortunes-zh installs its files beside the English fortunes; fortunes-100k and fortunes-1m
+    must not read them (they changed fortunes-100k's text), and a corpus whose files give no
+    text stops instead of being written empty."""
+    corpora = heldout.corpora
+    folder = tmp_path / "fortunes"
+    folder.mkdir()
+    art, zippy = "art\n%\n" * 10_000, "yow\n%\n" * 10_000     # 120,000 characters
+    (folder / "art").write_text(art, "utf-8")
+    (folder / "chinese").write_text("\u4e2d\u6587\n%\n" * 30, "utf-8")
+    (folder / "chinese.dat").write_bytes(b"\0")
+    (folder / "zippy").write_text(zippy, "utf-8")
+    monkeypatch.setattr(corpora, "FORTUNES", folder)
+    first, rest = corpora.fortunes_en(), corpora.fortunes_1m()
+    assert len(first) == 100_000 and first + rest == art + zippy    # after fortunes-100k's text
+    for name in ("art", "zippy"):
+        (folder / name).write_text("", "utf-8")
+    with pytest.raises(SystemExit, match="fortunes-100k: its files gave no text"):
+        corpora.build("fortunes-100k", out=tmp_path / "built")
+    assert not list((tmp_path / "built").glob("*"))
