@@ -34,7 +34,8 @@ minute in (its "planned again" line) and the steps it made: the timing table. Re
 skipped, so the script resumes where it stopped. `touch benchmarks/study/PAUSE` makes it wait
 before the next run. Run nothing else heavy beside it. Each record keeps its text's fingerprint
 (corpora.fingerprint); a grid whose runs read another text than this machine builds is not
-continued here.
+continued here, nor one whose runs all predate fingerprints (french-man's: its text cannot be
+checked; on the machine of 2026-12-05 it rebuilt with 606 symbols, not 744).
 """
 
 import argparse
@@ -161,11 +162,19 @@ def judge(corpus, budget, label="recipe", listing=False, again=(), which=None, n
     val = val_fraction(path)
     done = {r["name"]: r for r in _read() if (r["corpus"], r["budget"]) == (corpus, budget)}
     text = corpora.fingerprint(path)
-    other = sorted({r["text"] for r in done.values() if r.get("text", text) != text})
-    if other and not listing:                      # runs on two texts are not one grid
-        raise SystemExit(f"{corpus} at {budget} min: its recorded runs read text {other[0]}, "
-                         f"this machine builds {text} ({path}): rebuild that text, or judge "
-                         "it on a machine that builds it")
+    # A run recorded before fingerprints read the text of the pair's fingerprinted runs (they
+    # were continued on it); a pair with none of those cannot be checked against this text
+    known = {r["text"] for r in done.values() if r.get("text")}
+    other = sorted(known - {text})
+    refusal = None                                 # runs on two texts are not one grid
+    if other:
+        refusal = (f"{corpus} at {budget} min: its recorded runs read text {other[0]}, this "
+                   f"machine builds {text} ({path}): rebuild that text, or judge it on a machine "
+                   "that builds it")
+    elif done and not known:
+        refusal = (f"{corpus} at {budget} min: its recorded runs predate text fingerprints, so "
+                   f"this machine's text ({text}) cannot be checked against theirs: judge it in "
+                   "a fresh study (benchmarks/rerun.py --records DIR)")
 
     def once(name, args):
         if name in done:
@@ -173,6 +182,8 @@ def judge(corpus, budget, label="recipe", listing=False, again=(), which=None, n
         if listing:
             print(corpus, budget, name, *args)
             return None
+        if refusal:
+            raise SystemExit(refusal)
         done[name] = run(corpus, budget, name, args, val, text)
         return done[name]
 

@@ -67,6 +67,14 @@ def test_a_grid_on_another_text_is_not_continued(tmp_path, monkeypatch):
                                                         text=heldout.corpora.fingerprint(text))])
     with pytest.raises(pytest.fail.Exception, match="a run was started"):
         heldout.judge("judge", 2, "v2")          # the same text: the grid goes on
+    monkeypatch.setattr(heldout, "_read", lambda: [recorded])     # before fingerprints
+    with pytest.raises(SystemExit, match=r"judge at 2 min: its recorded runs predate text "
+                                         r"fingerprints, so this machine's text"):
+        heldout.judge("judge", 2, "v2")
+    monkeypatch.setattr(heldout, "_read", lambda: [recorded, dict(
+        recorded, name="v2:w0.7", text=heldout.corpora.fingerprint(text))])
+    with pytest.raises(pytest.fail.Exception, match="a run was started"):
+        heldout.judge("judge", 2, "v2")          # a later run says which text the grid read
 
 
 def test_an_unknown_neighbour_or_run_is_refused_in_one_line(monkeypatch, tmp_path):
@@ -79,7 +87,8 @@ def test_an_unknown_neighbour_or_run_is_refused_in_one_line(monkeypatch, tmp_pat
     monkeypatch.setattr(heldout, "run", lambda *a: pytest.fail("a run was started"))
     chosen = "model: {num_layers: 1, hidden_size: 64, dropout: 0.0, weight_drop: 0.0}\noptim: {}\n"
     monkeypatch.setattr(heldout, "_read", lambda: [
-        {"corpus": "judge", "budget": 2, "name": "v2", "best_val": 1.0, "chosen": chosen}])
+        {"corpus": "judge", "budget": 2, "name": "v2", "best_val": 1.0, "chosen": chosen,
+         "text": heldout.corpora.fingerprint(text)}])
     monkeypatch.setattr(heldout, "folder", lambda *a: tmp_path / "v2")
     with pytest.raises(SystemExit, match=r"^judge at 2 min has no run named 'v2:d\+0.1'$"):
         heldout.judge("judge", 2, "v2", again=["v2:d+0.1"])
@@ -92,7 +101,8 @@ def test_other_nets_and_later_seeds_run_as_named_and_a_sitting_is_judged_alone(
     monkeypatch.setattr(heldout.corpora, "build", lambda name: text)
     chosen = "model: {num_layers: 1, hidden_size: 192, dropout: 0.0, weight_drop: 0.0}\noptim: {}\n"
     records = [{"corpus": "judge", "budget": 2, "name": "dec5", "best_val": 3.0, "chosen": chosen,
-                "args": [], "steps": 1_000, "planned_steps": None, "code": "abc"}]
+                "args": [], "steps": 1_000, "planned_steps": None, "code": "abc",
+                "text": heldout.corpora.fingerprint(text)}]
     started = []
 
     def run(corpus, budget, name, args, val, text_id):
