@@ -97,14 +97,18 @@ def _english_fortunes():
     return [p.read_text("utf-8") for p in _fortune_files(FORTUNES) if p.name not in ZH_FORTUNES]
 
 
-def fortunes_en(max_chars=100_000):
+FORTUNES_100K = 100_000           # fortunes-100k's cut; fortunes-1m starts after it
+
+
+def fortunes_en(max_chars=FORTUNES_100K):
     return _cut(_english_fortunes(), max_chars)
 
 
 def fortunes_1m():
     """The 1 million characters of English fortunes after fortunes-100k's (no text of both)."""
-    first = fortunes_en()
-    return _cut(_english_fortunes(), len(first) + 1_000_000)[len(first):]
+    parts = _english_fortunes()
+    first = len(_cut(parts, FORTUNES_100K))
+    return _cut(parts, first + 1_000_000)[first:]
 
 
 def chinese_fortunes():

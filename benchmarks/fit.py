@@ -33,9 +33,9 @@ Other forms (`--forms`, FORMS): an exponent alpha per layer count; a data-constr
 (Muennighoff et al., 2023: U (1 + S (1 - exp(-(R-1)/S))) for R readings of U training characters,
 S per regularizer, or one S for every run); a cost of reading the text again (without the heavy
 set, or on every run); Kaplan et al.'s ((N_c/N)^(alpha/b) +
-D_c/D)^b. Each is fitted and left out corpus by corpus as the recipe's; none predicts a left-out
-corpus better (RESULTS.md, "The recipe's loss law"), so the recipe keeps its form and its
-regularization bands (recipe._regularize).
+D_c/D)^b. Each is fitted and left out corpus by corpus as the recipe's; none both predicts a
+left-out corpus better and ranks the fit pairs' nets better (RESULTS.md, "The recipe's loss
+law"), so the recipe keeps its form and its regularization bands (recipe._regularize).
 
 Every run records its text's fingerprint (corpora.fingerprint); runs on a text rebuilt elsewhere
 are another corpus here (on_text), never pooled with the first text's.

@@ -315,7 +315,7 @@ def predicted_table(rows):
     errors = []
     for r in rows:
         m = PREDICTED.search(r.get("report", ""))
-        if m is None or r["name"] not in {**SITTINGS, "v2": ""}:
+        if m is None or r["name"] not in ("v2", *SITTINGS):
             continue
         errors.append(float(m.group(1)) - r["best_val"])
         print(f"| {r['corpus']} | {r['budget']} min | {r['name']} | {m.group(1)} ({m.group(2)}) | "

@@ -53,8 +53,8 @@ HELDOUT = RECORDS / "heldout.jsonl"
 HELDOUT_TEXT = {"pycode-50m": "pycode-heldout"}   # corpus -> a text its runs never read
 PAUSE = RECORDS / "PAUSE"
 
-VAL_FRACTION = {"fortunes-100k": 0.1, "fortunes-1m": 0.1, "russian-2m": 0.1, "pydocs-10m": 0.025, "pycode-50m": 0.005,
-                "cjk-docs": 0.1}
+VAL_FRACTION = {"fortunes-100k": 0.1, "fortunes-1m": 0.1, "russian-2m": 0.1, "pydocs-10m": 0.025,
+                "pycode-50m": 0.005, "cjk-docs": 0.1}
 
 # The grid's common base: configs/shakespeare.yaml's optimizer, batch and schedule, which won on
 # tiny-shakespeare at 10 minutes (benchmarks/RESULTS.md), with the size and regularization
