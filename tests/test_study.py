@@ -1,6 +1,6 @@
-"""The recipe study's scripts: benchmarks/fit.py recovers a law it is given and never pools runs
-on two different texts under one corpus name; benchmarks/heldout.py will not add runs to a grid
-whose runs read another text; benchmarks/rerun.py runs every step, apart from the committed
+"""The recipe study's scripts: benchmarks/fit.py recovers a law it is given, prices its picks on
+a corpus left out of the fit, and never pools runs on two different texts under one corpus name;
+benchmarks/heldout.py will not add runs to a grid whose runs read another text; benchmarks/rerun.py runs every step, apart from the committed
 records when asked, and says where to go on; benchmarks/corpora.py reads no other package's
 fortunes into the English ones and writes no empty corpus."""
 
@@ -20,27 +20,50 @@ rerun = pytest.importorskip("rerun")
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
-def test_the_fit_recovers_the_law_that_made_its_points():
-    truth = {"A": 0.8, "k2": 1.1, "B": 60.0, "beta": 0.45, "m2": 1.5, "beta2": 0.5,
-             "alpha": 0.15}
-    floor = {"a": (1.2, 1.0), "b": (0.6, 4.0), "c": (0.9, 2.5)}     # E, s; the first s is 1
+TRUTH = {"A": 0.8, "k2": 1.1, "B": 60.0, "beta": 0.45, "m2": 1.5, "beta2": 0.5, "alpha": 0.15}
+FLOOR = {"a": (1.2, 1.0), "b": (0.6, 4.0), "c": (0.9, 2.5)}         # E, s; the first s is 1
+
+
+def law_points():
+    """Points that TRUTH makes exactly: 3 corpora, 1 and 2 layers, 3 widths, 2 budgets."""
     rng = np.random.default_rng(0)
     points = []
-    for corpus, (E, s) in floor.items():
+    for corpus, (E, s) in FLOOR.items():
         for L in (1, 2):
             for H in (128, 256, 512):
-                for steps in (2_000, 8_000):
+                for budget, steps in ((2, 2_000), (10, 8_000)):
                     N = fit.lstm_params(L, H, 64)
                     D = steps * fit.B * fit.T * rng.uniform(0.8, 1.2)
-                    loss = E + s * fit.bracket(truth, L, N, D)
-                    points.append({"corpus": corpus, "L": L, "N": N, "D": D, "U": 1e6,
-                                   "heavy": False, "loss": float(loss)})
+                    loss = E + s * fit.bracket(TRUTH, L, N, D)
+                    points.append({"corpus": corpus, "budget": budget, "L": L, "H": H, "N": N,
+                                   "D": D, "U": 1e6, "heavy": False, "loss": float(loss)})
+    return points
+
+
+def test_the_fit_recovers_the_law_that_made_its_points():
+    truth, floor, points = TRUTH, FLOOR, law_points()
     E, scale, law, res = fit.fit(points, truth["alpha"])
     assert np.sqrt(np.mean(res ** 2)) < 1e-5
     for k in truth:
         assert law[k] == pytest.approx(truth[k], rel=1e-3), k
     for corpus, (e, s) in floor.items():
         assert (E[corpus], scale[corpus]) == pytest.approx((e, s), rel=1e-3)
+
+
+def test_the_left_out_regret_is_what_the_pick_loses_on_a_corpus_the_fit_never_saw():
+    points = law_points()
+    lost = {}
+    fit.leave_one_out(points, TRUTH["alpha"], lost=lost)
+    assert lost == pytest.approx({"a": 0.0, "b": 0.0, "c": 0.0}, abs=1e-6)
+    # on c at 10 minutes another net than the law's first does 0.05 better than the law's first
+    pair = [p for p in points if (p["corpus"], p["budget"]) == ("c", 10)]
+    first = min(pair, key=lambda p: p["loss"])
+    other = next(p for p in pair if p is not first)
+    other["loss"] = first["loss"] - 0.05
+    lost = {}
+    fit.leave_one_out(points, TRUTH["alpha"], lost=lost)
+    assert lost["c"] == pytest.approx(0.05, abs=1e-6)
+    assert lost["a"] == pytest.approx(0.0, abs=1e-6)
 
 
 def test_a_run_on_a_rebuilt_text_is_another_corpus():
