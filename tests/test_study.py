@@ -1,8 +1,9 @@
 """The recipe study's scripts: benchmarks/fit.py recovers a law it is given, prices its picks on
 a corpus left out of the fit, and never pools runs on two different texts under one corpus name;
-benchmarks/heldout.py will not add runs to a grid whose runs read another text; benchmarks/rerun.py runs every step, apart from the committed
-records when asked, and says where to go on; benchmarks/corpora.py reads no other package's
-fortunes into the English ones and writes no empty corpus."""
+benchmarks/heldout.py will not add runs to a grid whose runs read another text;
+benchmarks/rerun.py runs every step, apart from the committed records when asked, and says where
+to go on; benchmarks/corpora.py reads no other package's fortunes into the English ones and
+writes no empty corpus."""
 
 import os
 import subprocess
