@@ -356,7 +356,7 @@ def build(name, out=DEFAULT_OUT):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     ap.add_argument("--install", action="store_true",
                     help="apt-get install the Debian packages the corpora come from")

@@ -4,6 +4,9 @@ charlstm/recipe.py holds, with the fit's residuals and its range.
     python benchmarks/fit.py                 # the exponent's profile, the law, its range
     python benchmarks/fit.py --rows          # also every point with its fitted loss
     python benchmarks/fit.py --forms         # other forms of the law, fitted and left out
+    python benchmarks/fit.py --until 2026-12-06 --judge
+                                             # the held-out pairs' recorded nets ranked by
+                                             # recipe.LAW and by two forms fitted here
     python benchmarks/fit.py --until 2026-12-05 --choices TEXT ...
                                              # the recipe's choices at 2, 10 and 30 minutes with
                                              # recipe.LAW and with this fit, on one timing a text
@@ -43,11 +46,13 @@ regularization bands (recipe._regularize).
 Every run records its text's fingerprint (corpora.fingerprint); runs on a text rebuilt elsewhere
 are another corpus here (on_text), never pooled with the first text's.
 
-The held-out corpora (benchmarks/heldout.py) take no part here.
+The held-out corpora (benchmarks/heldout.py) take no part in a fit; `--judge` only ranks their
+recorded nets with laws fitted without them.
 """
 
 import argparse
 import bz2
+import re
 from datetime import date
 from pathlib import Path
 
@@ -136,6 +141,51 @@ def runs(until=LAW_UNTIL):
                  D=r["steps"] * B * T)
         r["U"] = r["D"] / r["epochs"]
     return out
+
+
+def judged_points():
+    """The held-out pairs' runs (heldout.py's records) as points, each pair's nets that the recipe
+    could choose there: no dropout neighbours (the bracket cannot tell their nets apart), not
+    char-rnn's defaults, two layers only inside the law's fitted vocabularies (recipe._one_layer).
+    Seeds are averaged per net (groups)."""
+    from charlstm.recipe import FITTED
+    lo, hi = FITTED["symbols"]
+    rows = []
+    for r in study.read_records(STUDY / "judge.jsonl"):
+        role = re.sub(r"-s\d+$", "", r["name"].split(":")[-1])
+        cfg = yaml.safe_load(r["chosen"])
+        m = cfg["model"]
+        if role in ("d+0.1", "d-0.1", "default") or (
+                m["num_layers"] > 1 and not lo <= m["vocab_size"] <= hi):
+            continue
+        D = r["steps"] * cfg["train"]["batch_size"] * cfg["train"]["seq_len"]
+        rows.append({"corpus": r["corpus"], "budget": r["budget"], "L": m["num_layers"],
+                     "H": m["hidden_size"], "dropout": m.get("dropout") or 0.0,
+                     "heavy": bool(m.get("weight_drop")), "loss": r["best_val"], "D": D,
+                     "U": D / r["epochs"],
+                     "N": lstm_params(m["num_layers"], m["hidden_size"], m["embedding_size"])})
+    return groups(rows)
+
+
+def judge(points, alpha):
+    """The table of `--judge`: each held-out pair's nets ranked by recipe.LAW, by the form with
+    an exponent per layer count and by the recipe's form, both fitted to `points`."""
+    from charlstm import recipe
+    held = judged_points()
+    candidate = FORMS["alpha per layer count"]
+    laws = {"recipe.LAW": (dict(recipe.LAW), None),
+            "alpha per layer count": (fit(points, None, candidate)[2], candidate),
+            f"the recipe's form refitted (alpha {alpha})": (fit(points, alpha)[2], None)}
+    lost = {name: regret(law, held, form) for name, (law, form) in laws.items()}
+    print("| corpus | budget | nets | " + " | ".join(laws) + " |")
+    print("| --- | --- | --- |" + " --- |" * len(laws))
+    for key in lost["recipe.LAW"]:
+        nets = sum((p["corpus"], p["budget"]) == key for p in held)
+        print(f"| {key[0]} | {key[1]} min | {nets} | " + " | ".join(
+            f"{p['L']} x {p['H']}, dropout {p['dropout']:g}: {v:+.4f}"
+            for p, v in (lost[name][key] for name in laws)) + " |")
+    print("| summed | | | " + " | ".join(f"{sum(v for _, v in lost[name].values()):.3f}"
+                                       for name in laws) + " |")
 
 
 def groups(rows):
@@ -426,7 +476,7 @@ def choices(law, E, scale, texts, budgets=(2, 10, 30)):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     ap.add_argument("--rows", action="store_true", help="every point with its fitted loss")
     ap.add_argument("--forms", action="store_true",
                     help="other forms of the law (FORMS), fitted and left out as it is")
@@ -434,6 +484,8 @@ def main():
                     type=_day,
                     help=f"fit the runs recorded up to this day (default {LAW_UNTIL}: "
                          "recipe.LAW's fit)")
+    ap.add_argument("--judge", action="store_true",
+                    help="rank the held-out pairs' recorded nets by recipe.LAW and by this fit")
     ap.add_argument("--choices", nargs="+", metavar="TEXT",
                     help="the recipe's choices on these texts with recipe.LAW and with this fit")
     a = ap.parse_args()
@@ -451,6 +503,8 @@ def main():
               + f" | {scores[alpha]:.4f} |")
     alpha = min(scores, key=scores.get)
     E, scale, law, res = fit(points, alpha)
+    if a.judge:
+        return judge(points, alpha)
     if a.choices:
         try:
             return choices(law, E, scale, a.choices)

@@ -21,7 +21,7 @@ CONFIGS = [(2, 512, 64, 100), (3, 1024, 256, 100)]  # (layers, hidden, batch, se
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--cpu-json", help="JSON of {config: chars/s} of charlstm bench on a CPU")

@@ -124,7 +124,7 @@ def runs(minutes, out):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     ap.add_argument("--timing", action="store_true", help="time every net on the GPU")
     ap.add_argument("--masks", action="store_true", help="the heavy set's masks' cost a step")
     ap.add_argument("--cpu", action="store_true", help="the first two on the CPU (a check)")

@@ -327,7 +327,7 @@ def predicted_table(rows):
 
 def main():
     global CODE
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     ap.add_argument("--corpora", default=",".join(corpora.JUDGES))
     ap.add_argument("--budgets", default=",".join(map(str, BUDGETS)))
     ap.add_argument("--list", action="store_true", help="print the next runs to do")

@@ -53,7 +53,7 @@ def torch_products(torch, H, B):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     ap.add_argument("--shapes", default="256x32,352x32,448x32,640x32,128x50,512x64",
                     help="HIDDENxBATCH, comma-separated")
     ap.add_argument("--threads", type=int, default=2)

@@ -46,7 +46,7 @@ ENTRIES = {
 
 
 def parse_args(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     ap.add_argument("--config", default="configs/shakespeare.yaml", help="the recipe every entry "
                     "starts from [configs/shakespeare.yaml]")
     ap.add_argument("--data", help="text to train on instead of the config's data.path")

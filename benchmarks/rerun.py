@@ -48,7 +48,7 @@ STEPS = [
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     ap.add_argument("--list", action="store_true", help="the steps and what each has left")
     ap.add_argument("--records", type=Path, default=None,
                     help="record into this folder instead of benchmarks/study (a fresh study)")

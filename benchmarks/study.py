@@ -341,7 +341,7 @@ def read_records(path):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     ap.add_argument("--corpora", default=",".join(corpora.CORPORA))
     ap.add_argument("--budgets", default="2,10", help="minutes, comma-separated")
     ap.add_argument("--kinds", default="grid,default,auto")

@@ -65,7 +65,7 @@ def sample_rate(emb, rnn, head, chars=500):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     for name, default in [("layers", 2), ("hidden", 512), ("batch", 64), ("seq", 100),
                           ("vocab", 65), ("embedding", 64), ("steps", 10), ("threads", 2)]:
         ap.add_argument(f"--{name}", type=int, default=default)

@@ -5,6 +5,7 @@ benchmarks/rerun.py runs every step, apart from the committed records when asked
 to go on; benchmarks/corpora.py reads no other package's fortunes into the English ones and
 writes no empty corpus."""
 
+import json
 import os
 import subprocess
 import sys
@@ -65,6 +66,25 @@ def test_the_left_out_regret_is_what_the_pick_loses_on_a_corpus_the_fit_never_sa
     fit.leave_one_out(points, TRUTH["alpha"], lost=lost)
     assert lost["c"] == pytest.approx(0.05, abs=1e-6)
     assert lost["a"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_the_held_out_records_rank_only_nets_the_recipe_could_choose(tmp_path, monkeypatch):
+    def record(name, L, H, V, loss, dropout=0.0, steps=1000):
+        model = {"num_layers": L, "hidden_size": H, "embedding_size": 64, "vocab_size": V,
+                 "dropout": dropout, "weight_drop": 0.0}
+        return json.dumps({"corpus": "x", "budget": 2, "name": name, "best_val": loss,
+                           "steps": steps, "epochs": 0.5, "chosen": yaml.safe_dump(
+                               {"model": model, "train": {"batch_size": 32, "seq_len": 50}})})
+    (tmp_path / "judge.jsonl").write_text("\n".join([
+        record("v2", 1, 192, 3000, 3.0), record("v2-s2", 1, 192, 3000, 3.2),
+        record("v2:w0.7", 1, 128, 3000, 3.05), record("v2:d+0.1", 1, 192, 3000, 2.5, 0.1),
+        record("default", 2, 128, 3000, 2.4), record("v2:L+1", 2, 192, 3000, 2.3),
+        record("v2:1x96-s3", 1, 96, 3000, 3.3)]))
+    monkeypatch.setattr(fit, "STUDY", tmp_path)
+    points = fit.judged_points()
+    assert sorted((p["H"], round(p["loss"], 6), p["runs"]) for p in points) == \
+        [(96, 3.3, 1), (128, 3.05, 1), (192, 3.1, 2)]
+    assert points[0]["D"] == 1000 * 32 * 50 and points[0]["U"] == 2 * points[0]["D"]
 
 
 def test_a_run_on_a_rebuilt_text_is_another_corpus():
