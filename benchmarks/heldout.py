@@ -249,7 +249,8 @@ def _net(r):
 
 LABELS = {"recipe": "rules (before the law)", "v2": "the loss law"}
 # Labels judged only against their own runs (their neighbours, nets and seeds: one sitting).
-SITTINGS = {"dec5": "the loss law, one sitting", "dec5w": "the loss law, one sitting"}
+SITTINGS = {"dec5": "the loss law, one sitting", "dec5w": "the loss law, one sitting",
+            "dec6": "the loss law, one sitting, another machine's text"}
 SEEDED = re.compile(r"-s\d+$")
 
 
