@@ -85,8 +85,14 @@ def plot_runs(run_dirs, out_path):
     return out_path
 
 
+# No step, minute or loss that training writes comes near this; a metrics file edited or damaged
+# to hold values near 1e308 would overflow matplotlib's ticks.
+LARGEST = 1e100
+
+
 def _is_number(v):
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+    return (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            and abs(v) <= LARGEST)
 
 
 def _smooth(steps, losses, weight=1 - SMOOTHING):

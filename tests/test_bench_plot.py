@@ -119,3 +119,19 @@ def test_plot_leaves_out_the_loss_of_skipped_steps(tmp_path):
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     train, val = read_metrics(tmp_path)
     assert [r[2] for r in train] == [4.0, 3.0] and [r[2] for r in val] == [3.5]
+
+
+def test_plot_draws_what_it_can_of_a_metrics_file_with_absurd_numbers(tmp_path):
+    pytest.importorskip("matplotlib")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "metrics.jsonl").write_text(
+        '{"step": 1, "train_loss": 1e308, "train_time": 1.7e308}\n'
+        '{"step": 2, "train_loss": Infinity, "train_time": -1e308}\n'
+        '{"step": 3, "val_loss": NaN, "train_time": 5}\n'
+        '{"step": 1e308, "val_loss": 2.5, "train_time": 5}\n'
+        '{"step": 4, "val_loss": 2.0, "train_time": 1e300}\n')
+    train, val = read_metrics(tmp_path / "run")
+    assert train == [] and val[0][0::2] == (4, 2.0)
+    result = invoke("plot", tmp_path / "run", "-o", tmp_path / "loss.png")
+    no_internal_error(result.output)
+    assert result.exit_code == 0 and (tmp_path / "loss.png").stat().st_size > 0
