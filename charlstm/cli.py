@@ -17,7 +17,7 @@ from .cells import Cell
 from .config import CELLS, load_config
 from .corpus import prepare as prepare_corpus, read_text
 from .distributed import launcher_rank
-from .errors import CharlstmError, Interrupted
+from .errors import OUT_OF_MEMORY, CharlstmError, Interrupted
 from .evaluate import bpc, evaluate, split_tokens
 from .sample import PRIME_FILE_BYTES, check_options, known, read_prime
 
@@ -52,8 +52,7 @@ def _message(e):
     if isinstance(e, OSError):
         return f"{e.strerror or e}" + (f" '{e.filename}'" if e.filename else "")
     if isinstance(e, MemoryError):
-        return ("out of memory: lower model.hidden_size, model.num_layers, train.batch_size or "
-                "train.seq_len")
+        return OUT_OF_MEMORY
     return (f"internal error: {type(e).__name__}: {e} (rerun with --debug for the traceback and "
             "please report it)")
 

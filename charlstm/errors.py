@@ -5,6 +5,10 @@ to do; the CLI prints the message as one line and exits non-zero. Anything else 
 """
 
 
+OUT_OF_MEMORY = ("out of memory: lower model.hidden_size, model.num_layers, train.batch_size or "
+                 "train.seq_len")
+
+
 class CharlstmError(Exception):
     """Base class: a problem with the user's input, shown without a traceback."""
 

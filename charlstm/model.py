@@ -22,12 +22,14 @@ Usage:
 """
 
 import math
+import os
 
 import numpy as np
 
 from .backend import array_module
 from .backend import to_device as _array_to_device
 from .cells import Cell, of_params
+from .errors import CharlstmError
 
 
 def param_shapes(V, E, H, L, cell="lstm", peepholes=False, coupled_gates=False):
@@ -85,6 +87,23 @@ def dims(params):
     return V, E, H, L
 
 
+def _check_fits(V, E, H, L, count, itemsize):
+    """One clear line, before any allocation, for a net whose weights, gradients and AdamW's two
+    moments alone would not fit in this machine's memory (a typo such as hidden_size 5120000)."""
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):          # no sysconf (Windows): NumPy says
+        return
+    need = 4 * count * itemsize
+    if need > memory:
+        raise CharlstmError(
+            f"model.hidden_size {H:,}, model.num_layers {L:,} and model.embedding_size {E:,} "
+            f"with {V:,} symbols make {count:,} parameters, whose weights, gradients and AdamW's "
+            f"moments need {need / 2 ** 30:,.0f} GiB where this machine has "
+            f"{memory / 2 ** 30:,.0f} GiB: lower model.hidden_size, model.num_layers or "
+            "model.embedding_size")
+
+
 def init_params(V, model_cfg, rng, dtype=np.float32):
     """PyTorch's initialization: recurrent layers (peephole vectors too) and head uniform in
     +-1/sqrt(fan), embedding N(0, 1).
@@ -94,8 +113,9 @@ def init_params(V, model_cfg, rng, dtype=np.float32):
     """
     E, H, L = model_cfg.embedding_size, model_cfg.hidden_size, model_cfg.num_layers
     cell = Cell.of_config(model_cfg)
-    flat, params = alloc(param_shapes(V, E, H, L, cell.name, cell.peepholes, cell.coupled_gates),
-                         dtype)
+    shapes = param_shapes(V, E, H, L, cell.name, cell.peepholes, cell.coupled_gates)
+    _check_fits(V, E, H, L, sum(math.prod(s) for s in shapes.values()), np.dtype(dtype).itemsize)
+    flat, params = alloc(shapes, dtype)
     for name, p in params.items():
         if name == "embedding.weight":
             p[...] = rng.standard_normal(p.shape)

@@ -34,7 +34,7 @@ from .cells import Cell
 from .config import Config, config_from_dict, config_to_dict, get, replaced
 from .corpus import prepare
 from .distributed import world
-from .errors import CharlstmError
+from .errors import OUT_OF_MEMORY, CharlstmError
 from .malloc import keep_freed_memory
 from .run import OVERFIT_EPOCHS
 from .step import TrainState, train_step
@@ -236,6 +236,8 @@ def _time_job():
                                 job["device"], windows=windows)] for L, H in job["nets"]]
     except CharlstmError as e:
         sys.exit(str(e))
+    except MemoryError:
+        sys.exit(OUT_OF_MEMORY)
     print(json.dumps(out))
 
 

@@ -265,6 +265,18 @@ def test_too_short_text_is_a_clear_error(tmp_path):
                    "train.batch_size")
 
 
+@pytest.mark.parametrize("key,recipe", [("model.hidden_size=99999999999", "off"),
+                                        ("model.hidden_size=200000", "off"),
+                                        ("model.embedding_size=99999999999", "auto")])
+def test_a_net_too_big_for_memory_is_a_clear_error(tmp_path, corpus, key, recipe):
+    """Before any allocation: not NumPy's "Maximum allowed dimension exceeded" (an internal
+    error) nor its allocation message from the recipe's timing process."""
+    one_line_error(invoke("train", "--data", corpus, "--set", key, "--set",
+                          f"train.recipe={recipe}", "--set", "train.max_minutes=1",
+                          "--dry-run" if recipe == "auto" else "--no-progress",
+                          "--out", tmp_path / "o"), key.split("=")[0], "GiB")
+
+
 def test_train_without_config_uses_the_builtin_corpus(tmp_path):
     """The offline default: no config, no data file, no network."""
     out = tmp_path / "default"
