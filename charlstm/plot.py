@@ -8,27 +8,23 @@ loss is drawn twice: the logged losses as light dots, and through them the runni
 training progress bar shows.
 """
 
-import json
 import math
 from pathlib import Path
 
 from .errors import CharlstmError
+from .runfolder import METRICS, metrics_records
 from .step import SMOOTHING
 
 
 def read_metrics(run_dir):
     """(train, val): lists of (step, minutes, loss) from a run folder's metrics.jsonl."""
-    path = Path(run_dir) / "metrics.jsonl"
+    path = Path(run_dir) / METRICS
     if not path.exists():
         raise CharlstmError(f"'{run_dir}' has no metrics.jsonl; pass a run folder written by "
                             "charlstm train")
     train, val, skipped = [], [], set()
-    for line in path.read_text().splitlines():
-        try:
-            m = json.loads(line)
-        except json.JSONDecodeError:
-            continue                                  # a line cut short by a killed run
-        if not isinstance(m, dict) or not _is_number(m.get("step")):
+    for _, m in metrics_records(run_dir):
+        if not _is_number(m.get("step")):
             continue                                  # not a record charlstm wrote
         if "skipped" in m:                            # a diverged step, undone: the bar and
             skipped.add(m["step"])                    # the weights never saw its loss
@@ -91,8 +87,7 @@ LARGEST = 1e100
 
 
 def _is_number(v):
-    return (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-            and abs(v) <= LARGEST)
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) <= LARGEST  # no NaN
 
 
 def _smooth(steps, losses, weight=1 - SMOOTHING):

@@ -151,6 +151,24 @@ def append_metrics(folder, record):
         f.write(json.dumps(record) + "\n")
 
 
+def metrics_records(folder):
+    """(line, record) for each line of a run folder's metrics.jsonl that holds a JSON object.
+    Lines cut short by a kill, damaged (the file is ASCII as written) or foreign are left out."""
+    path = Path(folder) / METRICS
+    if path.exists() and not path.is_file():            # reading a pipe would wait forever
+        raise CharlstmError(f"'{path}' is not a regular file (a device, pipe or socket); a run "
+                            "folder's metrics.jsonl is the file charlstm train writes")
+    out = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except (ValueError, RecursionError):     # also: an integer of over 4,300 digits, or
+            continue                             # brackets nested past Python's recursion limit
+        if isinstance(record, dict):
+            out.append((line, record))
+    return out
+
+
 def truncate_metrics(folder, step):
     """Drop logged lines past the checkpoint's step (a killed run logged them, then lost them),
     so a resumed run's metrics read as if it had never stopped."""
@@ -158,12 +176,12 @@ def truncate_metrics(folder, step):
     if not path.exists():
         return
     kept = []
-    for line in path.read_text().splitlines():
+    for line, record in metrics_records(folder):
         try:
-            if json.loads(line).get("step", 0) <= step:
+            if record.get("step", 0) <= step:
                 kept.append(line)
-        except (json.JSONDecodeError, AttributeError, TypeError):   # not a record we wrote
-            continue                                       # a line cut short by a kill
+        except TypeError:                                  # not a record we wrote
+            continue
     tmp = path.with_suffix(".jsonl.tmp")
     tmp.write_text("".join(line + "\n" for line in kept))
     os.replace(tmp, path)

@@ -2,6 +2,7 @@
 
 import builtins
 import json
+import os
 
 import numpy as np
 import pytest
@@ -129,9 +130,41 @@ def test_plot_draws_what_it_can_of_a_metrics_file_with_absurd_numbers(tmp_path):
         '{"step": 2, "train_loss": Infinity, "train_time": -1e308}\n'
         '{"step": 3, "val_loss": NaN, "train_time": 5}\n'
         '{"step": 1e308, "val_loss": 2.5, "train_time": 5}\n'
-        '{"step": 4, "val_loss": 2.0, "train_time": 1e300}\n')
+        '{"step": 4, "val_loss": 2.0, "train_time": 1e300}\n'
+        '{"step": 1%s, "val_loss": 2.5}\n'
+        '{"step": 1%s, "val_loss": 2.5}\n' % ("0" * 400, "0" * 5000))
     train, val = read_metrics(tmp_path / "run")
     assert train == [] and val[0][0::2] == (4, 2.0)
     result = invoke("plot", tmp_path / "run", "-o", tmp_path / "loss.png")
     no_internal_error(result.output)
     assert result.exit_code == 0 and (tmp_path / "loss.png").stat().st_size > 0
+
+
+def test_a_damaged_metrics_file_is_plotted_and_resumed_from_its_sane_lines(run_dir, tmp_path):
+    """Bytes that are not UTF-8, brackets nested past the recursion limit, an integer of 5,000
+    digits: a damaged metrics.jsonl loses those lines, not the plot or the resume."""
+    pytest.importorskip("matplotlib")
+    steps = [r["step"] for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().split(
+        "\n")[:-1]) if "train_loss" in r]
+    with open(run_dir / "metrics.jsonl", "ab") as f:
+        f.write(b"\xff\xfe\x00 garbage\n" + b"[" * 100_000 + b"]" * 100_000 + b"\n"
+                + b'{"step": 1' + b"0" * 5000 + b', "train_loss": 2.0}\n')
+    train, _ = read_metrics(run_dir)
+    assert [r[0] for r in train] == steps
+    result = invoke("plot", run_dir, "-o", tmp_path / "loss.png")
+    assert result.exit_code == 0, result.output
+    result = invoke("train", "--resume", run_dir, "--set", f"train.max_steps={steps[-1] + 10}",
+                    "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert "garbage" not in (run_dir / "metrics.jsonl").read_text()
+    assert [r[0] for r in read_metrics(run_dir)[0]][:len(steps)] == steps
+
+
+def test_a_metrics_file_that_is_a_pipe_is_one_clear_line(run_dir, tmp_path):
+    (run_dir / "metrics.jsonl").unlink()
+    os.mkfifo(run_dir / "metrics.jsonl")
+    for args in (["plot", run_dir, "-o", tmp_path / "loss.png"],
+                 ["train", "--resume", run_dir, "--set", "train.max_steps=50", "--no-progress"]):
+        result = invoke(*args)
+        no_internal_error(result.output)
+        assert result.exit_code == 1 and "not a regular file" in result.output, result.output
