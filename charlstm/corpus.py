@@ -182,21 +182,22 @@ def _valid_cache(sidecar, token_file, sources, echo):
     try:
         meta = json.loads(sidecar.read_text())
         itemsize = np.dtype(Vocab(meta["vocab"]).dtype).itemsize
-        if token_file.stat().st_size != meta["tokens"] * itemsize:
+        if (token_file.stat().st_size != meta["tokens"] * itemsize
+                or len(meta["sources"]) != len(sources)):
             return None
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    fresh = []
-    for record, path in zip(meta["sources"], sources):
-        st = path.stat()
-        if (st.st_size, st.st_mtime_ns) == (record["size"], record["mtime_ns"]):
-            fresh.append(record)
-            continue
-        now = _file_record(path)                    # touched: is the content different?
-        if now["sha256"] != record["sha256"]:
-            echo(f"'{path}' changed since its token cache was built; rebuilding the cache")
-            return None
-        fresh.append(now)
+        fresh = []
+        for record, path in zip(meta["sources"], sources):
+            st = path.stat()
+            if (st.st_size, st.st_mtime_ns) == (record["size"], record["mtime_ns"]):
+                fresh.append(record)
+                continue
+            now = _file_record(path)                # touched: is the content different?
+            if now["sha256"] != record["sha256"]:
+                echo(f"'{path}' changed since its token cache was built; rebuilding the cache")
+                return None
+            fresh.append(now)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
+        return None                                 # no cache, or a damaged one: build it again
     if fresh != meta["sources"]:
         meta["sources"] = fresh
         _write_atomic(sidecar, json.dumps(meta).encode())

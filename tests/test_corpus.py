@@ -86,6 +86,20 @@ def test_cache_is_built_once_then_memory_mapped(tmp_path):
     assert sidecar["vocab"] == first.vocab.chars
 
 
+@pytest.mark.parametrize("sources", [5, [1], [], [{"size": "x"}], [None, None], "deep"])
+def test_a_damaged_cache_sidecar_is_built_again(tmp_path, sources):
+    src = tmp_path / "t.txt"
+    src.write_text(synthetic_text(2000))
+    cfg = data_cfg(src)
+    first = prepare(cfg)
+    path = next(cache_dir(cfg).glob("*.json"))
+    meta = json.loads(path.read_text())
+    path.write_text("[" * 100_000 if sources == "deep" else json.dumps(dict(meta, sources=sources)))
+    again = prepare(cfg)
+    np.testing.assert_array_equal(first.tokens, again.tokens)
+    assert json.loads(path.read_text())["sources"] == meta["sources"]
+
+
 def test_changed_source_rebuilds_and_says_so(tmp_path):
     src = tmp_path / "t.txt"
     src.write_text("hello world " * 100)
