@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from . import __version__, api, backend, model, runstate
+from . import __version__, api, backend, model, runfolder, runstate
 from .cells import Cell
 from .config import CELLS, load_config
 from .corpus import prepare as prepare_corpus, read_text
@@ -211,7 +211,7 @@ def sample(checkpoint, prime, length, temperature, top_k, top_p, argmax, seed, n
 
 
 @cli.command("eval")
-@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.argument("checkpoint", type=click.Path())
 @click.option("--text", "text_file", type=click.Path(dir_okay=False),
               help="UTF-8 text file to measure the model on.")
 @click.option("--split", type=click.Choice(["val", "test"]),
@@ -221,7 +221,8 @@ def sample(checkpoint, prime, length, temperature, top_k, top_p, argmax, seed, n
 @_progress(None, "when stderr is a terminal")
 @_DEVICE
 def eval_(checkpoint, text_file, split, as_json, progress, device):
-    """Measure how well a CHECKPOINT predicts a text: nats and bits per character, perplexity.
+    """Measure how well a CHECKPOINT (or a run folder's best.npz) predicts a text: nats and bits
+    per character, perplexity.
 
     Every character after the first is predicted from all that precede it. Long texts are read
     as parallel streams of at least 10,000 characters, each starting from a state the model
@@ -231,11 +232,12 @@ def eval_(checkpoint, text_file, split, as_json, progress, device):
 
     \b
       charlstm eval runs/shakespeare/best.npz --text data/tinyshakespeare/input.txt --json
-      charlstm eval runs/shakespeare/best.npz --split test --device cuda
+      charlstm eval runs/shakespeare --split test --device cuda
       charlstm eval runs/shakespeare/best.npz --text notes.txt --json > notes.json
     """
     if (text_file is None) == (split is None):
         raise click.UsageError("give either --text FILE or --split val|test")
+    checkpoint = runfolder.checkpoint_in(checkpoint)
     params, vocab, cfg, meta, start = runstate.load_model(checkpoint, with_start=True)
     params = _on_device(params, device)
     if split:
@@ -284,16 +286,19 @@ def prepare(config, overrides, data, progress):
 
 
 @cli.command()
-@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.argument("checkpoint", type=click.Path())
 def info(checkpoint):
-    """Describe a CHECKPOINT: config, parameter count, progress, best val loss, vocabulary.
+    """Describe a CHECKPOINT (or a run folder's best.npz): config, parameter count, progress, best
+    val loss, vocabulary.
 
     Checks the file as `sample` does (its arrays against its config and vocabulary), from its
     metadata alone: no array data is read.
 
     \b
       charlstm info runs/shakespeare/best.npz
+      charlstm info runs/shakespeare
     """
+    checkpoint = runfolder.checkpoint_in(checkpoint)
     cfg, vocab, meta = runstate.inspect(checkpoint)
     m = cfg.model
     shapes = model.config_shapes(len(vocab), m)

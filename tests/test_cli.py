@@ -196,6 +196,15 @@ def test_info_describes_the_checkpoint(run_dir):
         assert words in result.output
 
 
+def test_info_and_eval_take_a_run_folder_as_sample_does(run_dir, tmp_path):
+    best = run_dir / "best.npz"
+    for command, extra in (("info", []), ("eval", ["--split", "val", "--json"])):
+        folder, file = invoke(command, run_dir, *extra), invoke(command, best, *extra)
+        assert folder.exit_code == 0 and folder.output == file.output, folder.output
+    (tmp_path / "empty").mkdir()
+    one_line_error(invoke("info", tmp_path / "empty"), "holds no checkpoint")
+
+
 @pytest.mark.parametrize("args,words", [
     (["train", "missing.yaml"], ["missing.yaml"]),
     (["train", "configs/tiny.yaml", "--set", "model.hiden_size=3"], ["model.hidden_size"]),
