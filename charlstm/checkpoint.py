@@ -200,8 +200,9 @@ def _open_regular(p):
         os.close(fd)
     if stat.S_ISDIR(mode):
         from .runfolder import BEST, LAST         # here: runfolder itself reads checkpoints
-        raise CheckpointError(f"{_q(p)} is a directory; pass a checkpoint file such as "
-                              f"{os.path.join(p, BEST)} or {os.path.join(p, LAST)}")
+        inside = [os.path.join(p, n) for n in (BEST, LAST) if os.path.isfile(os.path.join(p, n))]
+        raise CheckpointError(f"{_q(p)} is a directory; pass a checkpoint file" + (
+            " such as " + " or ".join(inside) if inside else ", not a folder"))
     raise CheckpointError(f"{_q(p)} is not a regular file (a device, pipe or socket); "
                           "pass a checkpoint file")
 

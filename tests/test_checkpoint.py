@@ -353,8 +353,12 @@ def test_newer_format_version(saved, reader):
 def test_directory_and_missing_file(tmp_path, reader):
     with pytest.raises(CheckpointError) as info:
         reader(tmp_path)
+    assert str(info.value) == f"'{tmp_path}' is a directory; pass a checkpoint file, not a folder"
+    (tmp_path / "last.npz").write_bytes(b"")
+    with pytest.raises(CheckpointError) as info:
+        reader(tmp_path)
     assert str(info.value) == (f"'{tmp_path}' is a directory; pass a checkpoint file such as "
-                               f"{tmp_path / 'best.npz'} or {tmp_path / 'last.npz'}")
+                               f"{tmp_path / 'last.npz'}")
     with pytest.raises(CheckpointError) as info:
         reader(tmp_path / "nope.npz")
     assert str(info.value) == f"checkpoint '{tmp_path / 'nope.npz'}' not found"
