@@ -112,8 +112,9 @@ def _progress(default, when):
               "a run].")
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False),
               help="Continue the run in this folder from its last checkpoint.")
-@click.option("--init-from", type=click.Path(dir_okay=False),
-              help="Start a new run from this checkpoint's weights and vocabulary (fine-tuning).")
+@click.option("--init-from", type=click.Path(),
+              help="Start a new run from this checkpoint's weights and vocabulary (fine-tuning; "
+              "a run folder: its best.npz).")
 @_DEVICE
 @_progress(True, "shown")
 def train(config, overrides, data, minutes, dry_run, out, resume_dir, init_from, device,

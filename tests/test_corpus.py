@@ -247,7 +247,7 @@ def test_fine_tuning_keeps_the_vocabulary_and_reports_new_characters(tmp_path, c
     new.write_text("the cat sat on the mat. ZQ! " * 200)
     out = tmp_path / "tuned"
     result = invoke("train", "configs/tiny.yaml", "--data", new, "--out", out, "--no-progress",
-                    "--init-from", base / "best.npz", "--set", "train.max_steps=10",
+                    "--init-from", base, "--set", "train.max_steps=10",      # its best.npz
                     "--set", "train.eval_every=10", "--set", "model.hidden_size=64")
     assert result.exit_code == 0, result.output
     assert "not in the checkpoint's vocabulary and are skipped" in result.output
