@@ -207,6 +207,9 @@ def time_state(ts, cfg, x, y, seconds=0.4, steps=5, warmup=3):
     return float(np.median(times))
 
 
+USER_ERROR = 3                      # the timing child's exit status for a CharlstmError
+
+
 def time_apart(nets, V, E, B, T, cell, device, windows=None):
     """{(layers, width): seconds per training step} for each net in `nets`, timed (time_step)
     in a child Python process: the process that trains afterwards has never held the timed nets,
@@ -219,8 +222,10 @@ def time_apart(nets, V, E, B, T, cell, device, windows=None):
         [here] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])))
     child = subprocess.run([sys.executable, "-m", "charlstm.recipe"], input=job, env=env,
                            capture_output=True, text=True)
+    said = (child.stderr.strip().splitlines() or [f"exit status {child.returncode}"])[-1]
+    if child.returncode == USER_ERROR:                 # the user's to fix: said as it is
+        raise CharlstmError(said)
     if child.returncode != 0:
-        said = (child.stderr.strip().splitlines() or [f"exit status {child.returncode}"])[-1]
         raise CharlstmError(f"timing training steps (in a child process) failed: {said}")
     return {(L, H): seconds for L, H, seconds in json.loads(child.stdout)}
 
@@ -234,10 +239,9 @@ def _time_job():
     try:
         out = [[L, H, time_step(job["V"], job["E"], H, L, job["B"], job["T"], cell, 0.0,
                                 job["device"], windows=windows)] for L, H in job["nets"]]
-    except CharlstmError as e:
-        sys.exit(str(e))
-    except MemoryError:
-        sys.exit(OUT_OF_MEMORY)
+    except (CharlstmError, MemoryError) as e:
+        print(e if isinstance(e, CharlstmError) else OUT_OF_MEMORY, file=sys.stderr)
+        sys.exit(USER_ERROR)
     print(json.dumps(out))
 
 
