@@ -52,7 +52,6 @@ recorded nets with laws fitted without them.
 
 import argparse
 import bz2
-import re
 from datetime import date
 from pathlib import Path
 
@@ -60,6 +59,7 @@ import numpy as np
 import yaml
 
 import corpora
+import heldout
 import study
 from charlstm.cells import Cell
 from charlstm.errors import CharlstmError
@@ -150,12 +150,13 @@ def judged_points():
     Seeds are averaged per net (groups)."""
     from charlstm.recipe import FITTED
     lo, hi = FITTED["symbols"]
+    dropout = {n for n in heldout.NEIGHBOURS if n.startswith("d")}
     rows = []
-    for r in study.read_records(STUDY / "judge.jsonl"):
-        role = re.sub(r"-s\d+$", "", r["name"].split(":")[-1])
+    for r in study.read_records(heldout.JUDGED):
+        role = heldout.SEEDED.sub("", r["name"].split(":")[-1])
         cfg = yaml.safe_load(r["chosen"])
         m = cfg["model"]
-        if role in ("d+0.1", "d-0.1", "default") or (
+        if role in dropout or role == "default" or (
                 m["num_layers"] > 1 and not lo <= m["vocab_size"] <= hi):
             continue
         D = r["steps"] * cfg["train"]["batch_size"] * cfg["train"]["seq_len"]
@@ -167,15 +168,16 @@ def judged_points():
     return groups(rows)
 
 
-def judge(points, alpha):
+def judge(points, alpha, law):
     """The table of `--judge`: each held-out pair's nets ranked by recipe.LAW, by the form with
-    an exponent per layer count and by the recipe's form, both fitted to `points`."""
+    an exponent per layer count fitted to `points`, and by `law` (the recipe's form fitted to
+    them with exponent `alpha`)."""
     from charlstm import recipe
     held = judged_points()
     candidate = FORMS["alpha per layer count"]
     laws = {"recipe.LAW": (dict(recipe.LAW), None),
             "alpha per layer count": (fit(points, None, candidate)[2], candidate),
-            f"the recipe's form refitted (alpha {alpha})": (fit(points, alpha)[2], None)}
+            f"the recipe's form refitted (alpha {alpha})": (law, None)}
     lost = {name: regret(law, held, form) for name, (law, form) in laws.items()}
     print("| corpus | budget | nets | " + " | ".join(laws) + " |")
     print("| --- | --- | --- |" + " --- |" * len(laws))
@@ -504,7 +506,7 @@ def main():
     alpha = min(scores, key=scores.get)
     E, scale, law, res = fit(points, alpha)
     if a.judge:
-        return judge(points, alpha)
+        return judge(points, alpha, law)
     if a.choices:
         try:
             return choices(law, E, scale, a.choices)

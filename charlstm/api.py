@@ -63,8 +63,9 @@ def train(config=None, *, data=None, minutes=None, out=None, overrides=None, res
     this machine (the recipe); out: the run folder (default runs/<config or data name>, with -2,
     -3, ... if that one holds a run); overrides: {"section.key": value} or ["section.key=value"],
     as --set; resume: a run folder to continue (its own config, plus overrides); init_from: a
-    checkpoint to fine-tune (or a run folder: its best.npz); device: "cpu" or "cuda"; dry_run: resolve the config, train
-    nothing; echo: where lines of progress go (print, click.echo; None: nowhere).
+    checkpoint to fine-tune (or a run folder: its best.npz); device: "cpu" or "cuda"; dry_run:
+    resolve the config, train nothing; echo: where lines of progress go (print, click.echo;
+    None: nowhere).
     """
     echo = echo or _quiet
     sets = (_as_sets(overrides) + ([f"data.path={data}"] if data is not None else [])
@@ -78,7 +79,8 @@ def train(config=None, *, data=None, minutes=None, out=None, overrides=None, res
         if run.is_main:
             echo(f"resuming '{resume}' at step {run.step}")
     else:
-        init_from = init_from and runfolder.checkpoint_in(init_from)
+        if init_from is not None:
+            init_from = runfolder.checkpoint_in(init_from)
         cfg = plan(config, sets, minutes, init_from, progress, echo)
         if dry_run:
             return Result(cfg)

@@ -222,11 +222,10 @@ def time_apart(nets, V, E, B, T, cell, device, windows=None):
         [here] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])))
     child = subprocess.run([sys.executable, "-m", "charlstm.recipe"], input=job, env=env,
                            capture_output=True, text=True)
-    said = (child.stderr.strip().splitlines() or [f"exit status {child.returncode}"])[-1]
-    if child.returncode == USER_ERROR:                 # the user's to fix: said as it is
-        raise CharlstmError(said)
     if child.returncode != 0:
-        raise CharlstmError(f"timing training steps (in a child process) failed: {said}")
+        said = (child.stderr.strip().splitlines() or [f"exit status {child.returncode}"])[-1]
+        raise CharlstmError(said if child.returncode == USER_ERROR    # the user's to fix, as it is
+                            else f"timing training steps (in a child process) failed: {said}")
     return {(L, H): seconds for L, H, seconds in json.loads(child.stdout)}
 
 

@@ -80,7 +80,7 @@ def test_the_held_out_records_rank_only_nets_the_recipe_could_choose(tmp_path, m
         record("v2:w0.7", 1, 128, 3000, 3.05), record("v2:d+0.1", 1, 192, 3000, 2.5, 0.1),
         record("default", 2, 128, 3000, 2.4), record("v2:L+1", 2, 192, 3000, 2.3),
         record("v2:1x96-s3", 1, 96, 3000, 3.3)]))
-    monkeypatch.setattr(fit, "STUDY", tmp_path)
+    monkeypatch.setattr(heldout, "JUDGED", tmp_path / "judge.jsonl")
     points = fit.judged_points()
     assert sorted((p["H"], round(p["loss"], 6), p["runs"]) for p in points) == \
         [(96, 3.3, 1), (128, 3.05, 1), (192, 3.1, 2)]
