@@ -245,7 +245,7 @@ def eval_(checkpoint, text_file, split, as_json, progress, device):
         tokens = split_tokens(cfg, vocab, split, checkpoint, meta.get("stream"))
         text_file = f"the {split} split of {checkpoint}"
     else:
-        text = read_text(text_file, cfg.data.errors)
+        text = read_text(text_file, cfg.data.errors, what="text file")
         missing = vocab.missing(text)
         if missing:
             raise CharlstmError(f"'{text_file}' has characters not in the model's vocabulary: "
@@ -396,7 +396,12 @@ def bench(config, overrides, vocab, steps, as_json, device, **shortcuts):
     sets = list(overrides) + [f"{_BENCH_KEYS[name]}={str(v).lower()}"
                               for name, v in shortcuts.items() if v is not None]
     sets += [f"train.device={device}"] if device else []
-    result = run_bench(bench_config(config, sets), vocab=vocab, steps=steps)
+    try:
+        result = run_bench(bench_config(config, sets), vocab=vocab, steps=steps)
+    except CharlstmError as e:               # say which options set the keys it names
+        named = [f"--{n.replace('_', '-')} sets {_BENCH_KEYS[n]}" for n, v in shortcuts.items()
+                 if v is not None and _BENCH_KEYS[n] in str(e)]
+        raise CharlstmError(f"{e} ({', '.join(named)})" if named else str(e)) from None
     click.echo(json.dumps(result) if as_json else format_report(result))
 
 

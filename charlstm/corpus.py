@@ -104,20 +104,21 @@ def resolve_sources(data_cfg, progress=False):
     return list(dict.fromkeys(Path(f).resolve() for f in files))
 
 
-def read_text(path, errors="strict"):
-    """One UTF-8 text file as a string (for `charlstm eval --text`), with the same checks and
-    messages as a training corpus: missing, a folder, empty, binary, or a bad byte's offset."""
+def read_text(path, errors="strict", what="data file"):
+    """One UTF-8 text file as a string (`charlstm eval --text`, `sample --prime-file`), with the
+    same checks as a training corpus: missing, a folder, empty, binary, or a bad byte's offset.
+    `what` names the file in the messages ("text file", "prime file")."""
     p = Path(path)
     if not p.exists():
-        raise DataError(f"data file '{path}' not found; check the path")
+        raise DataError(f"{what} '{path}' not found; check the path")
     if p.is_dir():
-        raise DataError(f"'{path}' is a directory; point at a text file")
+        raise DataError(f"{what} '{path}' is a directory; point at a text file")
     if not p.is_file():
-        raise DataError(f"data file '{path}' is not a regular file (a device, pipe or socket); "
+        raise DataError(f"{what} '{path}' is not a regular file (a device, pipe or socket); "
                         "point at a text file")
-    text = "".join(chunk for _, chunk in _decoded_chunks(p, errors))
+    text = "".join(chunk for _, chunk in _decoded_chunks(p, errors, what))
     if not text:
-        raise DataError(f"data file '{path}' is empty; give it some text")
+        raise DataError(f"{what} '{path}' is empty; give it some text")
     return text
 
 
@@ -204,23 +205,25 @@ def _valid_cache(sidecar, token_file, sources, echo):
     return meta
 
 
-def _decoded_chunks(path, errors):
-    """Yield (raw bytes, text) chunks of a UTF-8 file; DataError names the offset of a bad byte."""
+def _decoded_chunks(path, errors, what="data file"):
+    """Yield (raw bytes, text) chunks of a UTF-8 file; DataError names the offset of a bad byte
+    (and, for a data file, the key that replaces bad bytes)."""
     decoder = codecs.getincrementaldecoder("utf-8")("strict" if errors == "strict" else "replace")
     offset = 0
     with open(path, "rb") as f:
         while True:
             raw = f.read(CHUNK)
             if offset == 0 and b"\x00" in raw[:8192]:
-                raise DataError(f"data file '{path}' looks binary (it contains NUL bytes); "
-                                "charlstm trains on UTF-8 text")
+                raise DataError(f"{what} '{path}' looks binary (it contains NUL bytes); "
+                                "charlstm reads UTF-8 text")
             pending = len(decoder.getstate()[0])
             try:
                 text = decoder.decode(raw, final=not raw)
             except UnicodeDecodeError as e:
                 at = offset - pending + e.start
-                raise DataError(f"data file '{path}' is not valid UTF-8: a bad byte at offset "
-                                f"{at}; fix the file or set data.errors=replace") from None
+                fix = " or set data.errors=replace" if what == "data file" else ""
+                raise DataError(f"{what} '{path}' is not valid UTF-8: a bad byte at offset "
+                                f"{at}; fix the file{fix}") from None
             offset += len(raw)
             yield raw, text
             if not raw:

@@ -45,7 +45,7 @@ def read_prime(path):
     if size > PRIME_FILE_BYTES:
         raise CharlstmError(f"prime file '{path}' is {size:,} bytes, more than the "
                             f"{PRIME_FILE_BYTES:,} a prime may have; use the end of it")
-    return read_text(path)
+    return read_text(path, what="prime file")
 
 
 def known(vocab, text, skip_unknown=False, what="prime"):

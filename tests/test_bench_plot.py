@@ -12,7 +12,7 @@ from charlstm.bench import activation_floats, matmul_flops_per_char
 from charlstm.cli import cli
 from charlstm.plot import _smooth, read_metrics
 
-from helpers import no_internal_error
+from helpers import no_internal_error, one_line_error
 
 
 def invoke(*args):
@@ -46,6 +46,9 @@ def test_bench_json_reports_every_figure():
 def test_bench_rejects_bad_sizes():
     result = invoke("bench", "--hidden", 0)
     assert result.exit_code == 2 and "--hidden" in result.output
+    # too big for memory: one line, naming the options that set the keys it names
+    one_line_error(invoke("bench", "--hidden", 99999999, "--layers", 3), "GiB",
+                   "--hidden sets model.hidden_size", "--layers sets model.num_layers")
 
 
 @pytest.fixture

@@ -186,7 +186,12 @@ def test_eval_errors(run_dir, tmp_path):
     other.write_text("QQQ unknown ###")
     one_line_error(invoke("eval", run_dir / "best.npz", "--text", other), "vocabulary")
     one_line_error(invoke("eval", run_dir / "best.npz", "--text", tmp_path / "missing.txt"),
-                   "not found")
+                   "text file", "not found")
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"the \xff cat")
+    result = invoke("eval", run_dir / "best.npz", "--text", bad)
+    one_line_error(result, f"text file '{bad}' is not valid UTF-8", "offset 4", "fix the file")
+    assert "data.errors" not in result.output        # eval has no such key to set
 
 
 def test_info_describes_the_checkpoint(run_dir):

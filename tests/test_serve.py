@@ -117,12 +117,16 @@ def test_a_prime_from_a_file(run_dir, tmp_path):
     assert out.output == invoke("sample", run_dir, "--prime", "the cat", "--length", 10,
                                 "--seed", 1).output
     (tmp_path / "bad.txt").write_bytes(b"the \xff cat")
-    one_line_error(invoke("sample", run_dir, "--prime-file", tmp_path / "bad.txt"), "bad.txt")
-    one_line_error(invoke("sample", run_dir, "--prime-file", "/dev/zero"), "not a regular file")
+    bad = invoke("sample", run_dir, "--prime-file", tmp_path / "bad.txt")
+    one_line_error(bad, "prime file", "bad.txt", "offset 4", "fix the file")
+    assert "data.errors" not in bad.output          # sample has no such key to set
+    one_line_error(invoke("sample", run_dir, "--prime-file", "/dev/zero"),
+                   "prime file '/dev/zero' is not a regular file")
     (tmp_path / "big.txt").write_text("a" * 1_000_001)
     one_line_error(invoke("sample", run_dir, "--prime-file", tmp_path / "big.txt"),
                    "1,000,001 bytes")
-    one_line_error(invoke("sample", run_dir, "--prime-file", tmp_path / "nope.txt"), "not found")
+    one_line_error(invoke("sample", run_dir, "--prime-file", tmp_path / "nope.txt"),
+                   "prime file", "not found")
     both = invoke("sample", run_dir, "--prime", "a", "--prime-file", tmp_path / "prime.txt")
     assert both.exit_code == 2 and "either --prime or --prime-file" in both.output
 
