@@ -7,9 +7,10 @@ charlstm/recipe.py holds, with the fit's residuals and its range.
     python benchmarks/fit.py --until 2026-12-06 --judge
                                              # the held-out pairs' recorded nets ranked by
                                              # recipe.LAW and by two forms fitted here
-    python benchmarks/fit.py --until 2026-12-05 --choices TEXT ...
+    python benchmarks/fit.py --until 2026-12-05 --choices TEXT ... [--budgets 10 --widths]
                                              # the recipe's choices at 2, 10 and 30 minutes with
                                              # recipe.LAW and with this fit, on one timing a text
+                                             # (--widths: every net it weighed, and its plan)
 
 The law, for a run of the recipe's optimizer, batch and schedule (validation loss, nats/char):
 
@@ -438,9 +439,10 @@ def _day(text):
                                          f"{LAW_UNTIL}") from None
 
 
-def choices(law, E, scale, texts, budgets=(2, 10, 30)):
+def choices(law, E, scale, texts, budgets=(2, 10, 30), widths=False):
     """The recipe's net and dropout for each text and budget with recipe.LAW and with `law` (E
-    and s by corpus: its LIKE), both on one timing of each text (in this process)."""
+    and s by corpus: its LIKE), both on one timing of each text (in this process). `widths`:
+    also every net recipe.LAW weighed there, its plan and its predicted loss above the choice's."""
     from charlstm import recipe
     from charlstm.config import load_config_keys
     from charlstm.corpus import prepare
@@ -463,15 +465,22 @@ def choices(law, E, scale, texts, budgets=(2, 10, 30)):
                                                    windows=windows)
                 return timed[L, H]
             for minutes in budgets:
-                picked = []
-                for law_, like in laws.values():
+                picked, weighed = [], {}
+                for name, (law_, like) in laws.items():
                     recipe.LAW.clear(), recipe.LAW.update(law_)
                     recipe.LIKE.clear(), recipe.LIKE.update(like)
-                    m = recipe.choose(*keys(minutes), corpus, timer=timer).cfg.model
+                    choice = recipe.choose(*keys(minutes), corpus, timer=timer)
+                    m = choice.cfg.model
                     picked.append(f"{m.num_layers} x {m.hidden_size}, dropout {m.dropout:g}"
                                   + (", weight drop" if m.weight_drop else ""))
-                print(f"| {Path(path).stem} | {minutes} | " + " | ".join(picked) + " |",
+                    if name == "recipe.LAW":
+                        weighed = choice.plans
+                        best = weighed[m.num_layers, m.hidden_size].loss
+                print(f"| {Path(path).stem} | {minutes:g} | " + " | ".join(picked) + " |",
                       flush=True)
+                for (L, H), p in sorted(weighed.items()) if widths else ():
+                    print(f"    recipe.LAW, {L} x {H}: {p.steps:,.0f} steps, {p.epochs:.1f} "
+                          f"epochs, predicted {p.loss - best:+.4f}")
     finally:
         recipe.LAW.clear(), recipe.LAW.update(shipped[0])
         recipe.LIKE.clear(), recipe.LIKE.update(shipped[1])
@@ -490,6 +499,11 @@ def main():
                     help="rank the held-out pairs' recorded nets by recipe.LAW and by this fit")
     ap.add_argument("--choices", nargs="+", metavar="TEXT",
                     help="the recipe's choices on these texts with recipe.LAW and with this fit")
+    ap.add_argument("--budgets", type=float, nargs="+", default=(2, 10, 30), metavar="MINUTES",
+                    help="the budgets of --choices (default 2 10 30)")
+    ap.add_argument("--widths", action="store_true",
+                    help="with --choices: every net recipe.LAW weighed, its steps, epochs and "
+                         "predicted loss above its choice")
     a = ap.parse_args()
     points = fit_points(a.until)
     if a.forms:
@@ -509,7 +523,7 @@ def main():
         return judge(points, alpha, law)
     if a.choices:
         try:
-            return choices(law, E, scale, a.choices)
+            return choices(law, E, scale, a.choices, a.budgets, a.widths)
         except CharlstmError as e:
             raise SystemExit(f"fit.py --choices: {e}") from None
     print(f"\nalpha {alpha}: {len(points)} points on {len(E)} corpora, residual rms "

@@ -105,6 +105,7 @@ class Choice:
     timing: str = ""                               # what was measured, in one line
     seconds: float = 0.0                           # the time the measurement took
     notes: list = field(default_factory=list)      # the law's predictions; where it extrapolates
+    plans: dict = field(default_factory=dict)      # {(layers, width): Plan} of every net weighed
 
     def report(self):
         """The table `charlstm train --minutes` prints: the choices with a reason each, then
@@ -315,7 +316,7 @@ def choose(cfg, explicit, corpus, timer=None):
     s.put("train.max_minutes", round(budget / 60, 3),     # the timing comes off the budget
           f"{minutes:g} minutes less the {spent:.1f} s of timing", force=True)
     s.cfg.train.recipe = "off"                             # resolved: a plain config from here on
-    return Choice(s.cfg, s.rows, timing, spent, notes)
+    return Choice(s.cfg, s.rows, timing, spent, notes, {net: plan(net) for net in step_time})
 
 
 def _split_and_batch(s, n_total, description):
