@@ -31,6 +31,7 @@ try:
     from pydantic import BaseModel, ConfigDict, Field, ValidationError
     from starlette.concurrency import run_in_threadpool
     from starlette.datastructures import Headers
+    from starlette.requests import ClientDisconnect
 except ImportError:                       # the serve extra is not installed: serve() says so
     BaseModel = None
 
@@ -137,12 +138,16 @@ class Service:
 
     async def read(self, request):
         """The request body, read no further than the limit: a chunked body declares no length,
-        and one of gigabytes must not be held in memory to be refused."""
+        and one of gigabytes must not be held in memory to be refused. A client that leaves before
+        its body is all sent is answered 499 (nobody reads it), not a traceback in the log."""
         raw = bytearray()
-        async for chunk in request.stream():
-            raw += chunk
-            if len(raw) > self.limits.max_body:
-                raise self.too_big()
+        try:
+            async for chunk in request.stream():
+                raw += chunk
+                if len(raw) > self.limits.max_body:
+                    raise self.too_big()
+        except ClientDisconnect:
+            raise Problem(499, "the client went away before sending its whole body") from None
         return bytes(raw)
 
     def parse(self, raw, kind):

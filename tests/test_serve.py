@@ -529,3 +529,37 @@ def test_a_chunked_body_over_the_limit_is_refused_without_being_read_whole(run_d
     assert start["status"] == 413, body
     assert "--max-body" in json.loads(body)["error"]
     assert given[0] <= 10                           # 5,000 bytes' worth, not the whole body
+
+
+def asgi_post(app, path, headers, receive):
+    """One POST through the ASGI app itself with a `receive` of the test's own: (status, body)
+    of the reply; an exception the app lets out (a traceback in uvicorn's log) propagates."""
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+             "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
+             "root_path": "", "server": ("127.0.0.1", 8000), "client": ("127.0.0.1", 50000),
+             "headers": [(b"host", b"127.0.0.1"), *headers]}
+    asyncio.run(app(scope, receive, send))
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    return start["status"], b"".join(m.get("body", b"") for m in sent
+                                     if m["type"] == "http.response.body")
+
+
+def test_a_client_gone_while_sending_its_body_is_no_traceback(run_dir):
+    """Content-Length: 1000, 13 bytes, then the connection closes: uvicorn's receive says
+    http.disconnect. Starlette raised ClientDisconnect out of the app ("Exception in ASGI
+    application" and a traceback in the server's log, for every such client)."""
+    from charlstm.serve import make_app
+    app = make_app({"tiny": run_dir})
+    messages = iter([{"type": "http.request", "body": b'{"text": "the', "more_body": True}])
+
+    async def receive():
+        return next(messages, {"type": "http.disconnect"})
+
+    status, body = asgi_post(app, "/v1/score", [(b"content-length", b"1000")], receive)
+    assert status == 499 and json.loads(body) == {
+        "error": "the client went away before sending its whole body"}
