@@ -31,6 +31,7 @@ try:
     from pydantic import BaseModel, ConfigDict, Field, ValidationError
     from starlette.concurrency import run_in_threadpool
     from starlette.datastructures import Headers
+    from starlette.exceptions import HTTPException
     from starlette.requests import ClientDisconnect
 except ImportError:                       # the serve extra is not installed: serve() says so
     BaseModel = None
@@ -222,6 +223,7 @@ def make_app(paths, limits=None, token=None, device="cpu"):
     app.add_middleware(_Guard, token=token, service=service)
     app.add_exception_handler(Problem, lambda request, e: _error(e.status, e.message, e.headers))
     app.add_exception_handler(CharlstmError, lambda request, e: _error(400, str(e)))
+    app.add_exception_handler(HTTPException, _framework_error)
 
     def body(kind):
         async def parse(request: Request):
@@ -436,6 +438,20 @@ def _metrics(run_dir, most=2000):
     stride = max(1, len(train) // most)
     return {"train": [[s, loss] for s, _, loss in train[::stride]],
             "val": [[s, loss] for s, _, loss in val]}
+
+
+def _framework_error(request, e):
+    """The framework's own refusals (no such path or file, a method a path does not take) in
+    the server's one form, {"error": one line}, not FastAPI's {"detail": ...}."""
+    what = f"{request.method} {request.url.path[:200]}"
+    if e.status_code == 404:
+        message = f"{what}: no such path here (the API's paths are listed at /docs)"
+    elif e.status_code == 405:
+        allow = (e.headers or {}).get("Allow") or (e.headers or {}).get("allow")
+        message = f"{what}: method not allowed" + (f"; use {allow}" if allow else "")
+    else:
+        message = f"{what}: {e.detail}"
+    return _error(e.status_code, message, e.headers)
 
 
 def _no_constant(name):

@@ -563,3 +563,20 @@ def test_a_client_gone_while_sending_its_body_is_no_traceback(run_dir):
     status, body = asgi_post(app, "/v1/score", [(b"content-length", b"1000")], receive)
     assert status == 499 and json.loads(body) == {
         "error": "the client went away before sending its whole body"}
+
+
+@pytest.mark.parametrize("method,path,status,words,allow", [
+    ("GET", "/nope", 404, ["GET /nope", "no such path", "/docs"], None),
+    ("POST", "/v1/nope", 404, ["POST /v1/nope", "no such path"], None),
+    ("GET", "/static/nope.js", 404, ["GET /static/nope.js", "no such path"], None),
+    ("GET", "/v1/generate", 405, ["GET /v1/generate", "not allowed", "use POST"], "POST"),
+    ("PUT", "/v1/score", 405, ["PUT /v1/score", "use POST"], "POST"),
+    ("POST", "/healthz", 405, ["POST /healthz", "use GET"], "GET"),
+    ("DELETE", "/v1/models", 405, ["DELETE /v1/models", "use GET"], "GET"),
+])
+def test_a_wrong_path_or_method_is_an_error_line_too(client, method, path, status, words, allow):
+    """The framework's own 404 and 405 in the server's form, {"error": one line} (they were
+    FastAPI's {"detail": "Not Found"}, which the page and API clients do not read)."""
+    r = client.request(method, path)
+    error(r, status, *words)
+    assert r.headers.get("allow") == allow
