@@ -63,9 +63,17 @@ def known(vocab, text, skip_unknown=False, what="prime"):
     return "".join(ch for ch in text if ch not in gone)
 
 
+# The least temperature the logits are divided by. Below it (a request may send 5e-324) a logit
+# over the temperature overflowed to inf and the softmax to NaN: every draw was token 0, and NumPy
+# warned in the server's log. Divided by this, a float32 logit (under 3.5e38) stays finite and the
+# softmax is already one-hot at the largest logit, as at any smaller temperature (greedy decoding,
+# the limit); a temperature from this up is used as it is, so its draws are unchanged.
+LEAST_DIVISOR = 1e-250
+
+
 def next_distribution(logits, temperature=1.0, top_k=0, top_p=1.0):
     """(V,) logits -> (V,) float64 probabilities after temperature, top-k and top-p."""
-    z = np.asarray(logits, np.float64) / temperature
+    z = np.asarray(logits, np.float64) / max(temperature, LEAST_DIVISOR)
     if 0 < top_k < len(z):
         kth = np.partition(z, -top_k)[-top_k]
         z = np.where(z >= kth, z, -np.inf)
@@ -245,7 +253,8 @@ def draw_rows(logits, streams):
     nor argmax."""
     if not streams:
         return []
-    z = np.asarray(logits, np.float64) / np.array([s.temperature for s in streams])[:, None]
+    t = np.maximum([s.temperature for s in streams], LEAST_DIVISOR)
+    z = np.asarray(logits, np.float64) / t[:, None]
     p = np.exp(z - z.max(axis=1, keepdims=True))
     p /= p.sum(axis=1, keepdims=True)
     cdf = np.cumsum(p, axis=1)
