@@ -189,8 +189,14 @@ class Model:
 
     def reloaded(self):
         """This model, or the checkpoint file as it is now if training replaced it since (files
-        are replaced whole, atomically, so a reload never reads a half-written one)."""
-        return self if _stamp(self.path) == self.stamp else Model(self.path, self.device)
+        are replaced whole, atomically, so a reload never reads a half-written one). A file
+        removed or moved away since leaves this model as it is: it is whole in memory (a server
+        answered every request with a 500 and a FileNotFoundError)."""
+        try:
+            stamp = _stamp(self.path)
+        except FileNotFoundError:
+            return self
+        return self if stamp == self.stamp else Model(self.path, self.device)
 
     @property
     def info(self):

@@ -341,6 +341,24 @@ def test_a_reloaded_checkpoint_is_served(tmp_path):
         assert c.get("/v1/models").json()["models"][0]["step"] == 40
 
 
+def test_a_checkpoint_file_removed_while_served_is_still_served(run_dir, tmp_path):
+    """A checkpoint given as a file, then removed or moved away: the model loaded is served on
+    (reloaded() stat'ed the file: FileNotFoundError, a 500 for every request)."""
+    from fastapi.testclient import TestClient
+
+    from charlstm.serve import make_app
+    path = tmp_path / "model.npz"
+    shutil.copy(run_dir / "best.npz", path)
+    model = charlstm.Model.load(path)
+    with TestClient(make_app({"m": path})) as c:
+        before = c.post("/v1/generate", json={"length": 20, "seed": 1}).json()["completions"]
+        path.unlink()
+        assert model.reloaded() is model
+        r = c.post("/v1/generate", json={"length": 20, "seed": 1})
+        assert r.status_code == 200 and r.json()["completions"] == before
+        assert c.get("/v1/models").json()["models"][0]["name"] == "m"
+
+
 # --- a real server: batching, load, signals ------------------------------------------------------
 
 async def generate_all(url, bodies, stream=False):
