@@ -19,6 +19,7 @@ run.py trains, sample.py and beam.py generate.
 import math
 import os
 from dataclasses import dataclass
+from numbers import Integral
 from pathlib import Path
 
 import numpy as np
@@ -217,8 +218,8 @@ class Model:
             from .beam import beam_search
             yield from beam_search(self.params, self.vocab, length, beam, prime, self.start)
             return
-        yield from generate(self.params, self.vocab, length, np.random.default_rng(seed), prime,
-                            temperature, top_k, top_p, argmax, self.start)
+        yield from generate(self.params, self.vocab, length, _rng(seed), prime, temperature,
+                            top_k, top_p, argmax, self.start)
 
     def generate(self, prime="", length=200, temperature=1.0, top_k=0, top_p=1.0, seed=None,
                  argmax=False, beam=0, skip_unknown=False):
@@ -231,6 +232,7 @@ class Model:
         """Each character's surprisal (nats) given all before it; with top=N, the model's N
         likeliest characters at each place. skip_unknown: characters the model does not know
         are left out of its input and get NaN (no guesses)."""
+        _check_top(top)
         kept = known(self.vocab, text, skip_unknown, "text")
         where = np.array([i for i, ch in enumerate(text) if ch in self.vocab.chars]
                          if len(kept) < len(text) else np.arange(len(text)), dtype=np.int64)
@@ -251,6 +253,7 @@ class Model:
 
     def next(self, context="", top=10, skip_unknown=False):
         """The `top` likeliest next characters after `context`, with their probabilities."""
+        _check_top(top)
         context = known(self.vocab, context, skip_unknown, "context")
         probs, _ = self._probs(("\n" if "\n" in self.vocab.chars else "") + context
                                or self.vocab.chars[0], last=True)
@@ -277,6 +280,22 @@ class Model:
             *_, probs, _ = cache                          # softmax probabilities (T, V)
             out.append(backend.to_host(probs))
         return (np.concatenate(out) if out else np.zeros((0, V), np.float32)), y
+
+
+def _rng(seed):
+    """The generator of `seed` (None: fresh entropy; `charlstm sample` passes its Generator), or
+    one clear error rather than NumPy's ("expected non-negative integer")."""
+    try:
+        return np.random.default_rng(seed)
+    except (TypeError, ValueError):
+        raise CharlstmError(f"seed must be a whole number >= 0 or None, got {seed!r:.40}") \
+            from None
+
+
+def _check_top(top):
+    """score's and next's `top`: a count (a negative one cut the list short by that many)."""
+    if top is not None and (not isinstance(top, Integral) or top < 0):
+        raise CharlstmError(f"top must be a whole number >= 0, got {top!r:.40}")
 
 
 def _stamp(path):

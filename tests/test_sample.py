@@ -60,7 +60,14 @@ def test_a_tiny_temperature_is_greedy_without_overflow(temperature):
 @pytest.mark.parametrize("kw,match", [
     (dict(temperature=0), "temperature"), (dict(temperature=-1), "temperature"),
     (dict(top_k=-1), "top-k"), (dict(top_p=0), "top-p"), (dict(top_p=1.5), "top-p"),
-    (dict(length=-3), "length")])
+    (dict(length=-3), "length"),
+    # from Python: a length of 2.5 never reached 0 (a generation without end); the others
+    # failed deep in a comparison or in NumPy (top_k 2.5: "Partition index must be integer")
+    (dict(length=2.5), "--length must be a whole number >= 0, got 2.5"),
+    (dict(length="5"), "--length must be a whole number >= 0, got '5'"),
+    (dict(top_k=2.5), "--top-k must be a whole number >= 0, got 2.5"),
+    (dict(temperature="hot"), "--temperature must be a number > 0, got 'hot'"),
+    (dict(top_p=None), r"--top-p must be a number in \(0, 1\], got None")])
 def test_bad_options_are_clear_errors(kw, match):
     with pytest.raises(CharlstmError, match=match):
         check_options(**kw)

@@ -109,6 +109,37 @@ def test_unknown_characters_are_an_error_or_skipped(tiny):
     np.testing.assert_array_equal(np.delete(skipped.surprisal, 4), kept.surprisal)
 
 
+@pytest.mark.parametrize("call,message", [
+    (lambda m: m.generate(5, 10), "--prime must be a string, got int 5"),
+    (lambda m: m.generate(b"the", 10), "--prime must be a string, got bytes b'the'"),
+    (lambda m: list(m.stream(None, 10)), "--prime must be a string, got NoneType None"),
+    (lambda m: m.generate("the", 10, top_k=2.5), "--top-k must be a whole number >= 0, got 2.5"),
+    (lambda m: m.generate("the", 10, temperature="0.8"), "--temperature must be a number > 0"),
+    (lambda m: m.generate("the", None), "--length must be a whole number >= 0, got None"),
+    (lambda m: m.generate("the", 10, seed=-1), "seed must be a whole number >= 0 or None, got -1"),
+    (lambda m: m.generate("the", 10, seed="x"), "seed must be a whole number >= 0 or None, got 'x'"),
+    (lambda m: m.generate("the", 10, seed=1.5), "seed must be a whole number >= 0 or None"),
+    (lambda m: m.generate("the", 10, beam=2.5), "--beam must be a whole number >= 1, got 2.5"),
+    (lambda m: m.generate("the", 2.5, beam=2), "--length must be a whole number >= 0, got 2.5"),
+    (lambda m: m.score(5), "text must be a string, got int 5"),
+    (lambda m: m.score("the cat", top=-1), "top must be a whole number >= 0, got -1"),
+    (lambda m: m.score("the cat", top=2.5), "top must be a whole number >= 0, got 2.5"),
+    (lambda m: m.next(None), "context must be a string, got NoneType None"),
+    (lambda m: m.next("the", top=-2), "top must be a whole number >= 0, got -2"),
+    (lambda m: m.next("the", top="3"), "top must be a whole number >= 0, got '3'"),
+])
+def test_a_wrong_type_or_value_from_python_is_one_clear_error(tiny, call, message):
+    """Model's documented arguments, misused: CharlstmError naming the argument and the value
+    (they were TypeErrors from deep inside, "'int' object is not iterable" or "slice indices
+    must be integers", NumPy's ValueError "expected non-negative integer" for seed=-1, and a
+    negative top quietly cut that many off the list)."""
+    with pytest.raises(CharlstmError) as e:
+        call(tiny)
+    assert str(e.value).startswith(message), str(e.value)
+    assert tiny.generate("the", 5, seed=np.random.default_rng(1)) == tiny.generate("the", 5,
+                                                                                  seed=1)
+
+
 def test_a_prime_from_a_file(run_dir, tmp_path):
     (tmp_path / "prime.txt").write_text("the cat", encoding="utf-8")
     out = invoke("sample", run_dir, "--prime-file", tmp_path / "prime.txt", "--length", 10,
