@@ -460,6 +460,20 @@ def test_serve_command_errors(tmp_path, run_dir):
         one_line_error(invoke("serve", run_dir, "--port", busy), "cannot listen", str(busy))
 
 
+def test_serve_refuses_a_nan_timeout(run_dir, monkeypatch):
+    """click's FloatRange lets nan through: the server started, and no generation ever timed
+    out. (serve() is replaced, so that a server taken would not run for ever here.)"""
+    import charlstm.serve
+    started = []
+    monkeypatch.setattr(charlstm.serve, "serve", lambda *a, **k: started.append(a))
+    for nan in ("nan", "NaN"):
+        result = invoke("serve", run_dir, "--timeout", nan)
+        assert result.exit_code == 2 and not started, result.output
+        assert result.output.strip().splitlines()[-1] == \
+            "Error: Invalid value for '--timeout': nan is not a number; give one > 0"
+    assert invoke("serve", run_dir, "--timeout", "inf").exit_code == 0 and len(started) == 1
+
+
 # --- any JSON body: a 2xx, or a 4xx with one error line ------------------------------------------
 
 from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
