@@ -215,6 +215,10 @@ def make_app(paths, limits=None, token=None, device="cpu"):
     if BaseModel is None:
         raise CharlstmError("charlstm serve needs FastAPI and uvicorn: pip install "
                             "'charlstm[serve]'")
+    if token is not None and not token.strip():
+        # `--token "$TOKEN"` with TOKEN unset: the API would be open to anyone who can reach it
+        raise CharlstmError("--token is empty; give the token requests must send, or leave "
+                            "--token out to serve without one")
     service = Service(paths, limits or Limits(), device)
     app = FastAPI(title="charlstm", version="1", docs_url="/docs", redoc_url=None,
                   on_shutdown=[service.scheduler.stop])

@@ -361,6 +361,15 @@ def test_a_token_guards_the_api_not_the_page(run_dir):
         assert c.get("/").status_code == 200 and c.get("/healthz").status_code == 200
 
 
+@pytest.mark.parametrize("token", ["", "  "])
+def test_an_empty_token_is_refused_not_an_open_api(run_dir, token):
+    """--token "$TOKEN" with TOKEN unset served the API to anyone, with no word of it (the
+    check is `if self.token`); the command says so in one line before it listens."""
+    from charlstm.serve import make_app
+    with pytest.raises(CharlstmError, match="--token is empty; give the token"):
+        make_app({"tiny": run_dir}, token=token)
+
+
 def test_a_reloaded_checkpoint_is_served(tmp_path):
     from fastapi.testclient import TestClient
 
