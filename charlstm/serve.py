@@ -166,7 +166,8 @@ class Service:
         except ValidationError as e:
             first = e.errors()[0]
             where = ".".join(str(x) for x in first.get("loc", ())) or "body"
-            raise Problem(400, f"{where}: {first.get('msg', 'invalid')}") from None
+            got = "" if first.get("type") == "missing" else f", got {_shown(first.get('input'))}"
+            raise Problem(400, f"{where}: {first.get('msg', 'invalid')}{got}") from None
 
     def metrics(self, name):
         served = self.pick(name)
@@ -456,6 +457,15 @@ def _framework_error(request, e):
     else:
         message = f"{what}: {e.detail}"
     return _error(e.status_code, message, e.headers)
+
+
+def _shown(value, most=40):
+    """A request's value as JSON, cut short: the one named in its error line."""
+    try:
+        text = json.dumps(value, ensure_ascii=False)
+    except (ValueError, RecursionError):       # brackets nested nearly as deep as json allows
+        return f"a JSON {type(value).__name__}"
+    return text if len(text) <= most else text[:most] + "..."
 
 
 def _no_constant(name):

@@ -340,6 +340,27 @@ def test_every_mistake_is_a_4xx_with_one_line(client, path, body, status, words)
     error(r, status, *words)
 
 
+@pytest.mark.parametrize("path,body,message", [
+    ("/v1/generate", '{"temperature": "hot"}', 'temperature: Input should be a valid number, '
+                                               'got "hot"'),
+    ("/v1/generate", '{"length": 2.5}', "length: Input should be a valid integer, got 2.5"),
+    ("/v1/generate", '{"length": true}', "length: Input should be a valid integer, got true"),
+    ("/v1/generate", '{"top_k": -3}', "top_k: Input should be greater than or equal to 0, got -3"),
+    ("/v1/generate", '{"top_p": 1.5}', "top_p: Input should be less than or equal to 1, got 1.5"),
+    ("/v1/generate", '{"colour": "red"}', 'colour: Extra inputs are not permitted, got "red"'),
+    ("/v1/generate", '{"prime": ["' + "a" * 100 + '"]}',
+     'prime: Input should be a valid string, got ["' + "a" * 38 + "..."),
+    ("/v1/score", "{}", "text: Field required"),
+    ("/v1/next", '{"top": 0}', "top: Input should be greater than or equal to 1, got 0"),
+])
+def test_a_wrong_field_names_the_field_and_its_value(client, path, body, message):
+    """A field of the wrong type or range: its name and the value sent, cut short (the line
+    named the field alone: "temperature: Input should be a valid number")."""
+    r = client.post(path, content=body)
+    error(r, 400)
+    assert r.json()["error"] == message
+
+
 def test_a_big_body_is_refused(client):
     error(client.post("/v1/score", content='{"text": "' + "a" * 6000 + '"}'), 413, "--max-body")
 
