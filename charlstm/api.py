@@ -18,6 +18,7 @@ run.py trains, sample.py and beam.py generate.
 
 import math
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from numbers import Integral
 from pathlib import Path
@@ -100,6 +101,9 @@ def plan(config, sets, minutes=None, init_from=None, progress=False, echo=None):
     """The config a new run trains with: the file (or Config) and `sets` ("key=value"); with
     `minutes`, or with neither a config nor a run length, the recipe's choice for the text."""
     echo = echo or _quiet
+    if config is not None and not isinstance(config, (Config, str, os.PathLike)):
+        raise CharlstmError(f"config must be a YAML file's path or a Config, not "
+                            f"{type(config).__name__} {config!r:.40}")
     if minutes is not None:
         recipe.check_minutes(minutes)
         # recipe first, so that --set train.recipe=off (a plain run of N minutes) wins
@@ -140,6 +144,9 @@ def _as_sets(overrides):
     if isinstance(overrides, str):
         raise CharlstmError(f"overrides must be a dict or a list of 'key=value' strings, not the "
                             f"string {overrides!r}")
+    if not isinstance(overrides, Iterable):
+        raise CharlstmError(f"overrides must be a dict or a list of 'key=value' strings, not "
+                            f"{type(overrides).__name__} {overrides!r:.40}")
     return list(overrides)
 
 
