@@ -117,7 +117,8 @@ def test_unknown_characters_are_an_error_or_skipped(tiny):
     (lambda m: m.generate("the", 10, temperature="0.8"), "--temperature must be a number > 0"),
     (lambda m: m.generate("the", None), "--length must be a whole number >= 0, got None"),
     (lambda m: m.generate("the", 10, seed=-1), "seed must be a whole number >= 0 or None, got -1"),
-    (lambda m: m.generate("the", 10, seed="x"), "seed must be a whole number >= 0 or None, got 'x'"),
+    (lambda m: m.generate("the", 10, seed="x"), "seed must be a whole number >= 0 or None, "
+                                                "got 'x'"),
     (lambda m: m.generate("the", 10, seed=1.5), "seed must be a whole number >= 0 or None"),
     (lambda m: m.generate("the", 10, beam=2.5), "--beam must be a whole number >= 1, got 2.5"),
     (lambda m: m.generate("the", 2.5, beam=2), "--length must be a whole number >= 0, got 2.5"),
