@@ -445,7 +445,7 @@ def _metrics(run_dir, most=2000):
             "val": [[s, loss] for s, _, loss in val]}
 
 
-def _framework_error(request, e):
+async def _framework_error(request, e):
     """The framework's own refusals (no such path or file, a method a path does not take) in
     the server's one form, {"error": one line}, not FastAPI's {"detail": ...}."""
     what = f"{request.method} {request.url.path[:200]}"
