@@ -18,7 +18,9 @@ run.py trains, sample.py and beam.py generate.
 
 import math
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
+from numbers import Integral
 from pathlib import Path
 
 import numpy as np
@@ -99,6 +101,9 @@ def plan(config, sets, minutes=None, init_from=None, progress=False, echo=None):
     """The config a new run trains with: the file (or Config) and `sets` ("key=value"); with
     `minutes`, or with neither a config nor a run length, the recipe's choice for the text."""
     echo = echo or _quiet
+    if config is not None and not isinstance(config, (Config, str, os.PathLike)):
+        raise CharlstmError(f"config must be a YAML file's path or a Config, not "
+                            f"{type(config).__name__} {config!r:.40}")
     if minutes is not None:
         recipe.check_minutes(minutes)
         # recipe first, so that --set train.recipe=off (a plain run of N minutes) wins
@@ -139,6 +144,9 @@ def _as_sets(overrides):
     if isinstance(overrides, str):
         raise CharlstmError(f"overrides must be a dict or a list of 'key=value' strings, not the "
                             f"string {overrides!r}")
+    if not isinstance(overrides, Iterable):
+        raise CharlstmError(f"overrides must be a dict or a list of 'key=value' strings, not "
+                            f"{type(overrides).__name__} {overrides!r:.40}")
     return list(overrides)
 
 
@@ -189,8 +197,14 @@ class Model:
 
     def reloaded(self):
         """This model, or the checkpoint file as it is now if training replaced it since (files
-        are replaced whole, atomically, so a reload never reads a half-written one)."""
-        return self if _stamp(self.path) == self.stamp else Model(self.path, self.device)
+        are replaced whole, atomically, so a reload never reads a half-written one). A file
+        removed or moved away since leaves this model as it is: it is whole in memory (a server
+        answered every request with a 500 and a FileNotFoundError)."""
+        try:
+            stamp = _stamp(self.path)
+        except FileNotFoundError:
+            return self
+        return self if stamp == self.stamp else Model(self.path, self.device)
 
     @property
     def info(self):
@@ -211,8 +225,8 @@ class Model:
             from .beam import beam_search
             yield from beam_search(self.params, self.vocab, length, beam, prime, self.start)
             return
-        yield from generate(self.params, self.vocab, length, np.random.default_rng(seed), prime,
-                            temperature, top_k, top_p, argmax, self.start)
+        yield from generate(self.params, self.vocab, length, _rng(seed), prime, temperature,
+                            top_k, top_p, argmax, self.start)
 
     def generate(self, prime="", length=200, temperature=1.0, top_k=0, top_p=1.0, seed=None,
                  argmax=False, beam=0, skip_unknown=False):
@@ -225,6 +239,7 @@ class Model:
         """Each character's surprisal (nats) given all before it; with top=N, the model's N
         likeliest characters at each place. skip_unknown: characters the model does not know
         are left out of its input and get NaN (no guesses)."""
+        _check_top(top)
         kept = known(self.vocab, text, skip_unknown, "text")
         where = np.array([i for i, ch in enumerate(text) if ch in self.vocab.chars]
                          if len(kept) < len(text) else np.arange(len(text)), dtype=np.int64)
@@ -245,6 +260,7 @@ class Model:
 
     def next(self, context="", top=10, skip_unknown=False):
         """The `top` likeliest next characters after `context`, with their probabilities."""
+        _check_top(top)
         context = known(self.vocab, context, skip_unknown, "context")
         probs, _ = self._probs(("\n" if "\n" in self.vocab.chars else "") + context
                                or self.vocab.chars[0], last=True)
@@ -271,6 +287,22 @@ class Model:
             *_, probs, _ = cache                          # softmax probabilities (T, V)
             out.append(backend.to_host(probs))
         return (np.concatenate(out) if out else np.zeros((0, V), np.float32)), y
+
+
+def _rng(seed):
+    """The generator of `seed` (None: fresh entropy; `charlstm sample` passes its Generator), or
+    one clear error rather than NumPy's ("expected non-negative integer")."""
+    try:
+        return np.random.default_rng(seed)
+    except (TypeError, ValueError):
+        raise CharlstmError(f"seed must be a whole number >= 0 or None, got {seed!r:.40}") \
+            from None
+
+
+def _check_top(top):
+    """score's and next's `top`: a count (a negative one cut the list short by that many)."""
+    if top is not None and (not isinstance(top, Integral) or top < 0):
+        raise CharlstmError(f"top must be a whole number >= 0, got {top!r:.40}")
 
 
 def _stamp(path):

@@ -15,6 +15,7 @@ import numpy as np
 from . import model
 from .backend import array_module, to_host
 from .errors import CharlstmError
+from .sample import check_number
 
 # Rows a step runs at least: a lone hypothesis runs alone, as a lone sample does (sample.generate),
 # so that beam 1 is greedy decoding to the bit (BLAS rounds a one-row product its own way).
@@ -23,6 +24,8 @@ MIN_ROWS = 1
 
 def check_options(length, beam):
     """One clear error per out-of-range option, in the words of a command-line option."""
+    check_number("--beam", beam, "a whole number >= 1", whole=True)
+    check_number("--length", length, "a whole number >= 0", whole=True)
     if beam < 1:
         raise CharlstmError(f"--beam must be >= 1, got {beam}")
     if length < 0:

@@ -411,11 +411,21 @@ def _limits(command):
 
     from .batching import LIMITS_HELP, Limits
     for f in reversed(fields(Limits)):
-        kind = (click.FloatRange(min=0, min_open=True) if f.type in (float, "float")
+        real = f.type in (float, "float")
+        kind = (click.FloatRange(min=0, min_open=True) if real
                 else click.IntRange(min=0 if f.name == "max_queue" else 1))
         command = click.option("--" + f.name.replace("_", "-"), type=kind, default=f.default,
-                               show_default=True, help=LIMITS_HELP[f.name])(command)
+                               show_default=True, help=LIMITS_HELP[f.name],
+                               callback=_not_nan if real else None)(command)
     return command
+
+
+def _not_nan(ctx, param, value):
+    """FloatRange lets nan through (no comparison with it is true): --timeout nan was taken, and
+    no generation ever timed out."""
+    if value != value:
+        raise click.BadParameter("nan is not a number; give one > 0")
+    return value
 
 
 @cli.command()

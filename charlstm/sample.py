@@ -10,6 +10,7 @@ Without a prime, the model writes an unseen burn-in first, so the sample starts 
 """
 
 import os
+from numbers import Integral, Real
 
 import numpy as np
 
@@ -20,6 +21,10 @@ from .errors import CharlstmError
 
 def check_options(temperature=1.0, top_k=0, top_p=1.0, length=0):
     """One clear error per out-of-range sampling option (the CLI and the library share it)."""
+    check_number("--temperature", temperature, "a number > 0")
+    check_number("--top-k", top_k, "a whole number >= 0", whole=True)
+    check_number("--top-p", top_p, "a number in (0, 1]")
+    check_number("--length", length, "a whole number >= 0", whole=True)
     if not temperature > 0:
         raise CharlstmError(f"--temperature must be > 0, got {temperature} (use --argmax for "
                             "greedy decoding)")
@@ -29,6 +34,14 @@ def check_options(temperature=1.0, top_k=0, top_p=1.0, length=0):
         raise CharlstmError(f"--top-p must be in (0, 1], got {top_p}")
     if length < 0:
         raise CharlstmError(f"--length must be >= 0, got {length}")
+
+
+def check_number(option, value, what, whole=False):
+    """A value from Python (the API) of the type its option takes: "5" or None failed deep in a
+    comparison, top_k 2.5 in NumPy, and a length of 2.5 never reached 0 (a generation without
+    end)."""
+    if not isinstance(value, Integral if whole else Real):
+        raise CharlstmError(f"{option} must be {what}, got {value!r:.40}")
 
 
 PRIME_FILE_BYTES = 1_000_000      # the most a --prime-file may hold
@@ -51,11 +64,14 @@ def read_prime(path):
 def known(vocab, text, skip_unknown=False, what="prime"):
     """`text` if the vocabulary has all its characters; with skip_unknown, without the others;
     else one clear error naming them."""
+    option = "--prime" if what == "prime" else what
+    if not isinstance(text, str):
+        raise CharlstmError(f"{option} must be a string, got {type(text).__name__} "
+                            f"{text!r:.40}")
     missing = vocab.missing(text)
     if not missing:
         return text
     if not skip_unknown:
-        option = "--prime" if what == "prime" else what
         raise CharlstmError(f"{option} has characters not in the model's vocabulary: "
                             f"{''.join(missing)[:40]!r}; remove them or pass --skip-unknown "
                             "(\"skip_unknown\": true in a request)")
@@ -63,9 +79,17 @@ def known(vocab, text, skip_unknown=False, what="prime"):
     return "".join(ch for ch in text if ch not in gone)
 
 
+# The least temperature the logits are divided by. Below it (a request may send 5e-324) a logit
+# over the temperature overflowed to inf and the softmax to NaN: every draw was token 0, and NumPy
+# warned in the server's log. Divided by this, a float32 logit (under 3.5e38) stays finite and the
+# softmax is already one-hot at the largest logit, as at any smaller temperature (greedy decoding,
+# the limit); a temperature from this up is used as it is, so its draws are unchanged.
+LEAST_DIVISOR = 1e-250
+
+
 def next_distribution(logits, temperature=1.0, top_k=0, top_p=1.0):
     """(V,) logits -> (V,) float64 probabilities after temperature, top-k and top-p."""
-    z = np.asarray(logits, np.float64) / temperature
+    z = np.asarray(logits, np.float64) / max(temperature, LEAST_DIVISOR)
     if 0 < top_k < len(z):
         kth = np.partition(z, -top_k)[-top_k]
         z = np.where(z >= kth, z, -np.inf)
@@ -245,7 +269,8 @@ def draw_rows(logits, streams):
     nor argmax."""
     if not streams:
         return []
-    z = np.asarray(logits, np.float64) / np.array([s.temperature for s in streams])[:, None]
+    t = np.maximum([s.temperature for s in streams], LEAST_DIVISOR)
+    z = np.asarray(logits, np.float64) / t[:, None]
     p = np.exp(z - z.max(axis=1, keepdims=True))
     p /= p.sum(axis=1, keepdims=True)
     cdf = np.cumsum(p, axis=1)

@@ -31,6 +31,8 @@ try:
     from pydantic import BaseModel, ConfigDict, Field, ValidationError
     from starlette.concurrency import run_in_threadpool
     from starlette.datastructures import Headers
+    from starlette.exceptions import HTTPException
+    from starlette.requests import ClientDisconnect
 except ImportError:                       # the serve extra is not installed: serve() says so
     BaseModel = None
 
@@ -137,12 +139,16 @@ class Service:
 
     async def read(self, request):
         """The request body, read no further than the limit: a chunked body declares no length,
-        and one of gigabytes must not be held in memory to be refused."""
+        and one of gigabytes must not be held in memory to be refused. A client that leaves before
+        its body is all sent is answered 499 (nobody reads it), not a traceback in the log."""
         raw = bytearray()
-        async for chunk in request.stream():
-            raw += chunk
-            if len(raw) > self.limits.max_body:
-                raise self.too_big()
+        try:
+            async for chunk in request.stream():
+                raw += chunk
+                if len(raw) > self.limits.max_body:
+                    raise self.too_big()
+        except ClientDisconnect:
+            raise Problem(499, "the client went away before sending its whole body") from None
         return bytes(raw)
 
     def parse(self, raw, kind):
@@ -160,7 +166,8 @@ class Service:
         except ValidationError as e:
             first = e.errors()[0]
             where = ".".join(str(x) for x in first.get("loc", ())) or "body"
-            raise Problem(400, f"{where}: {first.get('msg', 'invalid')}") from None
+            got = "" if first.get("type") == "missing" else f", got {_shown(first.get('input'))}"
+            raise Problem(400, f"{where}: {first.get('msg', 'invalid')}{got}") from None
 
     def metrics(self, name):
         served = self.pick(name)
@@ -209,6 +216,10 @@ def make_app(paths, limits=None, token=None, device="cpu"):
     if BaseModel is None:
         raise CharlstmError("charlstm serve needs FastAPI and uvicorn: pip install "
                             "'charlstm[serve]'")
+    if token is not None and not token.strip():
+        # `--token "$TOKEN"` with TOKEN unset: the API would be open to anyone who can reach it
+        raise CharlstmError("--token is empty; give the token requests must send, or leave "
+                            "--token out to serve without one")
     service = Service(paths, limits or Limits(), device)
     app = FastAPI(title="charlstm", version="1", docs_url="/docs", redoc_url=None,
                   on_shutdown=[service.scheduler.stop])
@@ -217,6 +228,7 @@ def make_app(paths, limits=None, token=None, device="cpu"):
     app.add_middleware(_Guard, token=token, service=service)
     app.add_exception_handler(Problem, lambda request, e: _error(e.status, e.message, e.headers))
     app.add_exception_handler(CharlstmError, lambda request, e: _error(400, str(e)))
+    app.add_exception_handler(HTTPException, _framework_error)
 
     def body(kind):
         async def parse(request: Request):
@@ -431,6 +443,29 @@ def _metrics(run_dir, most=2000):
     stride = max(1, len(train) // most)
     return {"train": [[s, loss] for s, _, loss in train[::stride]],
             "val": [[s, loss] for s, _, loss in val]}
+
+
+async def _framework_error(request, e):
+    """The framework's own refusals (no such path or file, a method a path does not take) in
+    the server's one form, {"error": one line}, not FastAPI's {"detail": ...}."""
+    what = f"{request.method} {request.url.path[:200]}"
+    if e.status_code == 404:
+        message = f"{what}: no such path here (the API's paths are listed at /docs)"
+    elif e.status_code == 405:
+        allow = (e.headers or {}).get("Allow") or (e.headers or {}).get("allow")
+        message = f"{what}: method not allowed" + (f"; use {allow}" if allow else "")
+    else:
+        message = f"{what}: {e.detail}"
+    return _error(e.status_code, message, e.headers)
+
+
+def _shown(value, most=40):
+    """A request's value as JSON, cut short: the one named in its error line."""
+    try:
+        text = json.dumps(value, ensure_ascii=False)
+    except (ValueError, RecursionError):       # brackets nested nearly as deep as json allows
+        return f"a JSON {type(value).__name__}"
+    return text if len(text) <= most else text[:most] + "..."
 
 
 def _no_constant(name):

@@ -67,6 +67,22 @@ def test_mistakes_raise_the_commands_one_line(tmp_path, corpus):
         charlstm.train("configs/tiny.yaml", overrides="train.max_steps=3")
 
 
+@pytest.mark.parametrize("kw,message", [
+    (dict(overrides=5), "overrides must be a dict or a list of 'key=value' strings, not int 5"),
+    (dict(config={"train": {"max_steps": 3}}), "config must be a YAML file's path or a Config, "
+                                              "not dict {'train': {'max_steps': 3}}"),
+    (dict(config=5), "config must be a YAML file's path or a Config, not int 5"),
+])
+def test_an_argument_of_the_wrong_type_is_named(corpus, kw, message):
+    """train's config and overrides of a type they do not take: the argument and the value
+    (they were TypeErrors that named neither: "'int' object is not iterable", "expected str,
+    bytes or os.PathLike object, not dict")."""
+    kw.setdefault("overrides", STEPS)
+    with pytest.raises(charlstm.CharlstmError) as e:
+        charlstm.train(data=corpus, dry_run=True, **kw)
+    assert str(e.value) == message
+
+
 def test_a_missing_gpu_is_refused_before_the_run_folder_is_made(tmp_path, corpus):
     if importlib.util.find_spec("cupy") is not None:
         pytest.skip("CuPy is installed: the device may exist (tests/test_gpu.py runs there)")

@@ -34,10 +34,40 @@ def test_top_p_keeps_the_smallest_set_reaching_p():
     assert np.allclose(p, np.array([0.5, 0.2, 0.15, 0, 0]) / 0.85)
 
 
+@pytest.mark.parametrize("temperature", [5e-324, 1e-320, 1e-309, 1e-300, 1e-250])
+def test_a_tiny_temperature_is_greedy_without_overflow(temperature):
+    """A temperature a request may send (> 0, but so small that logit / temperature overflowed):
+    the draw is the argmax, as the limit is, on the one-stream and the batched path, and NumPy
+    has nothing to warn about (the softmax was NaN: token 0 every time, warnings in the log)."""
+    import warnings
+
+    from charlstm.sample import draw, draw_rows
+    logits = np.array([[-3.0, 2.5, 7.0, 6.9, -40.0], [9.0, -2.0, 0.5, 8.99, 3.0]], np.float32)
+
+    class S:                                     # a Stream's sampling fields
+        def __init__(self, seed):
+            self.temperature, self.rng = temperature, np.random.default_rng(seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ps = [next_distribution(row, temperature) for row in logits]
+        assert [p.tolist() for p in ps] == [[0, 0, 1, 0, 0], [1, 0, 0, 0, 0]]
+        assert [draw(p, np.random.default_rng(i)) for i, p in enumerate(ps)] == [2, 0]
+        assert draw_rows(logits, [S(0), S(1)]) == [2, 0]
+        assert next_distribution(logits[0], temperature, top_k=2).tolist() == [0, 0, 1, 0, 0]
+        assert next_distribution(logits[0], temperature, top_p=0.9).tolist() == [0, 0, 1, 0, 0]
+
+
 @pytest.mark.parametrize("kw,match", [
     (dict(temperature=0), "temperature"), (dict(temperature=-1), "temperature"),
     (dict(top_k=-1), "top-k"), (dict(top_p=0), "top-p"), (dict(top_p=1.5), "top-p"),
-    (dict(length=-3), "length")])
+    (dict(length=-3), "length"),
+    # from Python: a length of 2.5 never reached 0 (a generation without end); the others
+    # failed deep in a comparison or in NumPy (top_k 2.5: "Partition index must be integer")
+    (dict(length=2.5), "--length must be a whole number >= 0, got 2.5"),
+    (dict(length="5"), "--length must be a whole number >= 0, got '5'"),
+    (dict(top_k=2.5), "--top-k must be a whole number >= 0, got 2.5"),
+    (dict(temperature="hot"), "--temperature must be a number > 0, got 'hot'"),
+    (dict(top_p=None), r"--top-p must be a number in \(0, 1\], got None")])
 def test_bad_options_are_clear_errors(kw, match):
     with pytest.raises(CharlstmError, match=match):
         check_options(**kw)

@@ -109,6 +109,38 @@ def test_unknown_characters_are_an_error_or_skipped(tiny):
     np.testing.assert_array_equal(np.delete(skipped.surprisal, 4), kept.surprisal)
 
 
+@pytest.mark.parametrize("call,message", [
+    (lambda m: m.generate(5, 10), "--prime must be a string, got int 5"),
+    (lambda m: m.generate(b"the", 10), "--prime must be a string, got bytes b'the'"),
+    (lambda m: list(m.stream(None, 10)), "--prime must be a string, got NoneType None"),
+    (lambda m: m.generate("the", 10, top_k=2.5), "--top-k must be a whole number >= 0, got 2.5"),
+    (lambda m: m.generate("the", 10, temperature="0.8"), "--temperature must be a number > 0"),
+    (lambda m: m.generate("the", None), "--length must be a whole number >= 0, got None"),
+    (lambda m: m.generate("the", 10, seed=-1), "seed must be a whole number >= 0 or None, got -1"),
+    (lambda m: m.generate("the", 10, seed="x"), "seed must be a whole number >= 0 or None, "
+                                                "got 'x'"),
+    (lambda m: m.generate("the", 10, seed=1.5), "seed must be a whole number >= 0 or None"),
+    (lambda m: m.generate("the", 10, beam=2.5), "--beam must be a whole number >= 1, got 2.5"),
+    (lambda m: m.generate("the", 2.5, beam=2), "--length must be a whole number >= 0, got 2.5"),
+    (lambda m: m.score(5), "text must be a string, got int 5"),
+    (lambda m: m.score("the cat", top=-1), "top must be a whole number >= 0, got -1"),
+    (lambda m: m.score("the cat", top=2.5), "top must be a whole number >= 0, got 2.5"),
+    (lambda m: m.next(None), "context must be a string, got NoneType None"),
+    (lambda m: m.next("the", top=-2), "top must be a whole number >= 0, got -2"),
+    (lambda m: m.next("the", top="3"), "top must be a whole number >= 0, got '3'"),
+])
+def test_a_wrong_type_or_value_from_python_is_one_clear_error(tiny, call, message):
+    """Model's documented arguments, misused: CharlstmError naming the argument and the value
+    (they were TypeErrors from deep inside, "'int' object is not iterable" or "slice indices
+    must be integers", NumPy's ValueError "expected non-negative integer" for seed=-1, and a
+    negative top quietly cut that many off the list)."""
+    with pytest.raises(CharlstmError) as e:
+        call(tiny)
+    assert str(e.value).startswith(message), str(e.value)
+    assert tiny.generate("the", 5, seed=np.random.default_rng(1)) == tiny.generate("the", 5,
+                                                                                  seed=1)
+
+
 def test_a_prime_from_a_file(run_dir, tmp_path):
     (tmp_path / "prime.txt").write_text("the cat", encoding="utf-8")
     out = invoke("sample", run_dir, "--prime-file", tmp_path / "prime.txt", "--length", 10,
@@ -313,6 +345,27 @@ def test_every_mistake_is_a_4xx_with_one_line(client, path, body, status, words)
     error(r, status, *words)
 
 
+@pytest.mark.parametrize("path,body,message", [
+    ("/v1/generate", '{"temperature": "hot"}', 'temperature: Input should be a valid number, '
+                                               'got "hot"'),
+    ("/v1/generate", '{"length": 2.5}', "length: Input should be a valid integer, got 2.5"),
+    ("/v1/generate", '{"length": true}', "length: Input should be a valid integer, got true"),
+    ("/v1/generate", '{"top_k": -3}', "top_k: Input should be greater than or equal to 0, got -3"),
+    ("/v1/generate", '{"top_p": 1.5}', "top_p: Input should be less than or equal to 1, got 1.5"),
+    ("/v1/generate", '{"colour": "red"}', 'colour: Extra inputs are not permitted, got "red"'),
+    ("/v1/generate", '{"prime": ["' + "a" * 100 + '"]}',
+     'prime: Input should be a valid string, got ["' + "a" * 38 + "..."),
+    ("/v1/score", "{}", "text: Field required"),
+    ("/v1/next", '{"top": 0}', "top: Input should be greater than or equal to 1, got 0"),
+])
+def test_a_wrong_field_names_the_field_and_its_value(client, path, body, message):
+    """A field of the wrong type or range: its name and the value sent, cut short (the line
+    named the field alone: "temperature: Input should be a valid number")."""
+    r = client.post(path, content=body)
+    error(r, 400)
+    assert r.json()["error"] == message
+
+
 def test_a_big_body_is_refused(client):
     error(client.post("/v1/score", content='{"text": "' + "a" * 6000 + '"}'), 413, "--max-body")
 
@@ -334,6 +387,15 @@ def test_a_token_guards_the_api_not_the_page(run_dir):
         assert c.get("/").status_code == 200 and c.get("/healthz").status_code == 200
 
 
+@pytest.mark.parametrize("token", ["", "  "])
+def test_an_empty_token_is_refused_not_an_open_api(run_dir, token):
+    """--token "$TOKEN" with TOKEN unset served the API to anyone, with no word of it (the
+    check is `if self.token`); the command says so in one line before it listens."""
+    from charlstm.serve import make_app
+    with pytest.raises(CharlstmError, match="--token is empty; give the token"):
+        make_app({"tiny": run_dir}, token=token)
+
+
 def test_a_reloaded_checkpoint_is_served(tmp_path):
     from fastapi.testclient import TestClient
 
@@ -343,6 +405,24 @@ def test_a_reloaded_checkpoint_is_served(tmp_path):
         assert c.get("/v1/models").json()["models"][0]["step"] == 20
         charlstm.train(resume=folder, overrides={"train.max_steps": 40})   # a new best.npz
         assert c.get("/v1/models").json()["models"][0]["step"] == 40
+
+
+def test_a_checkpoint_file_removed_while_served_is_still_served(run_dir, tmp_path):
+    """A checkpoint given as a file, then removed or moved away: the model loaded is served on
+    (reloaded() stat'ed the file: FileNotFoundError, a 500 for every request)."""
+    from fastapi.testclient import TestClient
+
+    from charlstm.serve import make_app
+    path = tmp_path / "model.npz"
+    shutil.copy(run_dir / "best.npz", path)
+    model = charlstm.Model.load(path)
+    with TestClient(make_app({"m": path})) as c:
+        before = c.post("/v1/generate", json={"length": 20, "seed": 1}).json()["completions"]
+        path.unlink()
+        assert model.reloaded() is model
+        r = c.post("/v1/generate", json={"length": 20, "seed": 1})
+        assert r.status_code == 200 and r.json()["completions"] == before
+        assert c.get("/v1/models").json()["models"][0]["name"] == "m"
 
 
 # --- a real server: batching, load, signals ------------------------------------------------------
@@ -413,6 +493,20 @@ def test_serve_command_errors(tmp_path, run_dir):
         s.bind(("127.0.0.1", busy))
         s.listen()
         one_line_error(invoke("serve", run_dir, "--port", busy), "cannot listen", str(busy))
+
+
+def test_serve_refuses_a_nan_timeout(run_dir, monkeypatch):
+    """click's FloatRange lets nan through: the server started, and no generation ever timed
+    out. (serve() is replaced, so that a server taken would not run for ever here.)"""
+    import charlstm.serve
+    started = []
+    monkeypatch.setattr(charlstm.serve, "serve", lambda *a, **k: started.append(a))
+    for nan in ("nan", "NaN"):
+        result = invoke("serve", run_dir, "--timeout", nan)
+        assert result.exit_code == 2 and not started, result.output
+        assert result.output.strip().splitlines()[-1] == \
+            "Error: Invalid value for '--timeout': nan is not a number; give one > 0"
+    assert invoke("serve", run_dir, "--timeout", "inf").exit_code == 0 and len(started) == 1
 
 
 # --- any JSON body: a 2xx, or a 4xx with one error line ------------------------------------------
@@ -533,3 +627,54 @@ def test_a_chunked_body_over_the_limit_is_refused_without_being_read_whole(run_d
     assert start["status"] == 413, body
     assert "--max-body" in json.loads(body)["error"]
     assert given[0] <= 10                           # 5,000 bytes' worth, not the whole body
+
+
+def asgi_post(app, path, headers, receive):
+    """One POST through the ASGI app itself with a `receive` of the test's own: (status, body)
+    of the reply; an exception the app lets out (a traceback in uvicorn's log) propagates."""
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+             "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
+             "root_path": "", "server": ("127.0.0.1", 8000), "client": ("127.0.0.1", 50000),
+             "headers": [(b"host", b"127.0.0.1"), *headers]}
+    asyncio.run(app(scope, receive, send))
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    return start["status"], b"".join(m.get("body", b"") for m in sent
+                                     if m["type"] == "http.response.body")
+
+
+def test_a_client_gone_while_sending_its_body_is_no_traceback(run_dir):
+    """Content-Length: 1000, 13 bytes, then the connection closes: uvicorn's receive says
+    http.disconnect. Starlette raised ClientDisconnect out of the app ("Exception in ASGI
+    application" and a traceback in the server's log, for every such client)."""
+    from charlstm.serve import make_app
+    app = make_app({"tiny": run_dir})
+    messages = iter([{"type": "http.request", "body": b'{"text": "the', "more_body": True}])
+
+    async def receive():
+        return next(messages, {"type": "http.disconnect"})
+
+    status, body = asgi_post(app, "/v1/score", [(b"content-length", b"1000")], receive)
+    assert status == 499 and json.loads(body) == {
+        "error": "the client went away before sending its whole body"}
+
+
+@pytest.mark.parametrize("method,path,status,words,allow", [
+    ("GET", "/nope", 404, ["GET /nope", "no such path", "/docs"], None),
+    ("POST", "/v1/nope", 404, ["POST /v1/nope", "no such path"], None),
+    ("GET", "/static/nope.js", 404, ["GET /static/nope.js", "no such path"], None),
+    ("GET", "/v1/generate", 405, ["GET /v1/generate", "not allowed", "use POST"], "POST"),
+    ("PUT", "/v1/score", 405, ["PUT /v1/score", "use POST"], "POST"),
+    ("POST", "/healthz", 405, ["POST /healthz", "use GET"], "GET"),
+    ("DELETE", "/v1/models", 405, ["DELETE /v1/models", "use GET"], "GET"),
+])
+def test_a_wrong_path_or_method_is_an_error_line_too(client, method, path, status, words, allow):
+    """The framework's own 404 and 405 in the server's form, {"error": one line} (they were
+    FastAPI's {"detail": "Not Found"}, which the page and API clients do not read)."""
+    r = client.request(method, path)
+    error(r, status, *words)
+    assert r.headers.get("allow") == allow
