@@ -297,3 +297,19 @@ def test_a_checkpoint_of_weights_alone_is_described_and_sampled(tmp_path, corpus
     run.mkdir()
     shutil.copy(tmp_path / "w.npz", run / "last.npz")
     assert "lacks step, epoch" in error_line(invoke("train", "--resume", run))
+
+
+def test_a_vocabulary_holding_a_lone_surrogate_is_read_by_every_command(tmp_path, corpus):
+    """Vocab encodes with surrogatepass; building it must too (was an internal error)."""
+    out = train(tmp_path / "r", corpus)
+    ckpt = out / "best.npz"
+    rewrite(ckpt, lambda m: m.update(vocab=m["vocab"][:-1] + "\udfff"))   # still sorted
+    info = invoke("info", ckpt)
+    assert info.exit_code == 0 and "\\udfff" in info.output, info.output
+    sample = invoke("sample", ckpt, "--length", 20, "--seed", 0, "--prime", "the ")
+    assert sample.exit_code == 0 and sample.output.startswith("the "), sample.output
+    text = tmp_path / "t.txt"
+    text.write_text("the cat sat on a mat\n")
+    result = invoke("eval", ckpt, "--text", text, "--json")
+    assert result.exit_code == 0 and json.loads(result.output)["chars"] == 20, result.output
+
