@@ -100,6 +100,7 @@ def load_run(path):
     """Everything a resumed run needs, from a run checkpoint: a RunState."""
     arrays, meta = checkpoint.load_checkpoint(path)
     cfg, vocab = _validated(path, meta, run=True)
+    _check_finite(path, arrays)                               # a run goes on from all of them
     names = list(_parameter_shapes(cfg, len(vocab)))
 
     def named(prefix):
@@ -122,11 +123,15 @@ def load_model(path, with_start=False):
     arrays, meta = checkpoint.load_checkpoint(path)
     cfg, vocab = _validated(path, meta)
     _, params = model.alloc(_parameter_shapes(cfg, len(vocab)))
-    for name, p in params.items():
-        p[...] = arrays[name]
+    with np.errstate(over="ignore"):     # a float64 weight past float32's range: inf, refused below
+        for name, p in params.items():
+            p[...] = arrays[name]
+    _check_finite(path, params)
     if not with_start:
         return params, vocab, cfg, meta
     start = (arrays["state.h"], arrays["state.c"]) if "state.h" in arrays else None
+    if start is not None:
+        _check_finite(path, {"state.h": start[0], "state.c": start[1]})
     return params, vocab, cfg, meta, start
 
 
@@ -183,6 +188,17 @@ def _validated(path, meta, run=False):
                                   f"{tuple(entry['shape'])}, not float {shape}")
     _check_position(meta, path)
     return cfg, Vocab(chars)
+
+
+def _check_finite(path, arrays):
+    """Refuse, naming the first, arrays holding NaN or infinity: training never saves such weights
+    (a step whose loss or gradient is not finite is undone or stops the run), and from them a
+    model would only write its first character or measure nan."""
+    for name, a in arrays.items():
+        if not np.isfinite(a).all():
+            raise CheckpointError(f"'{path}' is damaged: array '{name}' holds NaN or infinite "
+                                  "values; use another checkpoint (a run folder's best.npz, "
+                                  "last.npz or step_*.npz)")
 
 
 def _parameter_shapes(cfg, V):

@@ -313,3 +313,24 @@ def test_a_vocabulary_holding_a_lone_surrogate_is_read_by_every_command(tmp_path
     result = invoke("eval", ckpt, "--text", text, "--json")
     assert result.exit_code == 0 and json.loads(result.output)["chars"] == 20, result.output
 
+
+@pytest.mark.parametrize("name, value", [("head.weight", np.nan), ("lstm.weight_hh_l0", np.inf),
+                                         ("state.h", -np.inf)])
+def test_a_checkpoint_holding_nan_or_infinity_is_refused_by_every_reader(tmp_path, corpus, name,
+                                                                         value):
+    """Was: sample wrote its first character over and over, eval measured nan with exit 0, and
+    --init-from / --resume stopped at their first step advising a lower learning rate."""
+    out = train(tmp_path / "r", corpus)
+    ckpt = out / "last.npz"
+    rewrite(ckpt, change_arrays=lambda a: a[name].flat.__setitem__(0, value))
+    words = f"'{ckpt}' is damaged: array '{name}' holds NaN or infinite values"
+    for args in (["sample", ckpt, "--length", 5, "--seed", 0, "--prime", "the "],
+                 ["eval", ckpt, "--text", corpus], ["eval", ckpt, "--split", "val"],
+                 ["train", "--resume", out, "--set", "train.max_steps=20", "--no-progress"]):
+        assert words in error_line(invoke(*args)), args
+    init = ["train", "configs/tiny.yaml", "--data", corpus, "--init-from", ckpt, "--out",
+            tmp_path / "ft", "--no-progress"]
+    if name.startswith("state."):                 # fine-tuning starts from the weights alone
+        assert invoke(*init, "--set", "train.max_steps=1").exit_code == 0
+    else:
+        assert words in error_line(invoke(*init))
