@@ -80,6 +80,8 @@ def test_sample_errors(run_dir):
     assert invoke("sample", ckpt, "--prime", "Zeta#", "--skip-unknown", "--length", 3
                   ).output.startswith("eta")
     one_line_error(invoke("sample", ckpt, "--temperature", 0), "--temperature")
+    one_line_error(invoke("sample", ckpt, "--temperature", "1e309"),
+                   "--temperature must be a finite number > 0, got inf")
     one_line_error(invoke("sample", ckpt, "--top-p", 2), "--top-p")
     one_line_error(invoke("sample", ckpt, "--top-k", -1), "--top-k")
     one_line_error(invoke("sample", ckpt, "--length", -1), "--length")

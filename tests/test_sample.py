@@ -36,6 +36,7 @@ def test_top_p_keeps_the_smallest_set_reaching_p():
 
 @pytest.mark.parametrize("kw,match", [
     (dict(temperature=0), "temperature"), (dict(temperature=-1), "temperature"),
+    (dict(temperature=float("inf")), "--temperature must be a finite number > 0, got inf"),
     (dict(top_k=-1), "top-k"), (dict(top_p=0), "top-p"), (dict(top_p=1.5), "top-p"),
     (dict(length=-3), "length")])
 def test_bad_options_are_clear_errors(kw, match):
