@@ -66,11 +66,11 @@ def known(vocab, text, skip_unknown=False, what="prime"):
 
 def next_distribution(logits, temperature=1.0, top_k=0, top_p=1.0):
     """(V,) logits -> (V,) float64 probabilities after temperature, top-k and top-p."""
-    z = np.asarray(logits, np.float64) / temperature
+    z = _scaled(np.asarray(logits, np.float64), temperature)
     if 0 < top_k < len(z):
         kth = np.partition(z, -top_k)[-top_k]
         z = np.where(z >= kth, z, -np.inf)
-    p = np.exp(z - z.max())
+    p = np.exp(z)
     p /= p.sum()
     if top_p < 1.0:
         order = np.argsort(-p, kind="stable")
@@ -184,6 +184,14 @@ class Stream:
         self.cancelled = True
 
 
+def _scaled(z, temperature):
+    """(..., V) logits over the temperature, shifted so that each row's largest is 0: its exp is
+    1 and the rest no larger. Shifted first, so that a tiny temperature (1e-320) sends the others
+    to -inf (probability 0) instead of overflowing every logit to +-inf (nan)."""
+    with np.errstate(over="ignore"):
+        return (z - z.max(axis=-1, keepdims=True)) / temperature
+
+
 def draw(p, rng):
     """A token drawn from the (V,) probabilities `p` with one uniform number from `rng`."""
     cdf = np.cumsum(p)
@@ -246,8 +254,9 @@ def draw_rows(logits, streams):
     nor argmax."""
     if not streams:
         return []
-    z = np.asarray(logits, np.float64) / np.array([s.temperature for s in streams])[:, None]
-    p = np.exp(z - z.max(axis=1, keepdims=True))
+    temperature = np.array([s.temperature for s in streams])[:, None]
+    z = _scaled(np.asarray(logits, np.float64), temperature)
+    p = np.exp(z)
     p /= p.sum(axis=1, keepdims=True)
     cdf = np.cumsum(p, axis=1)
     u = np.array([s.rng.random() for s in streams]) * cdf[:, -1]

@@ -1,5 +1,8 @@
 """Sampling: the shaping of the next-character distribution, and reproducible generation."""
 
+import warnings
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
@@ -42,6 +45,20 @@ def test_top_p_keeps_the_smallest_set_reaching_p():
 def test_bad_options_are_clear_errors(kw, match):
     with pytest.raises(CharlstmError, match=match):
         check_options(**kw)
+
+
+@pytest.mark.parametrize("temperature", [1e-320, 5e-324, 1e-300])
+def test_a_tiny_temperature_is_greedy_without_overflow(temperature):
+    """Was: every logit over a subnormal temperature overflowed to -inf, the distribution was nan
+    (with RuntimeWarnings on stderr) and the first character was drawn every time."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for kw in ({}, dict(top_k=2), dict(top_p=0.9)):
+            assert list(next_distribution(LOGITS, temperature, **kw)) == [1, 0, 0, 0, 0]
+        rows = np.stack([LOGITS, LOGITS[::-1]])
+        streams = [SimpleNamespace(temperature=temperature, rng=np.random.default_rng(k))
+                   for k in range(2)]
+        assert sample.draw_rows(rows, streams) == [0, 4]
 
 
 @pytest.fixture
