@@ -213,6 +213,40 @@ def test_the_lock_is_taken_before_the_folder_is_written(tmp_path, corpus):
     train(out, corpus)
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo") or not os.path.exists("/dev/null"),
+                    reason="needs FIFOs and /dev/null")
+@pytest.mark.parametrize("kind", ["fifo", "device", "folder"])
+def test_a_lock_file_that_is_not_a_regular_file_is_one_line(tmp_path, corpus, kind):
+    """Was "Error: File or stream is not seekable." (a FIFO) or "Error: Invalid argument" (a
+    device): neither named the file."""
+    out = train(tmp_path / "r", corpus)
+    lock = out / ".lock"
+    lock.unlink()
+    make = {"fifo": os.mkfifo, "device": lambda p: os.symlink("/dev/null", p), "folder": os.mkdir}
+    make[kind](lock)
+    line = error_line(resume(out))
+    assert f"'{lock}' is not a regular file" in line and "remove it" in line, line
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    os.mkfifo(fresh / ".lock")
+    assert f"'{fresh / '.lock'}' is not a regular file" in error_line(
+        invoke("train", "configs/tiny.yaml", "--data", corpus, "--out", fresh, "--no-progress"))
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_a_run_folder_that_cannot_be_made_is_one_line(tmp_path, corpus):
+    """Was "Error: File exists '...'" and "Error: Not a directory '...'", saying nothing to do."""
+    os.mkfifo(tmp_path / "pipe")
+    line = error_line(invoke("train", "configs/tiny.yaml", "--data", corpus, "--out",
+                             tmp_path / "pipe", "--no-progress"))
+    assert f"run folder '{tmp_path / 'pipe'}' is not a folder" in line and "--out" in line, line
+    under = tmp_path / "file.txt" / "run"
+    (tmp_path / "file.txt").write_text("x")
+    line = error_line(invoke("train", "configs/tiny.yaml", "--data", corpus, "--out", under,
+                             "--no-progress"))
+    assert f"could not use run folder '{under}': Not a directory" in line, line
+
+
 def test_a_failed_start_leaves_no_folder_behind(tmp_path):
     result = invoke("train", "configs/tiny.yaml", "--data", tmp_path / "missing.txt", "--out",
                     tmp_path / "r")
