@@ -246,7 +246,8 @@ def _stream_ok(stream):
 
 _COUNT = ("a count", lambda v: type(v) is int and v >= 0)
 _NUMBER = ("a number", lambda v: type(v) in (int, float) and v >= 0)
-_LOSS = ("a number or null", lambda v: v is None or type(v) in (int, float))
+# NaN (or -inf) would compare below no loss: a resumed run would never write best.npz again
+_LOSS = ("a number or null", lambda v: v is None or (type(v) in (int, float) and v > -math.inf))
 _KINDS = {"step": _COUNT, "epoch": _COUNT, "window": _COUNT, "optim_t": _COUNT,
           "train_time": _NUMBER, "lr_scale": _NUMBER, "best_val_loss": _LOSS,
           "smooth_loss": _LOSS, "loss_floor": _LOSS, "rng": ("a random generator's state", _rng_ok),

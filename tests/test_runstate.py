@@ -304,6 +304,16 @@ def test_info_refuses_a_run_checkpoint_with_a_wrong_optimizer_or_state_array(tmp
     assert "'state.c'" in refusals(out / "best.npz")
 
 
+@pytest.mark.parametrize("key", ["best_val_loss", "smooth_loss", "loss_floor"])
+def test_a_nan_loss_in_the_metadata_is_refused(tmp_path, corpus, key):
+    """Was read as is: a best_val_loss of NaN compares below no loss, so a resumed run never
+    wrote best.npz again (and info showed "best val loss: nan")."""
+    out = train(tmp_path / "r", corpus)
+    rewrite(out / "last.npz", lambda m: m.update({key: float("nan")}))
+    line = refusals(out / "last.npz", out)
+    assert f"is damaged: its metadata's {key} is 'nan', not a number or null" in line, line
+
+
 def test_the_keys_held_fixed_are_derived_from_the_config():
     """Derived from the config's structure: a data key added later is covered by default."""
     from charlstm.config import KEYS, load_config
