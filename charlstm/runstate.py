@@ -171,11 +171,16 @@ def _validated(path, meta, run=False):
     if head is not None and head[:1] != (V,):
         raise CheckpointError(f"'{path}' is damaged: its vocabulary has {V} characters, but "
                               f"head.weight has shape {head}")
-    want = _layout(cfg, V, table, run)
     m = cfg.model
     where = (f"'{path}' does not match its own config ({m.num_layers} x {m.hidden_size} "
              f"{Cell.of_config(m).describe()}, embedding {m.embedding_size}, vocabulary {V}, "
              f"batch {cfg.train.batch_size}):")
+    # Every layer holds arrays of its own: checked before the layout is built, whose names for a
+    # config claiming a billion layers would take minutes and gigabytes.
+    if m.num_layers > len(table):
+        raise CheckpointError(f"{where} it holds {len(table)} arrays in all, too few for "
+                              f"{m.num_layers:,} layers")
+    want = _layout(cfg, V, table, run)
     for name in table:
         if name not in want:
             raise CheckpointError(f"{where} it holds '{name}', which such a model does not have")
