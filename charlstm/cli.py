@@ -187,19 +187,22 @@ def sample(checkpoint, prime, length, temperature, top_k, top_p, argmax, seed, n
       charlstm sample runs/shakespeare --prime "ROMEO:" --beam 8 --length 80
       charlstm sample runs/shakespeare-gpu/best.npz --device cuda
     """
+    source = "prime"                                  # what a refusal of its characters names
     if prime_file is not None:
         if prime is not None:
             raise click.UsageError("give either --prime or --prime-file, not both")
-        prime = read_prime(prime_file)
+        prime, source = read_prime(prime_file), f"--prime-file '{prime_file}'"
     model = api.Model.load(checkpoint, device or "cpu")
     s = model.config.sample
-    prime = s.prime if prime is None else prime
+    if prime is None:
+        prime = s.prime
+        source = f"sample.prime in the config of '{model.path}' (--prime replaces it)"
     length = s.length if length is None else length
     temperature = s.temperature if temperature is None else temperature
     top_k = s.top_k if top_k is None else top_k
     top_p = s.top_p if top_p is None else top_p
     check_options(temperature, top_k, top_p, length)
-    prime = known(model.vocab, prime, skip_unknown, "prime")
+    prime = known(model.vocab, prime, skip_unknown, source)
     rng = np.random.default_rng(seed)                 # one generator: samples differ
     for k in range(num_samples):
         if k:

@@ -201,7 +201,10 @@ def _valid_cache(sidecar, token_file, sources, echo):
         return None                                 # no cache, or a damaged one: build it again
     if fresh != meta["sources"]:
         meta["sources"] = fresh
-        _write_atomic(sidecar, json.dumps(meta).encode())
+        try:
+            _write_atomic(sidecar, json.dumps(meta).encode())
+        except OSError as e:
+            raise _unwritable(sidecar.parent, e) from None
     return meta
 
 
@@ -250,10 +253,14 @@ def _build_cache(sources, data_cfg, sidecar, token_file, progress):
             raise DataError(f"data.path '{data_cfg.path}' holds no text; give it some text to "
                             "learn from")
         vocab = Vocab(sorted(chars))
-        token_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = token_file.with_name(token_file.name + f".tmp-{os.getpid()}")
         try:
-            with open(tmp, "wb") as out:
+            token_file.parent.mkdir(parents=True, exist_ok=True)
+            out = open(tmp, "wb")
+        except OSError as e:
+            raise _unwritable(token_file.parent, e) from None
+        try:
+            with out:
                 for k, path in enumerate(sources):
                     if k and data_cfg.separator:
                         out.write(vocab.encode(data_cfg.separator).tobytes())
@@ -266,8 +273,17 @@ def _build_cache(sources, data_cfg, sidecar, token_file, progress):
                 tmp.unlink()
     meta = {"format": CACHE_FORMAT, "vocab": vocab.chars, "tokens": n, "sources": records,
             "separator": data_cfg.separator}
-    _write_atomic(sidecar, json.dumps(meta).encode())
+    try:
+        _write_atomic(sidecar, json.dumps(meta).encode())
+    except OSError as e:
+        raise _unwritable(sidecar.parent, e) from None
     return meta
+
+
+def _unwritable(folder, e):
+    why = "it is not a folder" if folder.exists() and not folder.is_dir() else e.strerror or e
+    return DataError(f"could not write the token cache in '{folder}': {why}; point "
+                     "data.cache_dir (or XDG_CACHE_HOME) at a folder you can write to")
 
 
 def _write_atomic(path, data):

@@ -51,7 +51,9 @@ class Vocab:
 
     def __init__(self, chars):
         self.chars = "".join(chars)
-        self._points = np.frombuffer(self.chars.encode("utf-32-le"), np.uint32)  # sorted
+        # surrogatepass, as in encode: a checkpoint's vocabulary may hold a lone surrogate
+        self._points = np.frombuffer(self.chars.encode("utf-32-le", "surrogatepass"),
+                                     np.uint32)  # sorted
         self.dtype = token_dtype(len(self.chars))
 
     @classmethod

@@ -48,6 +48,7 @@ def plot_runs(run_dirs, out_path):
     except ImportError:
         raise CharlstmError("plotting needs matplotlib: pip install 'charlstm[plot]' "
                             "(or pip install matplotlib)") from None
+    fmt = _format(out_path)
     runs = [(Path(d).name or str(d), *read_metrics(d)) for d in run_dirs]
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
     for (name, train, val), colour in zip(runs, _colours(len(runs))):
@@ -73,12 +74,28 @@ def plot_runs(run_dirs, out_path):
     axes[0].legend(fontsize=8)
     fig.tight_layout()
     try:
-        fig.savefig(out_path, dpi=110)
+        # The format named, never guessed: without one matplotlib would write NAME.png instead
+        fig.savefig(out_path, dpi=110, format=fmt)
     except OSError as e:
         raise CharlstmError(f"cannot write '{out_path}': {e.strerror or e}") from None
+    except RuntimeError as e:                     # a tool the format needs (.pgf: LaTeX) is missing
+        raise CharlstmError(f"cannot write '{out_path}': {' '.join(str(e).split())}; name a "
+                            ".png, .pdf or .svg file instead") from None
     finally:
         plt.close(fig)
     return out_path
+
+
+def _format(out_path):
+    """The image format a file name asks for by its suffix (png without one), if matplotlib
+    writes it; else one clear line."""
+    from matplotlib.backend_bases import FigureCanvasBase
+    fmt = Path(out_path).suffix[1:].lower() or "png"
+    kinds = FigureCanvasBase.get_supported_filetypes()
+    if fmt not in kinds:
+        raise CharlstmError(f"cannot write '{out_path}': matplotlib writes no .{fmt} files; name "
+                            f"a .png, .pdf or .svg file (or {', '.join(sorted(kinds))})")
+    return fmt
 
 
 # No step, minute or loss that training writes comes near this; a metrics file edited or damaged

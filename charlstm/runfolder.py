@@ -44,10 +44,21 @@ class FolderLock:
 
     def acquire(self):
         self.made = not self.folder.exists()
-        self.folder.mkdir(parents=True, exist_ok=True)
-        if fcntl is None:
-            return self
-        f = open(self.folder / self.NAME, "a+")
+        if self.folder.exists() and not self.folder.is_dir():
+            raise CharlstmError(f"run folder '{self.folder}' is not a folder (a file, device or "
+                                "pipe); choose another one with --out")
+        path = self.folder / self.NAME
+        # A pipe or a device there would never hold a pid (nor truncate): refused by name.
+        if path.exists() and not path.is_file():
+            raise CharlstmError(f"'{path}' is not a regular file (a folder, device or pipe); it "
+                                "is the lock file charlstm train keeps in a run folder: remove it")
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            if fcntl is None:
+                return self
+            f = open(path, "a+")
+        except OSError as e:
+            raise self._unusable(e, path) from None
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -59,11 +70,19 @@ class FolderLock:
                                 "--out") from None
         except OSError:                  # a file system without locks: carry on unguarded
             pass
-        f.truncate(0)
-        f.write(f"{os.getpid()}\n")
-        f.flush()
+        try:
+            f.truncate(0)
+            f.write(f"{os.getpid()}\n")
+            f.flush()
+        except OSError as e:
+            f.close()
+            raise self._unusable(e, path) from None
         self.file = f
         return self
+
+    def _unusable(self, e, path):
+        return CharlstmError(f"could not use run folder '{self.folder}': {e.strerror or e} "
+                             f"('{e.filename or path}'); check the path and its permissions")
 
     def release(self, tidy=False):
         """Let go; tidy: also remove the folder if acquire() made it and nothing else is there."""

@@ -100,6 +100,7 @@ def load_run(path):
     """Everything a resumed run needs, from a run checkpoint: a RunState."""
     arrays, meta = checkpoint.load_checkpoint(path)
     cfg, vocab = _validated(path, meta, run=True)
+    _check_finite(path, arrays)                               # a run goes on from all of them
     names = list(_parameter_shapes(cfg, len(vocab)))
 
     def named(prefix):
@@ -122,11 +123,15 @@ def load_model(path, with_start=False):
     arrays, meta = checkpoint.load_checkpoint(path)
     cfg, vocab = _validated(path, meta)
     _, params = model.alloc(_parameter_shapes(cfg, len(vocab)))
-    for name, p in params.items():
-        p[...] = arrays[name]
+    with np.errstate(over="ignore"):     # a float64 weight past float32's range: inf, refused below
+        for name, p in params.items():
+            p[...] = arrays[name]
+    _check_finite(path, params)
     if not with_start:
         return params, vocab, cfg, meta
     start = (arrays["state.h"], arrays["state.c"]) if "state.h" in arrays else None
+    if start is not None:
+        _check_finite(path, {"state.h": start[0], "state.c": start[1]})
     return params, vocab, cfg, meta, start
 
 
@@ -166,11 +171,16 @@ def _validated(path, meta, run=False):
     if head is not None and head[:1] != (V,):
         raise CheckpointError(f"'{path}' is damaged: its vocabulary has {V} characters, but "
                               f"head.weight has shape {head}")
-    want = _layout(cfg, V, table, run)
     m = cfg.model
     where = (f"'{path}' does not match its own config ({m.num_layers} x {m.hidden_size} "
              f"{Cell.of_config(m).describe()}, embedding {m.embedding_size}, vocabulary {V}, "
              f"batch {cfg.train.batch_size}):")
+    # Every layer holds arrays of its own: checked before the layout is built, whose names for a
+    # config claiming a billion layers would take minutes and gigabytes.
+    if m.num_layers > len(table):
+        raise CheckpointError(f"{where} it holds {len(table)} arrays in all, too few for "
+                              f"{m.num_layers:,} layers")
+    want = _layout(cfg, V, table, run)
     for name in table:
         if name not in want:
             raise CheckpointError(f"{where} it holds '{name}', which such a model does not have")
@@ -183,6 +193,17 @@ def _validated(path, meta, run=False):
                                   f"{tuple(entry['shape'])}, not float {shape}")
     _check_position(meta, path)
     return cfg, Vocab(chars)
+
+
+def _check_finite(path, arrays):
+    """Refuse, naming the first, arrays holding NaN or infinity: training never saves such weights
+    (a step whose loss or gradient is not finite is undone or stops the run), and from them a
+    model would only write its first character or measure nan."""
+    for name, a in arrays.items():
+        if not np.isfinite(a).all():
+            raise CheckpointError(f"'{path}' is damaged: array '{name}' holds NaN or infinite "
+                                  "values; use another checkpoint (a run folder's best.npz, "
+                                  "last.npz or step_*.npz)")
 
 
 def _parameter_shapes(cfg, V):
@@ -230,7 +251,8 @@ def _stream_ok(stream):
 
 _COUNT = ("a count", lambda v: type(v) is int and v >= 0)
 _NUMBER = ("a number", lambda v: type(v) in (int, float) and v >= 0)
-_LOSS = ("a number or null", lambda v: v is None or type(v) in (int, float))
+# NaN (or -inf) would compare below no loss: a resumed run would never write best.npz again
+_LOSS = ("a number or null", lambda v: v is None or (type(v) in (int, float) and v > -math.inf))
 _KINDS = {"step": _COUNT, "epoch": _COUNT, "window": _COUNT, "optim_t": _COUNT,
           "train_time": _NUMBER, "lr_scale": _NUMBER, "best_val_loss": _LOSS,
           "smooth_loss": _LOSS, "loss_floor": _LOSS, "rng": ("a random generator's state", _rng_ok),

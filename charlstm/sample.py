@@ -9,6 +9,7 @@ reaches p, "nucleus" sampling); `argmax` takes the most likely character instead
 Without a prime, the model writes an unseen burn-in first, so the sample starts at a line.
 """
 
+import math
 import os
 from numbers import Integral, Real
 
@@ -25,9 +26,9 @@ def check_options(temperature=1.0, top_k=0, top_p=1.0, length=0):
     check_number("--top-k", top_k, "a whole number >= 0", whole=True)
     check_number("--top-p", top_p, "a number in (0, 1]")
     check_number("--length", length, "a whole number >= 0", whole=True)
-    if not temperature > 0:
-        raise CharlstmError(f"--temperature must be > 0, got {temperature} (use --argmax for "
-                            "greedy decoding)")
+    if not 0 < temperature < math.inf:   # as sample.temperature in a config: finite
+        raise CharlstmError(f"--temperature must be a finite number > 0, got {temperature} (use "
+                            "--argmax for greedy decoding)")
     if top_k < 0:
         raise CharlstmError(f"--top-k must be >= 0 (0 = off), got {top_k}")
     if not 0 < top_p <= 1:

@@ -3,6 +3,7 @@
 import builtins
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -67,6 +68,31 @@ def test_plot_writes_a_png_and_overlays_runs(run_dir, tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     both = invoke("plot", run_dir, run_dir, "-o", tmp_path / "both.png")
     assert both.exit_code == 0 and (tmp_path / "both.png").stat().st_size > 1000
+
+
+def test_plot_writes_the_file_named_in_the_format_its_suffix_names(run_dir, tmp_path):
+    """Was: a name without a suffix got ".png" added by matplotlib (so "wrote NAME" named a file
+    that was not written, and -o /dev/full wrote /dev/full.png), and an unknown suffix was an
+    internal error."""
+    pytest.importorskip("matplotlib")
+    bare = tmp_path / "curves"
+    result = invoke("plot", run_dir, "-o", bare)
+    assert result.exit_code == 0 and result.output == f"wrote {bare}\n", result.output
+    assert bare.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and not (tmp_path / "curves.png").exists()
+    pdf = tmp_path / "curves.PDF"
+    assert invoke("plot", run_dir, "-o", pdf).exit_code == 0 and pdf.read_bytes()[:5] == b"%PDF-"
+    odd = tmp_path / "curves.jpgx"
+    one_line_error(invoke("plot", run_dir, "-o", odd),
+                   f"cannot write '{odd}': matplotlib writes no .jpgx files", ".png")
+    assert not odd.exists()
+
+
+@pytest.mark.skipif(shutil.which("xelatex") is not None, reason="needs a machine without LaTeX")
+def test_plot_to_a_format_whose_tool_is_missing_is_one_line(run_dir, tmp_path):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "curves.pgf"
+    one_line_error(invoke("plot", run_dir, "-o", out), f"cannot write '{out}'", "xelatex",
+                   "name a .png, .pdf or .svg file instead")
 
 
 def test_plot_without_matplotlib_says_how_to_install(run_dir, monkeypatch):

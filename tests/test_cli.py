@@ -80,10 +80,32 @@ def test_sample_errors(run_dir):
     assert invoke("sample", ckpt, "--prime", "Zeta#", "--skip-unknown", "--length", 3
                   ).output.startswith("eta")
     one_line_error(invoke("sample", ckpt, "--temperature", 0), "--temperature")
+    one_line_error(invoke("sample", ckpt, "--temperature", "1e309"),
+                   "--temperature must be a finite number > 0, got inf")
     one_line_error(invoke("sample", ckpt, "--top-p", 2), "--top-p")
     one_line_error(invoke("sample", ckpt, "--top-k", -1), "--top-k")
     one_line_error(invoke("sample", ckpt, "--length", -1), "--length")
     one_line_error(invoke("sample", run_dir / "nope.npz"), "not found")
+
+
+def test_a_prime_refused_for_its_characters_is_named_by_where_it_came_from(run_dir, tmp_path):
+    """Was "--prime has characters ..." for a --prime-file, and for the checkpoint's own
+    sample.prime when no --prime was given."""
+    from charlstm.checkpoint import load_checkpoint, save_checkpoint
+    ckpt = run_dir / "best.npz"
+    scene = tmp_path / "scene.txt"
+    scene.write_bytes(b"the cat\r\n")
+    one_line_error(invoke("sample", ckpt, "--prime-file", scene, "--length", 3),
+                   f"--prime-file '{scene}' has characters not in the model's vocabulary: '\\r'",
+                   "--skip-unknown")
+    arrays, meta = load_checkpoint(ckpt)
+    meta["config"]["sample"]["prime"] = "the #"
+    save_checkpoint(tmp_path / "c.npz", arrays, meta)
+    one_line_error(invoke("sample", tmp_path / "c.npz", "--length", 3),
+                   f"sample.prime in the config of '{tmp_path / 'c.npz'}' (--prime replaces it) "
+                   "has characters not in the model's vocabulary: '#'")
+    result = invoke("sample", tmp_path / "c.npz", "--length", 3, "--prime", "the ")
+    assert result.exit_code == 0 and result.output.startswith("the "), result.output
 
 
 def test_eval_reports_loss_bpc_perplexity(run_dir, corpus):

@@ -182,6 +182,27 @@ def test_eval_test_split_needs_one(tmp_path, corpus):
     no_internal_error(result.output)
 
 
+def test_a_token_cache_that_cannot_be_written_is_one_line(tmp_path, corpus, monkeypatch):
+    """Was "Error: File exists '...'" or "Error: Not a directory '...'" (and, where the folder is
+    read-only, "Permission denied" naming a temporary file), saying nothing to do."""
+    taken = tmp_path / "taken"
+    taken.write_text("a file, not a folder")
+    result = invoke("prepare", "--data", corpus, "--set", f"data.cache_dir={taken}")
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 1 and len(lines) == 1, result.output
+    assert lines[0] == (f"Error: could not write the token cache in '{taken}': it is not a "
+                        "folder; point data.cache_dir (or XDG_CACHE_HOME) at a folder you can "
+                        "write to")
+    out = tmp_path / "r"                  # eval --split rebuilds a cache lost since training
+    invoke("train", "configs/tiny.yaml", "--data", corpus, "--out", out, "--no-progress")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(taken))
+    result = invoke("eval", out / "best.npz", "--split", "val")
+    assert result.exit_code == 1, result.output
+    assert f"could not write the token cache in '{taken / 'charlstm'}': " in result.output
+    assert "XDG_CACHE_HOME" in result.output
+    no_internal_error(result.output)
+
+
 def test_prepare_command(folder):
     result = invoke("prepare", "--data", folder)
     assert result.exit_code == 0, result.output

@@ -213,6 +213,40 @@ def test_the_lock_is_taken_before_the_folder_is_written(tmp_path, corpus):
     train(out, corpus)
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo") or not os.path.exists("/dev/null"),
+                    reason="needs FIFOs and /dev/null")
+@pytest.mark.parametrize("kind", ["fifo", "device", "folder"])
+def test_a_lock_file_that_is_not_a_regular_file_is_one_line(tmp_path, corpus, kind):
+    """Was "Error: File or stream is not seekable." (a FIFO) or "Error: Invalid argument" (a
+    device): neither named the file."""
+    out = train(tmp_path / "r", corpus)
+    lock = out / ".lock"
+    lock.unlink()
+    make = {"fifo": os.mkfifo, "device": lambda p: os.symlink("/dev/null", p), "folder": os.mkdir}
+    make[kind](lock)
+    line = error_line(resume(out))
+    assert f"'{lock}' is not a regular file" in line and "remove it" in line, line
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    os.mkfifo(fresh / ".lock")
+    assert f"'{fresh / '.lock'}' is not a regular file" in error_line(
+        invoke("train", "configs/tiny.yaml", "--data", corpus, "--out", fresh, "--no-progress"))
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_a_run_folder_that_cannot_be_made_is_one_line(tmp_path, corpus):
+    """Was "Error: File exists '...'" and "Error: Not a directory '...'", saying nothing to do."""
+    os.mkfifo(tmp_path / "pipe")
+    line = error_line(invoke("train", "configs/tiny.yaml", "--data", corpus, "--out",
+                             tmp_path / "pipe", "--no-progress"))
+    assert f"run folder '{tmp_path / 'pipe'}' is not a folder" in line and "--out" in line, line
+    under = tmp_path / "file.txt" / "run"
+    (tmp_path / "file.txt").write_text("x")
+    line = error_line(invoke("train", "configs/tiny.yaml", "--data", corpus, "--out", under,
+                             "--no-progress"))
+    assert f"could not use run folder '{under}': Not a directory" in line, line
+
+
 def test_a_failed_start_leaves_no_folder_behind(tmp_path):
     result = invoke("train", "configs/tiny.yaml", "--data", tmp_path / "missing.txt", "--out",
                     tmp_path / "r")
@@ -261,6 +295,17 @@ def test_info_refuses_a_table_that_disagrees_with_its_config(tmp_path, corpus, k
     assert "does not match its own config" in line and f"'{array}'" in line
 
 
+def test_a_config_claiming_more_layers_than_the_file_holds_arrays_is_refused_at_once(tmp_path,
+                                                                                   corpus):
+    """Was: the names and shapes of every claimed layer were built first: 10**6 layers took 14
+    seconds and 2 GB before the refusal, 10**9 ran out of memory."""
+    out = train(tmp_path / "r", corpus)
+    rewrite(out / "best.npz", lambda m: m["config"]["model"].update(num_layers=10 ** 6))
+    line = refusals(out / "best.npz")
+    assert "does not match its own config (1000000 x 32" in line, line
+    assert "arrays in all, too few for 1,000,000 layers" in line, line
+
+
 def test_info_refuses_a_run_checkpoint_with_a_wrong_optimizer_or_state_array(tmp_path, corpus):
     out = train(tmp_path / "r", corpus)
     rewrite(out / "last.npz", change_arrays=lambda a: a.update(
@@ -268,6 +313,16 @@ def test_info_refuses_a_run_checkpoint_with_a_wrong_optimizer_or_state_array(tmp
     assert "'optim.v.head.bias'" in refusals(out / "last.npz", out)
     rewrite(out / "best.npz", change_arrays=lambda a: a.pop("state.c"))
     assert "'state.c'" in refusals(out / "best.npz")
+
+
+@pytest.mark.parametrize("key", ["best_val_loss", "smooth_loss", "loss_floor"])
+def test_a_nan_loss_in_the_metadata_is_refused(tmp_path, corpus, key):
+    """Was read as is: a best_val_loss of NaN compares below no loss, so a resumed run never
+    wrote best.npz again (and info showed "best val loss: nan")."""
+    out = train(tmp_path / "r", corpus)
+    rewrite(out / "last.npz", lambda m: m.update({key: float("nan")}))
+    line = refusals(out / "last.npz", out)
+    assert f"is damaged: its metadata's {key} is 'nan', not a number or null" in line, line
 
 
 def test_the_keys_held_fixed_are_derived_from_the_config():
@@ -297,3 +352,40 @@ def test_a_checkpoint_of_weights_alone_is_described_and_sampled(tmp_path, corpus
     run.mkdir()
     shutil.copy(tmp_path / "w.npz", run / "last.npz")
     assert "lacks step, epoch" in error_line(invoke("train", "--resume", run))
+
+
+def test_a_vocabulary_holding_a_lone_surrogate_is_read_by_every_command(tmp_path, corpus):
+    """Vocab encodes with surrogatepass; building it must too (was an internal error)."""
+    out = train(tmp_path / "r", corpus)
+    ckpt = out / "best.npz"
+    rewrite(ckpt, lambda m: m.update(vocab=m["vocab"][:-1] + "\udfff"))   # still sorted
+    info = invoke("info", ckpt)
+    assert info.exit_code == 0 and "\\udfff" in info.output, info.output
+    sample = invoke("sample", ckpt, "--length", 20, "--seed", 0, "--prime", "the ")
+    assert sample.exit_code == 0 and sample.output.startswith("the "), sample.output
+    text = tmp_path / "t.txt"
+    text.write_text("the cat sat on a mat\n")
+    result = invoke("eval", ckpt, "--text", text, "--json")
+    assert result.exit_code == 0 and json.loads(result.output)["chars"] == 20, result.output
+
+
+@pytest.mark.parametrize("name, value", [("head.weight", np.nan), ("lstm.weight_hh_l0", np.inf),
+                                         ("state.h", -np.inf)])
+def test_a_checkpoint_holding_nan_or_infinity_is_refused_by_every_reader(tmp_path, corpus, name,
+                                                                         value):
+    """Was: sample wrote its first character over and over, eval measured nan with exit 0, and
+    --init-from / --resume stopped at their first step advising a lower learning rate."""
+    out = train(tmp_path / "r", corpus)
+    ckpt = out / "last.npz"
+    rewrite(ckpt, change_arrays=lambda a: a[name].flat.__setitem__(0, value))
+    words = f"'{ckpt}' is damaged: array '{name}' holds NaN or infinite values"
+    for args in (["sample", ckpt, "--length", 5, "--seed", 0, "--prime", "the "],
+                 ["eval", ckpt, "--text", corpus], ["eval", ckpt, "--split", "val"],
+                 ["train", "--resume", out, "--set", "train.max_steps=20", "--no-progress"]):
+        assert words in error_line(invoke(*args)), args
+    init = ["train", "configs/tiny.yaml", "--data", corpus, "--init-from", ckpt, "--out",
+            tmp_path / "ft", "--no-progress"]
+    if name.startswith("state."):                 # fine-tuning starts from the weights alone
+        assert invoke(*init, "--set", "train.max_steps=1").exit_code == 0
+    else:
+        assert words in error_line(invoke(*init))

@@ -1,5 +1,7 @@
 """Sampling: the shaping of the next-character distribution, and reproducible generation."""
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -59,6 +61,7 @@ def test_a_tiny_temperature_is_greedy_without_overflow(temperature):
 
 @pytest.mark.parametrize("kw,match", [
     (dict(temperature=0), "temperature"), (dict(temperature=-1), "temperature"),
+    (dict(temperature=float("inf")), "--temperature must be a finite number > 0, got inf"),
     (dict(top_k=-1), "top-k"), (dict(top_p=0), "top-p"), (dict(top_p=1.5), "top-p"),
     (dict(length=-3), "length"),
     # from Python: a length of 2.5 never reached 0 (a generation without end); the others
