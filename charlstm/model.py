@@ -46,6 +46,15 @@ def param_shapes(V, E, H, L, cell="lstm", peepholes=False, coupled_gates=False):
     return shapes
 
 
+def param_count(V, E, H, L, cell="lstm", peepholes=False, coupled_gates=False):
+    """The number of parameters param_shapes would list, without listing them: a typo such as
+    num_layers 1000000000 must not build a billion-entry dict before it is refused."""
+    spec = Cell(cell, peepholes, coupled_gates)
+    layer = [sum(math.prod(s) for s in spec.layer_shapes(k, (E if E > 0 else V) if k == 0 else H,
+                                                         H).values()) for k in range(min(L, 2))]
+    return (V * E if E > 0 else 0) + sum(layer[:1]) + (L - 1) * sum(layer[1:]) + V * H + V
+
+
 def config_shapes(V, model_cfg):
     """param_shapes for a ModelConfig: what a checkpoint of that config must hold."""
     m = model_cfg
@@ -113,8 +122,9 @@ def init_params(V, model_cfg, rng, dtype=np.float32):
     """
     E, H, L = model_cfg.embedding_size, model_cfg.hidden_size, model_cfg.num_layers
     cell = Cell.of_config(model_cfg)
+    _check_fits(V, E, H, L, param_count(V, E, H, L, cell.name, cell.peepholes, cell.coupled_gates),
+                np.dtype(dtype).itemsize)
     shapes = param_shapes(V, E, H, L, cell.name, cell.peepholes, cell.coupled_gates)
-    _check_fits(V, E, H, L, sum(math.prod(s) for s in shapes.values()), np.dtype(dtype).itemsize)
     flat, params = alloc(shapes, dtype)
     for name, p in params.items():
         if name == "embedding.weight":

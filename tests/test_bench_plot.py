@@ -50,6 +50,7 @@ def test_bench_rejects_bad_sizes():
     # too big for memory: one line, naming the options that set the keys it names
     one_line_error(invoke("bench", "--hidden", 99999999, "--layers", 3), "GiB",
                    "--hidden sets model.hidden_size", "--layers sets model.num_layers")
+    one_line_error(invoke("bench", "--layers", 10 ** 9), "GiB", "--layers sets model.num_layers")
 
 
 @pytest.fixture

@@ -303,10 +303,13 @@ def test_too_short_text_is_a_clear_error(tmp_path):
 
 @pytest.mark.parametrize("key,recipe", [("model.hidden_size=99999999999", "off"),
                                         ("model.hidden_size=200000", "off"),
-                                        ("model.embedding_size=99999999999", "auto")])
+                                        ("model.embedding_size=99999999999", "auto"),
+                                        ("model.num_layers=1000000000", "off"),
+                                        ("model.num_layers=1000000000", "auto")])
 def test_a_net_too_big_for_memory_is_a_clear_error(tmp_path, corpus, key, recipe):
     """Before any allocation: not NumPy's "Maximum allowed dimension exceeded" (an internal
-    error) nor its allocation message from the recipe's timing process."""
+    error) nor its allocation message from the recipe's timing process; a billion layers are
+    counted, not listed (a billion-entry table of shapes ran for minutes and out of memory)."""
     one_line_error(invoke("train", "--data", corpus, "--set", key, "--set",
                           f"train.recipe={recipe}", "--set", "train.max_minutes=1",
                           "--dry-run" if recipe == "auto" else "--no-progress",
