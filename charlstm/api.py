@@ -28,7 +28,7 @@ import yaml
 
 from . import backend, model as net, recipe, runfolder, runstate
 from .cells import Cell
-from .config import Config, config_to_dict, get, load_config_keys, replaced
+from .config import ARCHITECTURE, Config, config_to_dict, get, load_config_keys, replaced
 from .errors import CharlstmError
 from .run import Run
 from .sample import generate, known
@@ -84,6 +84,8 @@ def train(config=None, *, data=None, minutes=None, out=None, overrides=None, res
         if init_from is not None:
             init_from = runfolder.checkpoint_in(init_from)
         cfg = plan(config, sets, minutes, init_from, progress, echo)
+        if init_from is not None:
+            cfg = _fine_tuned(cfg, sets, init_from, echo)
         if dry_run:
             return Result(cfg)
         if out is None:
@@ -128,6 +130,35 @@ def plan(config, sets, minutes=None, init_from=None, progress=False, echo=None):
     if cfg.train.recipe == "auto":
         cfg = recipe.resolve(cfg, explicit, progress, echo, notice)
     return cfg
+
+
+def _fine_tuned(cfg, sets, init_from, echo):
+    """`cfg` with the net of the checkpoint it fine-tunes (what Run.start trains, so that
+    --dry-run shows it): a --set that would change that net is refused, not ignored, and a
+    config file's other net is named in a line."""
+    saved = runstate.inspect(init_from)[0]
+    given, explicit = load_config_keys(None, sets)
+    theirs = {key: get(saved, key) for key in ARCHITECTURE}
+    refused = [f"--set {key}={get(given, key)}" for key in ARCHITECTURE
+               if key in explicit and get(given, key) != theirs[key]]
+    if refused:
+        raise CharlstmError(
+            f"--init-from '{init_from}' trains its own net ({_net(theirs)}), which "
+            f"{' '.join(refused)} would change; drop {'it' if len(refused) == 1 else 'them'}, "
+            "or train a new model without --init-from")
+    differ = [key for key in ARCHITECTURE if get(cfg, key) != theirs[key]]
+    if differ:
+        echo(f"fine-tuning keeps the net of '{init_from}' ({_net(theirs)}), not the config's "
+             + ", ".join(f"{key} {get(cfg, key)}" for key in differ))
+    return replaced(cfg, theirs)
+
+
+def _net(arch):
+    """`2 x 512 lstm, embedding 64` (and its variants) from ARCHITECTURE's values."""
+    variants = [v for v in ("peepholes", "coupled_gates") if arch[f"model.{v}"]]
+    return (f"{arch['model.num_layers']} x {arch['model.hidden_size']} {arch['model.cell']}, "
+            f"embedding {arch['model.embedding_size']}"
+            + "".join(f", {v.replace('_', ' ')}" for v in variants))
 
 
 def config_text(cfg):

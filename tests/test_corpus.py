@@ -18,7 +18,7 @@ from charlstm.config import load_config
 from charlstm.corpus import cache_dir, prepare
 from charlstm.errors import DataError
 
-from helpers import no_internal_error, synthetic_text
+from helpers import no_internal_error, one_line_error, synthetic_text
 
 
 def data_cfg(path, **kw):
@@ -267,10 +267,22 @@ def test_fine_tuning_keeps_the_vocabulary_and_reports_new_characters(tmp_path, c
     new = tmp_path / "new.txt"
     new.write_text("the cat sat on the mat. ZQ! " * 200)
     out = tmp_path / "tuned"
-    result = invoke("train", "configs/tiny.yaml", "--data", new, "--out", out, "--no-progress",
-                    "--init-from", base, "--set", "train.max_steps=10",      # its best.npz
-                    "--set", "train.eval_every=10", "--set", "model.hidden_size=64")
+    args = ["train", "configs/tiny.yaml", "--data", new, "--out", out, "--no-progress",
+            "--init-from", base, "--set", "train.max_steps=10",       # a run folder: its best.npz
+            "--set", "train.eval_every=10"]
+    # a --set that would change the checkpoint's net is refused, not ignored
+    one_line_error(invoke(*args, "--set", "model.hidden_size=64", "--set", "model.cell=gru"),
+                   f"--init-from '{base / 'best.npz'}' trains its own net (1 x 32 lstm, embedding 16)",
+                   "--set model.hidden_size=64 --set model.cell=gru would change; drop them")
+    assert not out.exists()
+    # a config file's other net is named in a line, and the checkpoint's trains
+    bigger = tmp_path / "bigger.yaml"
+    bigger.write_text(Path("configs/tiny.yaml").read_text().replace("hidden_size: 32",
+                                                                    "hidden_size: 64"))
+    result = invoke(*args[:1], bigger, *args[2:])
     assert result.exit_code == 0, result.output
+    assert "fine-tuning keeps the net of" in result.output
+    assert "not the config's model.hidden_size 64" in result.output
     assert "not in the checkpoint's vocabulary and are skipped" in result.output
     assert "'!.QZ'" in result.output
     from charlstm import checkpoint
