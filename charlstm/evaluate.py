@@ -8,7 +8,9 @@ Evaluating a checkpoint never needs the YAML or data that trained it (the checkp
 config and vocabulary), except to measure the run's own validation or test split.
 """
 
+import dataclasses
 import math
+import os
 
 import numpy as np
 from tqdm import tqdm
@@ -71,6 +73,17 @@ def bpc(nats):
     return nats / math.log(2)
 
 
+def _recorded(data_cfg, stream):
+    """`data_cfg` reading the files the checkpoint recorded (their absolute paths, in order)
+    when they all still exist: a relative data.path names them only from the folder training
+    ran in (and a missing file with a data.url would be downloaded again here)."""
+    paths = [s.get("path") for s in (stream or {}).get("sources") or []]
+    if data_cfg.path is None or not paths or not all(
+            isinstance(p, str) and os.path.isabs(p) and os.path.isfile(p) for p in paths):
+        return data_cfg
+    return dataclasses.replace(data_cfg, path=paths, url=None, sha256=None)
+
+
 def split_tokens(cfg, vocab, which, source, stream=None):
     """The val or test tokens of the data a checkpoint's config names, in its vocabulary.
 
@@ -79,7 +92,7 @@ def split_tokens(cfg, vocab, which, source, stream=None):
     if which == "test" and not cfg.data.test_fraction:
         raise CharlstmError(f"'{source}' was trained without a test split (data.test_fraction "
                             "is 0); use --split val or --text FILE")
-    corpus = prepare(cfg.data, echo=lambda *a: None)     # a rebuilt cache is no news here
+    corpus = prepare(_recorded(cfg.data, stream), echo=lambda *a: None)  # a rebuilt cache: no news
     tokens = corpus.tokens
     if corpus.vocab.chars != vocab.chars:
         tokens = fine_tune_tokens(corpus, vocab, cfg.data.unknown, lambda *a: None)

@@ -142,6 +142,24 @@ def test_eval_split_refuses_a_text_changed_since_training(run_dir, corpus):
                    f"'{corpus}' changed", "no longer the held-out text", "--text FILE")
 
 
+def test_eval_split_from_another_folder_reads_the_recorded_files(tmp_path, corpus, monkeypatch):
+    """A run trained on a relative --data: its checkpoint records the file's absolute path, so
+    eval --split finds it from any folder (it said "data file 'corpus.txt' not found")."""
+    config = Path("configs/tiny.yaml").resolve()
+    monkeypatch.chdir(tmp_path)
+    assert invoke("train", config, "--data", corpus.name, "--out", "run",
+                  "--no-progress").exit_code == 0
+    here = json.loads(invoke("eval", "run", "--split", "val", "--json").output)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    there = invoke("eval", tmp_path / "run", "--split", "val", "--json")
+    assert there.exit_code == 0, there.output
+    assert json.loads(there.output) == here
+    corpus.write_text(corpus.read_text() + "more")          # and a change is still refused
+    one_line_error(invoke("eval", tmp_path / "run", "--split", "val"), "changed")
+
+
 def test_sample_into_a_closed_pipe_ends_quietly(run_dir):
     """`charlstm sample ... | head -c 10`: no "Broken pipe" error and no traceback, as cat."""
     child = subprocess.Popen([sys.executable, "-m", "charlstm", "sample", str(run_dir / "best.npz"),
