@@ -4,6 +4,7 @@ Every error a user can cause is a CharlstmError (or a click usage error) and end
 stderr with a non-zero exit; `--debug` shows the traceback instead.
 """
 
+import errno
 import json
 import math
 import sys
@@ -50,11 +51,21 @@ def _message(e):
     if isinstance(e, CharlstmError):
         return str(e)
     if isinstance(e, OSError):
-        return f"{e.strerror or e}" + (f" '{e.filename}'" if e.filename else "")
+        return (f"{e.strerror or e}" + (f" '{e.filename}'" if e.filename else "")
+                + _WHAT_TO_DO.get(e.errno, ""))
     if isinstance(e, MemoryError):
         return OUT_OF_MEMORY
     return (f"internal error: {type(e).__name__}: {e} (rerun with --debug for the traceback and "
             "please report it)")
+
+
+# What to do about the system errors a user's files and disks can cause (the rest say only what
+# happened, and to which file).
+_WHAT_TO_DO = {errno.EACCES: "; check its permissions (and its folder's)",
+               errno.EPERM: "; check its permissions (and its folder's)",
+               errno.ENOSPC: "; free some disk space, or write elsewhere",
+               errno.EDQUOT: "; free some disk space, or write elsewhere",
+               errno.EROFS: "; the file system is read-only: write elsewhere"}
 
 
 def _say(message):
@@ -264,7 +275,7 @@ def eval_(checkpoint, text_file, split, as_json, progress, device):
         click.echo(json.dumps(result))
         return
     click.echo(f"{text_file}: {loss:.4f} nats/char, {bpc(loss):.4f} bits/char, perplexity "
-               f"{math.exp(loss):.3f} over {chars:,} characters"
+               f"{math.exp(loss):.3f} over {chars:,} character{'' if chars == 1 else 's'}"
                + (f" ({streams} parallel streams)" if streams > 1 else ""))
 
 

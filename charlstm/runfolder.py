@@ -175,8 +175,9 @@ def metrics_records(folder):
     Lines cut short by a kill, damaged (the file is ASCII as written) or foreign are left out."""
     path = Path(folder) / METRICS
     if path.exists() and not path.is_file():            # reading a pipe would wait forever
-        raise CharlstmError(f"'{path}' is not a regular file (a device, pipe or socket); a run "
-                            "folder's metrics.jsonl is the file charlstm train writes")
+        kind = "a folder" if path.is_dir() else "a device, pipe or socket"
+        raise CharlstmError(f"'{path}' is not a regular file ({kind}); a run folder's "
+                            "metrics.jsonl is the file charlstm train writes")
     out = []
     for line in path.read_text(errors="replace").splitlines():
         try:

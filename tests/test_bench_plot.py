@@ -190,11 +190,14 @@ def test_a_damaged_metrics_file_is_plotted_and_resumed_from_its_sane_lines(run_d
     assert [r[0] for r in read_metrics(run_dir)[0]][:len(steps)] == steps
 
 
-def test_a_metrics_file_that_is_a_pipe_is_one_clear_line(run_dir, tmp_path):
+@pytest.mark.parametrize("kind", ["a device, pipe or socket", "a folder"])
+def test_a_metrics_file_that_is_a_pipe_is_one_clear_line(run_dir, tmp_path, kind):
     (run_dir / "metrics.jsonl").unlink()
-    os.mkfifo(run_dir / "metrics.jsonl")
+    (os.mkfifo if kind != "a folder" else os.mkdir)(run_dir / "metrics.jsonl")
     for args in (["plot", run_dir, "-o", tmp_path / "loss.png"],
                  ["train", "--resume", run_dir, "--set", "train.max_steps=50", "--no-progress"]):
-        result = invoke(*args)
+        result = invoke(*args)                   # --resume says "resuming ..." first
         no_internal_error(result.output)
-        assert result.exit_code == 1 and "not a regular file" in result.output, result.output
+        assert result.exit_code == 1 and result.output.splitlines()[-1].startswith(
+            f"Error: '{run_dir / 'metrics.jsonl'}' is not a regular file ({kind}); a run "
+            "folder's metrics.jsonl"), result.output

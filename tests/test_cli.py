@@ -171,6 +171,19 @@ def test_sample_into_a_closed_pipe_ends_quietly(run_dir):
     assert child.stderr.read() == b""
 
 
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_full_disk_says_what_to_do(run_dir):
+    """An OSError from the system says what happened, to which file, and for the errors a
+    user's disk or files cause, what to do."""
+    with open("/dev/full", "w") as full:
+        child = subprocess.run([sys.executable, "-m", "charlstm", "sample",
+                                str(run_dir / "best.npz"), "--length", "100"], stdout=full,
+                               stderr=subprocess.PIPE, timeout=120)
+    assert child.returncode == 1
+    assert child.stderr.decode() == ("Error: No space left on device; free some disk space, or "
+                                     "write elsewhere\n")
+
+
 def invoke_apart(*args):
     """invoke, with stdout and stderr kept apart (click 8.2+ always does; 8.1 when asked)."""
     try:
