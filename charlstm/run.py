@@ -174,7 +174,7 @@ class Run:
         t = self.cfg.train
         limits = [t.max_steps] if t.max_steps else []
         if t.max_epochs:
-            limits.append(math.ceil(t.max_epochs * self.batches.num_batches))
+            limits.append(steps_in(t.max_epochs * self.batches.num_batches, math.ceil))
         return min(limits) if limits else None
 
     def plan_at(self):
@@ -188,7 +188,7 @@ class Run:
         config.yaml and every later checkpoint. Returns the total."""
         t, o = self.cfg.train, self.cfg.optim
         left = 60 * t.max_minutes - self.train_time
-        total = self.step + max(1, int(left / float(np.median(self.step_times))))
+        total = self.step + max(1, steps_in(left / float(np.median(self.step_times))))
         total = self.decide(max(total, o.warmup_steps + 1))
         self.cfg = replaced(self.cfg, {"train.max_steps": total, "optim.hold_steps": self.step})
         self.planned_times = len(self.step_times)
@@ -214,7 +214,7 @@ class Run:
         t = self.cfg.train
         since = self.step_times[self.planned_times:]
         left = 60 * t.max_minutes - self.train_time
-        total = self.decide(self.step + max(1, int(left / float(np.median(since)))))
+        total = self.decide(self.step + max(1, steps_in(left / float(np.median(since)))))
         self.cfg = replaced(self.cfg, {"train.max_steps": total, "optim.replan_step": self.step,
                                        "optim.replan_total": t.max_steps})
         self.step_times = []
@@ -390,6 +390,13 @@ def resume(run_dir, overrides=(), progress=False, echo=tqdm.write):
 
 
 Run.start, Run.resume = staticmethod(start), staticmethod(resume)
+
+
+def steps_in(x, whole=int):
+    """A step count from a float: `whole` (int, or math.ceil) of x, or at most sys.maxsize steps,
+    more than any run takes: an absurd but finite train.max_epochs or train.max_minutes (1e308)
+    makes x overflow to inf, which no int holds."""
+    return whole(x) if x < sys.maxsize else sys.maxsize
 
 
 def overfit_warning(chars, epochs):

@@ -156,6 +156,29 @@ def test_max_epochs_and_max_minutes_stop_training(tmp_path, corpus):
     assert 0 < run.step < 1000 and (tmp_path / "m" / "last.npz").exists()
 
 
+def test_an_absurd_but_finite_epoch_count_or_budget_is_a_run_without_end(tmp_path, corpus):
+    """1e308 epochs times the batches, or 1e308 minutes over a step's seconds, overflow a float to
+    inf: the step count is then sys.maxsize, more than any run takes (was an internal error, an
+    OverflowError)."""
+    from helpers import invoke
+    result = invoke("train", "configs/tiny.yaml", "--data", corpus, "--out", tmp_path / "e",
+                    "--set", "train.max_steps=3", "--set", "train.max_epochs=1e308",
+                    "--no-progress")
+    assert result.exit_code == 0 and "done: step 3," in result.output, result.output
+
+    class Planned(Exception):
+        pass
+
+    def stop_at_the_plan(line):
+        if line.startswith("planned: "):
+            raise Planned(line)
+    run = Run.start(tiny_config(corpus, train__max_steps="null", train__max_minutes=1e308),
+                    tmp_path / "m")
+    with pytest.raises(Planned):
+        run.train(progress=False, echo=stop_at_the_plan)
+    assert load_config(tmp_path / "m" / "config.yaml").train.max_steps >= sys.maxsize
+
+
 def test_tiny_text_is_overfit():
     """200 characters memorized: the loss drops below 0.1 nats/char."""
     text = synthetic_text(201, seed=3)
