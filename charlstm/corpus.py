@@ -11,7 +11,7 @@ modification time changed is hashed again; if its content changed, the cache is 
 """
 
 import codecs
-import glob
+import fnmatch
 import hashlib
 import json
 import os
@@ -79,7 +79,7 @@ def resolve_sources(data_cfg, progress=False):
     for spec in specs:
         path = os.path.expanduser(spec)
         if any(ch in path for ch in "*?["):
-            found = sorted(p for p in glob.glob(path, recursive=True) if os.path.isfile(p))
+            found = sorted(set(_glob(path)))
             if not found:
                 raise DataError(f"no files match data.path '{spec}'")
             files += found
@@ -102,6 +102,50 @@ def resolve_sources(data_cfg, progress=False):
         else:
             raise DataError(f"data file '{spec}' not found; check data.path (or --data)")
     return list(dict.fromkeys(Path(f).resolve() for f in files))
+
+
+def _glob(pattern):
+    """The files a glob names, as glob.glob(pattern, recursive=True) finds them, except that `**`
+    does not follow a link back to a folder it is already inside: glob.glob goes round such a
+    loop until the path is too long, and with two of them (a link to the folder above and one to
+    the top) the paths it walks double at every turn: it never ends."""
+    head, parts = pattern, []
+    while any(ch in head for ch in "*?["):          # the plain folder the pattern starts from
+        head, tail = os.path.split(head)
+        parts.insert(0, tail)
+    return _walk(head, parts, {os.path.realpath(head or ".")})
+
+
+def _walk(folder, parts, inside):
+    """Files below `folder` that `parts` (a pattern's components) match; `inside`: the real paths
+    of the folders `**` went through to get here."""
+    if not parts:
+        if os.path.isfile(folder):
+            yield folder
+        return
+    part, rest = parts[0], parts[1:]
+    if not any(ch in part for ch in "*?["):
+        yield from _walk(os.path.join(folder, part), rest, inside)
+        return
+    try:
+        names = os.listdir(folder or ".")
+    except OSError:                                 # not a folder, or not ours to read
+        return
+    if not part.startswith("."):                    # as glob: wildcards skip hidden names
+        names = [n for n in names if not n.startswith(".")]
+    if part != "**":
+        for name in fnmatch.filter(names, part):
+            yield from _walk(os.path.join(folder, name), rest, inside)
+        return
+    yield from _walk(folder, rest, inside)          # `**`: no folder, or one more, and again
+    for name in names:
+        path = os.path.join(folder, name)
+        if os.path.isdir(path):
+            real = os.path.realpath(path)
+            if real not in inside:
+                yield from _walk(path, parts, inside | {real})
+        elif not rest:
+            yield from _walk(path, rest, inside)
 
 
 def read_text(path, errors="strict", what="data file"):

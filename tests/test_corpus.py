@@ -63,6 +63,23 @@ def test_glob_and_list_of_paths(folder):
         prepare(data_cfg(f"{folder}/*.nothing"))
 
 
+def test_a_recursive_glob_goes_round_no_symlink_loop(folder, tmp_path):
+    """Two links back up (to the folder above, and to the top) made glob.glob's `**` walk paths
+    that double at every turn: `prepare` never ended. A link elsewhere is still followed."""
+    (folder / "b" / "up").symlink_to("..")
+    (folder / "b" / "top").symlink_to(folder)
+    (tmp_path / "more").mkdir()
+    (tmp_path / "more" / "d.txt").write_text("delta\n")
+    (folder / "more").symlink_to(tmp_path / "more")
+    env = {**__import__("os").environ, "PYTHONPATH": str(Path(charlstm.__file__).parents[1])}
+    out = subprocess.run([sys.executable, "-m", "charlstm", "prepare", "--no-progress", "--data",
+                          f"{folder}/**/*.txt"], capture_output=True, text=True, env=env,
+                         timeout=60)
+    assert out.returncode == 0 and "3 files" in out.stdout, out.stdout + out.stderr
+    corpus = prepare(data_cfg(f"{folder}/**/*.txt"))
+    assert text_of(corpus) == "alpha\n\nbeta\n\ndelta\n"
+
+
 def test_folder_without_text_files_is_a_clear_error(tmp_path):
     (tmp_path / "bin").mkdir()
     (tmp_path / "bin" / "x.bin").write_bytes(b"\x00\x01")
