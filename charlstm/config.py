@@ -145,6 +145,11 @@ _unit_half = ("be in [0, 1)", lambda v: 0 <= v < 1)
 _half_unit = ("be in (0, 1]", lambda v: 0 < v <= 1)
 
 
+def _is_path(v: str) -> bool:
+    """Not blank, and no NUL character, which no file name holds (the OS refuses it)."""
+    return v.strip() != "" and "\0" not in v
+
+
 def _one_of(*choices: str) -> tuple[str, Any]:
     return "be one of " + ", ".join(choices), lambda v: v in choices
 
@@ -152,13 +157,13 @@ def _one_of(*choices: str) -> tuple[str, Any]:
 # (what the value must be, test) for each key with a constraint beyond its type. Null values of
 # optional keys skip this table.
 _RULES: dict[str, tuple[str, Any]] = {
-    "data.path": ("be a file path or null", lambda v: v.strip() != ""),
+    "data.path": ("be a file path or null", lambda v: _is_path(v)),
     "data.val_fraction": ("be in (0, 1)", lambda v: 0 < v < 1),
     "data.errors": _one_of("strict", "replace"),
     "data.test_fraction": ("be in [0, 1)", lambda v: 0 <= v < 1),
     "data.sha256": ("be 64 hexadecimal digits", lambda v: len(v) == 64 and all(
         ch in "0123456789abcdefABCDEF" for ch in v)),
-    "data.cache_dir": ("be a folder path or null", lambda v: v.strip() != ""),
+    "data.cache_dir": ("be a folder path or null", lambda v: _is_path(v)),
     "data.unknown": ("be 'skip' or a single character", lambda v: v == "skip" or len(v) == 1),
     "model.num_layers": _ge1, "model.hidden_size": _ge1, "model.embedding_size": _ge0,
     "model.dropout": _unit_half, "model.weight_drop": _unit_half,
@@ -261,7 +266,7 @@ def _coerce(key: str, value: object, where: str | None) -> object:
         _fail(where, f"{key}: expected {_WANT[base]}, got null "
               f"(only {', '.join(_OPTIONAL)} may be null)")
     if key in _LISTS and isinstance(value, (list, tuple)):
-        paths = [str(x) for x in value if isinstance(x, (str, os.PathLike)) and str(x).strip()]
+        paths = [str(x) for x in value if isinstance(x, (str, os.PathLike)) and _is_path(str(x))]
         if not value or len(paths) != len(value):
             _fail(where, f"{key}: expected a path or a list of paths, got {_show(value)}")
         return paths

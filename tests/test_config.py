@@ -101,7 +101,8 @@ def test_yaml_round_trip(tmp_path):
 
 
 @settings(max_examples=50, deadline=None)
-@given(prime=st.text(), path=st.none() | st.text(min_size=1).filter(str.strip),
+@given(prime=st.text(),
+       path=st.none() | st.text(min_size=1).filter(lambda s: s.strip() and "\0" not in s),
        lr=st.floats(min_value=1e-300, max_value=1e300), steps=st.integers(1, 10**12))
 def test_yaml_round_trip_any_values(tmp_path_factory, prime, path, lr, steps):
     cfg = Config(data=DataConfig(path=path), optim=OptimConfig(lr=lr),
@@ -307,6 +308,16 @@ def test_range_messages_from_the_spec(tmp_path):
     assert error(write(tmp_path, "optim: {lr: -1}\n")).endswith("optim.lr: must be > 0, got -1.0")
     assert error(write(tmp_path, "model: {dropout: 1.5}\n")).endswith(
         "x.yaml: model.dropout: must be in [0, 1), got 1.5")
+
+
+@pytest.mark.parametrize("key, value", [("path", "books/\0x/*.txt"), ("path", ["a.txt", "b\0/*"]),
+                                        ("cache_dir", "cache\0")])
+def test_a_nul_character_in_a_path_is_refused_in_one_line(tmp_path, key, value):
+    """No file name holds NUL: the OS refuses one with a ValueError, which was an internal error
+    (from a glob's folder or from data.cache_dir) or a 'not found' naming another path."""
+    from helpers import one_line_error, invoke
+    p = write(tmp_path, yaml.safe_dump({"data": {key: value}}))
+    one_line_error(invoke("prepare", p, "--no-progress"), f"{p}: data.{key}: ", "\\x00")
 
 
 def test_every_ranged_key_is_tested():
