@@ -102,6 +102,14 @@ _SET = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
                     help="Override a config key, e.g. --set optim.lr=0.001 (repeatable).")
 
 
+def _named(ctx, param, value):
+    """click.Path takes '' (an unset variable: --out "$DIR"), which would then name the current
+    folder: a run's files strewn in it, or (prepare --data) the built-in corpus instead."""
+    if value == "":
+        raise click.BadParameter("an empty path; give one (is a shell variable unset?)")
+    return value
+
+
 def _progress(default, when):
     return click.option("--progress/--no-progress", default=default,
                         help=f"Show a progress bar, or not (for logs and scripts) "
@@ -111,19 +119,19 @@ def _progress(default, when):
 @cli.command()
 @click.argument("config", required=False, type=click.Path(dir_okay=False))
 @_SET
-@click.option("--data", type=click.Path(), help="Text file to train on (short for "
+@click.option("--data", type=click.Path(), callback=_named, help="Text file to train on (short for "
               "--set data.path=PATH; drops the config's data.url and data.sha256).")
 @click.option("--minutes", type=float, help="Train for N minutes with every setting you did not "
               "set chosen for your text and this machine (short for --set train.max_minutes=N "
               "--set train.recipe=auto; add --set train.recipe=off to choose nothing).")
 @click.option("--dry-run", is_flag=True, help="Print the settings the run would use (and with "
               "--minutes, why) and exit.")
-@click.option("--out", type=click.Path(file_okay=False), help="Run folder "
+@click.option("--out", type=click.Path(file_okay=False), callback=_named, help="Run folder "
               "[default: runs/<config or data name>, or runs/<name>-2, -3, ... if that one holds "
               "a run].")
-@click.option("--resume", "resume_dir", type=click.Path(file_okay=False),
+@click.option("--resume", "resume_dir", type=click.Path(file_okay=False), callback=_named,
               help="Continue the run in this folder from its last checkpoint.")
-@click.option("--init-from", type=click.Path(),
+@click.option("--init-from", type=click.Path(), callback=_named,
               help="Start a new run from this checkpoint's weights and vocabulary (fine-tuning; "
               "a run folder: its best.npz).")
 @_DEVICE
@@ -282,8 +290,8 @@ def eval_(checkpoint, text_file, split, as_json, progress, device):
 @cli.command()
 @click.argument("config", required=False, type=click.Path(dir_okay=False))
 @_SET
-@click.option("--data", type=click.Path(), help="Text file, folder or glob (short for "
-              "--set data.path=PATH; drops the config's data.url and data.sha256).")
+@click.option("--data", type=click.Path(), callback=_named, help="Text file, folder or glob "
+              "(short for --set data.path=PATH; drops the config's data.url and data.sha256).")
 @_progress(True, "shown")
 def prepare(config, overrides, data, progress):
     """Encode a config's data into its token cache now, instead of at the start of training.

@@ -277,6 +277,25 @@ def test_user_errors_are_one_line(args, words, tmp_path):
                    not in args else invoke(*args), *words)
 
 
+@pytest.mark.parametrize("args", [["train", "--out", ""], ["train", "--resume", ""],
+                                  ["train", "--init-from", ""], ["train", "--data", ""],
+                                  ["prepare", "--data", ""]])
+def test_an_empty_path_option_is_refused_by_name(args, tmp_path, corpus, monkeypatch):
+    """An empty path (--out "$DIR" with DIR unset) named the current folder: train --out '' wrote
+    a run's files into it, prepare --data '' prepared the built-in corpus instead."""
+    monkeypatch.chdir(tmp_path)
+    tiny = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
+    extra = [] if "--resume" in args else ["--no-progress"] + (
+        [tiny, "--data", corpus, "--set", "train.max_steps=2"] if args[0] == "train" and
+        "--data" not in args else [])
+    result = invoke(*args, *extra)
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().splitlines()[-1] == (
+        f"Error: Invalid value for '{args[1]}': an empty path; give one (is a shell variable "
+        "unset?)"), result.output
+    assert list(tmp_path.iterdir()) == [corpus], list(tmp_path.iterdir())
+
+
 @pytest.fixture
 def remote_config(tmp_path, corpus, monkeypatch):
     """configs/tiny.yaml on a corpus the config downloads (url + sha256); a download fails the test
