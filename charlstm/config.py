@@ -192,6 +192,7 @@ assert set(_RULES) <= set(_TYPES)
 _WANT = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
 _LISTS = ("data.path",)  # string keys that also take a list of strings
 _STOPS = ("train.max_steps", "train.max_epochs", "train.max_minutes")
+CONFIG_BYTES = 1 << 20  # a config file is a few lines of YAML
 _NULLS = ("null", "Null", "NULL", "~")  # YAML's spellings of null, honoured by --set data.path=null
 
 
@@ -382,13 +383,19 @@ def _one_line(text: str) -> str:
 
 def _read_yaml(name: str) -> object:
     try:
-        mode = os.stat(name).st_mode
+        st = os.stat(name)
+        mode, size = st.st_mode, st.st_size
     except OSError:
-        mode = None  # missing or unreadable: open says so below
+        mode = size = None  # missing or unreadable: open says so below
     # Looked at before open: opening a pipe blocks, and reading a device may never end.
     if mode is not None and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
         raise ConfigError(f"config file {name!r} is not a regular file (a device, pipe or "
                           "socket), expected a YAML file")
+    # A text to train on, given as the config by mistake: parsing takes 20 times its size in
+    # memory and half a second a megabyte, before saying it is not a mapping.
+    if mode is not None and stat.S_ISREG(mode) and size > CONFIG_BYTES:
+        raise ConfigError(f"config file {name!r} is {size:,} bytes, too big for a config (at "
+                          f"most {CONFIG_BYTES:,}); to train on a text file, give it with --data")
     try:
         with open(name, "rb") as f:
             raw = f.read()

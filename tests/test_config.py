@@ -202,6 +202,22 @@ def test_empty_file(tmp_path):
     assert error(p).startswith(f"{p} is empty: expected a mapping of sections")
 
 
+def test_a_text_given_as_the_config_is_refused_by_its_size(tmp_path):
+    """`charlstm train notes.txt` (for --data notes.txt): parsing a big text as YAML took half a
+    second and 20 MB a megabyte before saying 'got a string'; a big corpus ran out of memory."""
+    from helpers import invoke, one_line_error
+    from charlstm.config import CONFIG_BYTES
+    text = write(tmp_path, "All the world's a stage\n" * 100_000, name="notes.txt")
+    size = text.stat().st_size
+    expected = (f"config file '{text}' is {size:,} bytes, too big for a config (at most "
+                f"{CONFIG_BYTES:,}); to train on a text file, give it with --data")
+    assert error(text) == expected
+    for command in ("train", "prepare"):
+        one_line_error(invoke(command, text, "--no-progress"), expected)
+    padded = "train: {max_steps: 7}\n" + "#" * (CONFIG_BYTES - 40) + "\n"
+    assert load_config(write(tmp_path, padded)).train.max_steps == 7   # up to the limit: read
+
+
 def test_section_not_a_mapping(tmp_path):
     p = write(tmp_path, "model: 3\n")
     assert error(p) == f"{p}: section 'model' must be a mapping of keys, got 3"
