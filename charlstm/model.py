@@ -106,11 +106,17 @@ def _check_fits(V, E, H, L, count, itemsize):
     need = 4 * count * itemsize
     if need > memory:
         raise CharlstmError(
-            f"model.hidden_size {H:,}, model.num_layers {L:,} and model.embedding_size {E:,} "
-            f"with {V:,} symbols make {count:,} parameters, whose weights, gradients and AdamW's "
-            f"moments need {need / 2 ** 30:,.0f} GiB where this machine has "
-            f"{memory / 2 ** 30:,.0f} GiB: lower model.hidden_size, model.num_layers or "
+            f"model.hidden_size {_big(H)}, model.num_layers {_big(L)} and model.embedding_size "
+            f"{_big(E)} with {V:,} symbols make {_big(count)} parameters, whose weights, "
+            f"gradients and AdamW's moments need {_big(need // 2 ** 30)} GiB where this machine "
+            f"has {memory / 2 ** 30:,.0f} GiB: lower model.hidden_size, model.num_layers or "
             "model.embedding_size")
+
+
+def _big(n):
+    """A whole number as 1,234,567, or past 10^15 as its power of ten (a typo's 1e30 is not
+    worth 40 digits)."""
+    return f"{n:,}" if n < 10 ** 15 else f"about 10^{len(str(n)) - 1}"
 
 
 def init_params(V, model_cfg, rng, dtype=np.float32):

@@ -355,7 +355,8 @@ def test_too_short_text_is_a_clear_error(tmp_path):
                                         ("model.hidden_size=200000", "off"),
                                         ("model.embedding_size=99999999999", "auto"),
                                         ("model.num_layers=1000000000", "off"),
-                                        ("model.num_layers=1000000000", "auto")])
+                                        ("model.num_layers=1000000000", "auto"),
+                                        ("model.hidden_size=1e308", "off")])
 def test_a_net_too_big_for_memory_is_a_clear_error(tmp_path, corpus, key, recipe):
     """Before any allocation: not NumPy's "Maximum allowed dimension exceeded" (an internal
     error) nor its allocation message from the recipe's timing process; a billion layers are
