@@ -40,6 +40,7 @@ from .run import OVERFIT_EPOCHS
 from .step import TrainState, train_step
 
 DEFAULT_MINUTES = 3          # `charlstm train` with no config and no run length
+MOST_MINUTES = 1_000_000     # a budget past this is a typo (the law is fitted to 2-30 minutes)
 # Hidden sizes of 1 or 2 layers: close steps, so that timing noise that moves the choice across
 # a threshold below moves it to a neighbour of about the same size.
 WIDTHS = (128, 160, 192, 224, 256, 288, 320, 352, 384, 416, 448, 512, 576, 640, 768, 896, 1024)
@@ -147,10 +148,13 @@ def resolve(cfg, explicit, progress=False, echo=print, notice=None):
 
 
 def check_minutes(minutes):
-    """--minutes must be a positive finite number of minutes."""
+    """--minutes must be a positive finite number of minutes, at most MOST_MINUTES."""
     if not (isinstance(minutes, (int, float)) and math.isfinite(minutes) and minutes > 0):
         raise CharlstmError(f"--minutes must be a positive number of minutes, got {minutes!r}; "
                             "e.g. --minutes 10")
+    if minutes > MOST_MINUTES:                 # its steps and schedule would overflow
+        raise CharlstmError(f"--minutes {minutes:g} (train.max_minutes) is more than charlstm "
+                            f"plans for: at most {MOST_MINUTES:,} minutes (about 2 years)")
 
 
 def params_of(V, E, H, L, cell, core=False):
@@ -284,6 +288,7 @@ def choose(cfg, explicit, corpus, timer=None):
     if minutes is None:
         raise CharlstmError("train.recipe: auto needs a time budget: give --minutes N or set "
                             "train.max_minutes")
+    check_minutes(minutes)
     s = _Settings(cfg, explicit)
     n_total, V = len(corpus.tokens), len(corpus.vocab)
     n_train = _split_and_batch(s, n_total, corpus.description)

@@ -14,7 +14,7 @@ from charlstm.config import config_from_dict, config_to_dict, load_config_keys
 from charlstm.data import Vocab
 from charlstm.errors import CharlstmError
 
-from helpers import no_internal_error, synthetic_text
+from helpers import no_internal_error, one_line_error, synthetic_text
 
 
 class Corpus:
@@ -290,13 +290,24 @@ def model_machine(monkeypatch):
 
 @pytest.mark.parametrize("minutes, said", [("0", "got 0.0"), ("-3", "got -3.0"),
                                            ("nan", "got nan"), ("inf", "got inf"),
-                                           ("ten", "'ten' is not a valid float")])
+                                           ("ten", "'ten' is not a valid float"),
+                                           ("1e308", "--minutes 1e+308 (train.max_minutes) is "
+                                                     "more than charlstm plans for")])
 def test_bad_minutes_are_one_line(tmp_path, minutes, said):
     result = invoke("train", "--data", tmp_path / "x.txt", "--minutes", minutes)
     assert result.exit_code != 0
     no_internal_error(result.output)
     lines = [ln for ln in result.output.splitlines() if ln.startswith("Error")]
     assert len(lines) == 1 and said in lines[0], result.output
+
+
+def test_a_budget_past_any_plan_is_refused_from_the_config_too(tmp_path):
+    """train.max_minutes=1e308 with the recipe on: refused before the timing, not after it as
+    "the recipe's choice: train.max_minutes: must be a finite number, got inf"."""
+    (tmp_path / "x.txt").write_text(synthetic_text(30_000))
+    result = invoke("train", "--data", tmp_path / "x.txt", "--set", "train.recipe=auto",
+                    "--set", "train.max_minutes=1e308", "--dry-run")
+    one_line_error(result, "--minutes 1e+308 (train.max_minutes)", "at most 1,000,000 minutes")
 
 
 def test_dry_run_prints_the_choice_and_the_config_and_trains_nothing(tmp_path, monkeypatch,
