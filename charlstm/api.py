@@ -70,7 +70,13 @@ def train(config=None, *, data=None, minutes=None, out=None, overrides=None, res
     None: nowhere).
     """
     echo = echo or _quiet
-    sets = (_as_sets(overrides) + ([f"data.path={data}"] if data is not None else [])
+    given = _as_sets(overrides)
+    for option, value, key in (("--data", data, "data.path"), ("--minutes", minutes,
+                                                                 "train.max_minutes"),
+                               ("--device", device, "train.device")):
+        if value is not None and any(s.split("=", 1)[0].strip() == key for s in given):
+            raise CharlstmError(f"both {option} and --set {key} given; keep one")
+    sets = (given + ([f"data.path={data}"] if data is not None else [])
             + ([f"train.device={device}"] if device else []))
     if resume is not None:
         if any(v is not None for v in (config, out, init_from, minutes)) or dry_run:

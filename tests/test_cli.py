@@ -277,6 +277,16 @@ def test_user_errors_are_one_line(args, words, tmp_path):
                    not in args else invoke(*args), *words)
 
 
+@pytest.mark.parametrize("option, value, key", [("--minutes", "5", "train.max_minutes=3"),
+                                                ("--data", "x.txt", "data.path=y.txt"),
+                                                ("--device", "cpu", " train.device = cpu")])
+def test_an_option_and_a_set_of_its_key_are_refused_together(tmp_path, option, value, key):
+    """Both were taken, one silently: --minutes 5 --set train.max_minutes=3 trained 5."""
+    one_line_error(invoke("train", option, value, "--set", key, "--out", tmp_path / "o"),
+                   f"both {option} and --set {key.split('=')[0].strip()} given; keep one")
+    assert not (tmp_path / "o").exists()
+
+
 @pytest.mark.parametrize("args", [["train", "--out", ""], ["train", "--resume", ""],
                                   ["train", "--init-from", ""], ["train", "--data", ""],
                                   ["prepare", "--data", ""]])
