@@ -70,6 +70,9 @@ def train(config=None, *, data=None, minutes=None, out=None, overrides=None, res
     None: nowhere).
     """
     echo = echo or _quiet
+    for name, value in (("data", data), ("out", out), ("resume", resume), ("init_from", init_from)):
+        if isinstance(value, str) and not value.strip():    # "" is the current folder to Path
+            raise CharlstmError(f"{name} is an empty path; give one (or None)")
     given = _as_sets(overrides)
     for option, value, key in (("--data", data, "data.path"), ("--minutes", minutes,
                                                                  "train.max_minutes"),

@@ -72,6 +72,8 @@ def test_mistakes_raise_the_commands_one_line(tmp_path, corpus):
     (dict(config={"train": {"max_steps": 3}}), "config must be a YAML file's path or a Config, "
                                               "not dict {'train': {'max_steps': 3}}"),
     (dict(config=5), "config must be a YAML file's path or a Config, not int 5"),
+    (dict(out=""), "out is an empty path; give one (or None)"),       # it was the current folder
+    (dict(init_from=" "), "init_from is an empty path; give one (or None)"),
 ])
 def test_an_argument_of_the_wrong_type_is_named(corpus, kw, message):
     """train's config and overrides of a type they do not take: the argument and the value
