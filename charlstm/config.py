@@ -164,6 +164,9 @@ _RULES: dict[str, tuple[str, Any]] = {
     "data.sha256": ("be 64 hexadecimal digits", lambda v: len(v) == 64 and all(
         ch in "0123456789abcdefABCDEF" for ch in v)),
     "data.cache_dir": ("be a folder path or null", lambda v: _is_path(v)),
+    # a download of a file:// url could be a device without end (file:///dev/zero)
+    "data.url": ("be an http:// or https:// address or null",
+                 lambda v: v.lower().startswith(("http://", "https://")) and _is_path(v)),
     "data.unknown": ("be 'skip' or a single character", lambda v: v == "skip" or len(v) == 1),
     "model.num_layers": _ge1, "model.hidden_size": _ge1, "model.embedding_size": _ge0,
     "model.dropout": _unit_half, "model.weight_drop": _unit_half,

@@ -162,8 +162,9 @@ def test_a_new_data_path_replaces_the_whole_data_source(tmp_path):
         assert d.url is None and d.sha256 is None and d.val_fraction == 0.2
     again = load_config(p, ["data.path=other.txt", "data.url=https://host/other.txt"]).data
     assert again.url == "https://host/other.txt" and again.sha256 is None
-    both = load_config(p, [f"data.sha256={'cd' * 32}", "data.path=o.txt", "data.url=u"]).data
-    assert (both.url, both.sha256) == ("u", "cd" * 32)
+    both = load_config(p, [f"data.sha256={'cd' * 32}", "data.path=o.txt",
+                           "data.url=http://u"]).data
+    assert (both.url, both.sha256) == ("http://u", "cd" * 32)
 
 
 def test_missing_file_and_directory(tmp_path):
@@ -276,6 +277,8 @@ RANGES = [
     ("data.test_fraction", 1.0, 0.05, "be in [0, 1)"),
     ("data.sha256", "abc", "a" * 64, "be 64 hexadecimal digits"),
     ("data.cache_dir", " ", "/tmp/cache", "be a folder path or null"),
+    ("data.url", "file:///dev/zero", "https://example.org/a.txt",     # a file:// download could
+     "be an http:// or https:// address or null"),                    # be a device without end
     ("data.unknown", "ab", "?", "be 'skip' or a single character"),
     ("train.eval_minutes", 0.0, 0.5, "be > 0"),
     ("train.keep_last", -1, 3, "be >= 0"),
@@ -338,7 +341,7 @@ def test_a_nul_character_in_a_path_is_refused_in_one_line(tmp_path, key, value):
 
 def test_every_ranged_key_is_tested():
     tested = {k for k, *_ in RANGES}
-    untested = {"model.forget_bias", "sample.prime", "data.url", "data.separator"}  # any finite float, any string
+    untested = {"model.forget_bias", "sample.prime", "data.separator"}  # any finite float, any string
     booleans = {"model.peepholes", "model.coupled_gates"}    # test_boolean_keys
     assert tested | untested | booleans == set(KEYS)
 
