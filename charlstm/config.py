@@ -184,7 +184,9 @@ _RULES: dict[str, tuple[str, Any]] = {
     "train.max_epochs": _gt0, "train.max_minutes": _gt0, "train.eval_every": _ge1, "train.eval_minutes": _gt0,
     "train.log_every": _ge1, "train.seed": _ge0, "train.threads": _ge0,
     "train.device": _one_of("cpu", "cuda"), "train.recipe": _one_of("off", "auto"),
-    "train.sample_length": _ge0, "train.keep_last": _ge0,
+    # printed at every evaluation, which stops nothing while it writes
+    "train.sample_length": ("be in [0, 100000]", lambda v: 0 <= v <= 100_000),
+    "train.keep_last": _ge0,
     "train.on_divergence": _one_of("stop", "skip"),
     "train.explode_ratio": ("be > 1", lambda v: v > 1),
     "sample.length": _ge0, "sample.temperature": _gt0, "sample.top_k": _ge0,

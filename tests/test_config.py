@@ -309,7 +309,8 @@ RANGES = [
     ("train.max_steps", 0, 1, "be >= 1"), ("train.max_epochs", 0.0, 0.01, "be > 0"),
     ("train.max_minutes", -1.0, 0.5, "be > 0"), ("train.eval_every", 0, 1, "be >= 1"),
     ("train.log_every", 0, 1, "be >= 1"), ("train.seed", -1, 0, "be >= 0"),
-    ("train.threads", -1, 0, "be >= 0"), ("train.sample_length", -1, 0, "be >= 0"),
+    ("train.threads", -1, 0, "be >= 0"), ("train.sample_length", -1, 0, "be in [0, 100000]"),
+    ("train.sample_length", 10 ** 15, 100_000, "be in [0, 100000]"),   # an evaluation without end
     ("sample.length", -1, 0, "be >= 0"), ("sample.temperature", 0.0, 1e-3, "be > 0"),
     ("sample.top_k", -1, 0, "be >= 0"), ("sample.top_p", 0.0, 1, "be in (0, 1]"),
 ]
