@@ -422,6 +422,9 @@ def _read_yaml(name: str) -> object:
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = _one_line(e.problem or e.context or "invalid YAML")
         raise ConfigError(f"{name}: YAML syntax error{at}: {problem}") from None
+    except (AttributeError, TypeError):    # a tag's constructor on the wrong text: `!!timestamp 3`
+        raise ConfigError(f"{name}: cannot parse YAML: a value its tag cannot read (such as "
+                          "!!timestamp 3); remove the tag") from None
     except Exception as e:  # ReaderError, deep nesting, and tags like `!!int abc` (ValueError)
         raise ConfigError(f"{name}: cannot parse YAML: {_one_line(e)}") from None
     if doc is None:

@@ -182,6 +182,9 @@ def test_yaml_duplicate_key_and_bad_tag(tmp_path):
     msg = error(write(tmp_path, "optim:\n  lr: 0.1\n  lr: 0.2\n"))
     assert "line 3, column 3" in msg and "duplicate key 'lr'" in msg
     assert "cannot parse YAML" in error(write(tmp_path, "optim:\n  lr: !!int abc\n"))
+    p = write(tmp_path, "train:\n  seed: !!timestamp 3\n")     # was: 'NoneType' object has ...
+    assert error(p) == (f"{p}: cannot parse YAML: a value its tag cannot read (such as "
+                        "!!timestamp 3); remove the tag")
 
 
 def test_not_utf8_names_byte_offset(tmp_path):
