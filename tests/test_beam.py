@@ -211,12 +211,12 @@ def wide(seed=5, V=11, dtype=np.float64):
     return params, Vocab("\n abcdefghijklm"[:V])
 
 
-def tied(bias):
-    """tiny() with the head's weights zeroed: every step's distribution is softmax(bias)."""
-    params = tiny()
+def tied(bias, make=lambda: (tiny(), Vocab("\nab"))):
+    """A model with the head's weights zeroed: every step's distribution is softmax(bias)."""
+    params, vocab = make()
     params["head.weight"][...] = 0.0
     params["head.bias"][...] = bias
-    return params, Vocab("\nab")
+    return params, vocab
 
 
 TWIN_MODELS = {
@@ -228,6 +228,8 @@ TWIN_MODELS = {
     "wide-float32": lambda: wide(seed=6, dtype=np.float32),
     "ties-two": lambda: tied([0.0, 1.0, 1.0]),
     "ties-all": lambda: tied([0.0, 0.0, 0.0]),
+    # hundreds of tied candidates a step: an unstable sort orders them its own way
+    "ties-wide": lambda: tied([0, 1, 1, 0, 1, 0.5, 1, 0, 0.5, 1, 0], wide),
 }
 
 
@@ -254,3 +256,33 @@ def test_beam_search_is_the_naive_search(name):
         final = tuple(int(t) for t in vocab.encode(want))
         overtaken += any(lead != final[:len(lead)] for lead in leaders)
     assert overtaken > 0 or name.startswith("ties"), "no case where backpointers matter"
+
+
+@pytest.mark.parametrize("n,where", [(1, "feeding the prime"), (3, "feeding the prime"),
+                                     (4, "after 0 of 20 characters"),
+                                     (23, "after 19 of 20 characters")])
+def test_should_stop_is_asked_before_each_character_and_stops_the_search(monkeypatch, n, where):
+    """Asked before each of the 3 characters fed ("\\nab") and the 20 chosen; the search ends
+    when it first says yes, with no model step after it."""
+    params, vocab = tiny(), Vocab("\nab")
+    asked, steps, step = [], [], model.step
+
+    def counting(*args):
+        steps.append(1)
+        return step(*args)
+    monkeypatch.setattr(beam.model, "step", counting)
+
+    def asking(stop_at=None):                 # a should_stop that says yes on call `stop_at`
+        def should_stop():
+            asked.append(1)
+            return len(asked) == stop_at
+        return should_stop
+    assert beam_search(params, vocab, 20, 3, "ab", should_stop=asking()) == \
+        beam_search(params, vocab, 20, 3, "ab")
+    assert len(asked) == 3 + 20
+    asked.clear(), steps.clear()
+    with pytest.raises(beam.Stopped) as e:
+        beam_search(params, vocab, 20, 3, "ab", should_stop=asking(n))
+    assert str(e.value) == f"beam search stopped {where}"
+    assert len(asked) == n and len(steps) == n - 1
+    assert isinstance(e.value, CharlstmError)
