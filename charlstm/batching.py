@@ -59,6 +59,15 @@ LIMITS_HELP = {
 }
 
 
+SHUTTING_DOWN = "the server is shutting down"
+
+
+def too_long(timeout):
+    """How a generation past the server's --timeout ends (a sampled one here, a beam search in
+    serve.py)."""
+    return f"the request took longer than this server's --timeout ({timeout:g} s)"
+
+
 class Busy(CharlstmError):
     """Every stream slot and queue place is taken: try again shortly."""
 
@@ -100,7 +109,7 @@ class Scheduler:
         job = Job(model, stream, on_chars, on_end, deadline)
         with self.cond:
             if self.stopping:
-                raise Busy("the server is shutting down")
+                raise Busy(SHUTTING_DOWN)
             if len(self.pending) + len(self.live) >= self.max_streams + self.max_queue:
                 raise Busy(f"all {self.max_streams} streams and {self.max_queue} queue places "
                            "are taken; retry shortly")
@@ -128,7 +137,7 @@ class Scheduler:
                 while not self.pending and not self.live and not self.stopping:
                     self.cond.wait()
                 if self.stopping:
-                    self._end_all("the server is shutting down")
+                    self._end_all(SHUTTING_DOWN)
                     return
                 self._admit()
             self._step()
@@ -160,8 +169,7 @@ class Scheduler:
             job.flush(now, force=job.stream.done)
             if job.deadline is not None and now > job.deadline and not job.stream.done:
                 job.cancel()
-                self._end(job, "the request took longer than this server's --timeout "
-                               f"({self.timeout:g} s)")
+                self._end(job, too_long(self.timeout))
             elif job.stream.done:
                 self._end(job)
             else:

@@ -5,7 +5,8 @@
 
 Built on FastAPI and uvicorn (the `serve` extra). Generation streams go through one Scheduler
 (batching.py), so many clients share each step; the score, the next-character distribution and
-beam search run in worker threads, off the event loop. Models come only from the paths given at
+beam search run in worker threads, off the event loop (a beam search stops at --timeout, or when
+its client leaves, as a sampled stream does). Models come only from the paths given at
 start; a run folder's best.npz is reloaded when training replaces it. Every mistake a request can
 make is a 4xx with {"error": one line}.
 """
@@ -13,6 +14,7 @@ make is a 4xx with {"error": one line}.
 import asyncio
 import json
 import math
+import threading
 import time
 from pathlib import Path
 
@@ -20,7 +22,7 @@ import numpy as np
 
 from . import runfolder
 from .api import Model
-from .batching import Busy, Limits, Scheduler
+from .batching import SHUTTING_DOWN, Busy, Limits, Scheduler, too_long
 from .errors import CharlstmError
 from .sample import Stream, check_options, known
 
@@ -37,6 +39,7 @@ except ImportError:                       # the serve extra is not installed: se
     BaseModel = None
 
 STATIC = Path(__file__).parent / "static"
+CLIENT_GONE = "the client went away"
 
 
 class Served:
@@ -199,16 +202,47 @@ class Service:
         self.text_cap(o["prime"], "prime")
         tic = time.perf_counter()
         if body.beam:
-            from .beam import beam_search
-            text = await run_in_threadpool(beam_search, model.params, model.vocab, o["length"],
-                                           body.beam, o["prime"], model.start)
-            texts = [text] * body.n
+            try:
+                texts = [await self.beam(model, body.beam, o, request)] * body.n
+            except Problem as e:
+                if body.stream and e.status != 499:     # as a sampled stream ends: an event
+                    return _sse(_failed(e.message))
+                raise
             return _sse(_replay(texts, tic)) if body.stream else _reply(served.name, texts, tic)
         queue = asyncio.Queue()
         jobs = _submit(self.scheduler, model, body, o, queue, asyncio.get_running_loop())
         if body.stream:
             return _sse(_events(jobs, queue, tic))
         return _reply(served.name, await _collect(jobs, queue, request), tic)
+
+    async def beam(self, model, beam, o, request=None):
+        """Beam search in a worker thread (the threads score, next and the models' list share).
+        It stops at its next step past --timeout (504), once its client has gone (`request`
+        disconnects: 499) or when the server shuts down (503): the status and line a sampled
+        request ends with (batching.Scheduler, _collect)."""
+        from .beam import Stopped, beam_search
+        timeout = self.limits.timeout
+        deadline = time.monotonic() + timeout if timeout else None
+        left = threading.Event()               # set on the event loop, read in the worker
+        gone = asyncio.ensure_future(_disconnected(request)) if request is not None else None
+        if gone is not None:
+            gone.add_done_callback(lambda task: task.cancelled() or left.set())
+
+        def should_stop():
+            return (left.is_set() or self.scheduler.stopping
+                    or (deadline is not None and time.monotonic() > deadline))
+        try:
+            return await run_in_threadpool(beam_search, model.params, model.vocab, o["length"],
+                                           beam, o["prime"], model.start, should_stop)
+        except Stopped:
+            if left.is_set():
+                raise Problem(499, CLIENT_GONE) from None
+            if self.scheduler.stopping:
+                raise Problem(503, SHUTTING_DOWN) from None
+            raise Problem(504, too_long(timeout)) from None
+        finally:
+            if gone is not None:
+                gone.cancel()
 
 
 def make_app(paths, limits=None, token=None, device="cpu"):
@@ -347,14 +381,14 @@ async def _collect(jobs, queue, request=None):
             item = None if gone is not None and gone.done() else (
                 queue.get_nowait() if not queue.empty() else await _next(queue, gone))
             if item is None:
-                raise Problem(499, "the client went away")
+                raise Problem(499, CLIENT_GONE)
             kind, i, value = item
             if kind == "chars":
                 texts[i].append(value)
             else:
                 ended += 1
                 if value is not None:
-                    raise Problem(503 if "shutting down" in value else 504, value)
+                    raise Problem(503 if value == SHUTTING_DOWN else 504, value)
     finally:
         if gone is not None:
             gone.cancel()
@@ -418,6 +452,10 @@ async def _replay(texts, tic):
         yield _event("chunk", {"index": i, "text": text})
     yield _event("done", {"chars": sum(map(len, texts)),
                           "seconds": round(time.perf_counter() - tic, 4)})
+
+
+async def _failed(message):
+    yield _event("error", {"error": message})
 
 
 def _event(kind, data):

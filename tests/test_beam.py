@@ -163,3 +163,126 @@ def test_bad_options_are_one_line_errors(kw, message):
     with pytest.raises(CharlstmError) as e:
         beam_search(tiny(), Vocab("\nab"), **args)
     assert str(e.value) == message
+
+
+# --- the backpointer search against the naive one: the same text on every case ------------------
+
+def naive_search(params, vocab, length, k, prime="", start=None):
+    """Beam search as it was written first, the oracle of beam_search's backpointers: every
+    hypothesis carries its whole sequence, copied at each step (quadratic in the length); its own
+    log-softmax, and candidates ranked by Python's stable sort in (hypothesis, char) order.
+    Returns (text, the best hypothesis's sequence after each step)."""
+    V, E, H, L = model.dims(params)
+    prep, dtype = model.prepare_step(params), params["head.weight"].dtype
+    if start is None:
+        h, c = model.init_state(L, MIN_ROWS, H, dtype)
+    else:
+        h, c = (np.array(s[:, [0] * MIN_ROWS], dtype=dtype) for s in start)
+
+    def logp(tokens, h, c):                     # (K,) -> (K, V) float64 log-probabilities
+        z = model.step(prep, np.resize(tokens, max(len(tokens), MIN_ROWS)), h, c)
+        z = z[:len(tokens)].astype(np.float64)
+        z = z - z.max(axis=1, keepdims=True)
+        return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+    fed = vocab.encode(("\n" if "\n" in vocab.chars else "") + prime or vocab.chars[0])
+    for tok in fed:
+        lp = logp(np.array([tok]), h, c)
+    beams, leaders = [(0.0, ())], []                                 # (score, sequence)
+    for t in range(length):
+        candidates = [(score + float(lp[i, ch]), seq + (ch,), i)
+                      for i, (score, seq) in enumerate(beams) for ch in range(V)]
+        kept = sorted(candidates, key=lambda cand: -cand[0])[:k]     # stable: ties keep order
+        beams = [(score, seq) for score, seq, _ in kept]
+        leaders.append(beams[0][1])
+        if t + 1 < length:
+            rows = np.resize([i for _, _, i in kept], max(len(kept), MIN_ROWS))
+            h, c = h[:, rows], c[:, rows]
+            lp = logp(np.array([seq[-1] for _, seq in beams]), h, c)
+    return "".join(vocab.chars[t] for t in beams[0][1]), leaders
+
+
+def wide(seed=5, V=11, dtype=np.float64):
+    """A random 2-layer LSTM over 11 characters (a newline among them), weights x2."""
+    cfg = replaced(Config(), {"model.num_layers": 2, "model.hidden_size": 12,
+                              "model.embedding_size": 6}).model
+    flat, params = model.init_params(V, cfg, np.random.default_rng(seed), dtype)
+    flat *= 2.0
+    return params, Vocab("\n abcdefghijklm"[:V])
+
+
+def tied(bias, make=lambda: (tiny(), Vocab("\nab"))):
+    """A model with the head's weights zeroed: every step's distribution is softmax(bias)."""
+    params, vocab = make()
+    params["head.weight"][...] = 0.0
+    params["head.bias"][...] = bias
+    return params, vocab
+
+
+TWIN_MODELS = {
+    "tiny-lstm": lambda: (tiny(), Vocab("\nab")),
+    "tiny-gru-2": lambda: (tiny("gru", 2), Vocab("\nab")),
+    "tiny-float32": lambda: (tiny(dtype=np.float32), Vocab("\nab")),
+    "no-newline": lambda: (tiny(seed=3), Vocab("abc")),
+    "wide": wide,
+    "wide-float32": lambda: wide(seed=6, dtype=np.float32),
+    "ties-two": lambda: tied([0.0, 1.0, 1.0]),
+    "ties-all": lambda: tied([0.0, 0.0, 0.0]),
+    # hundreds of tied candidates a step: an unstable sort orders them its own way
+    "ties-wide": lambda: tied([0, 1, 1, 0, 1, 0.5, 1, 0, 0.5, 1, 0], wide),
+}
+
+
+@pytest.mark.parametrize("name", TWIN_MODELS)
+def test_beam_search_is_the_naive_search(name):
+    """The same text as the naive search for every beam (1, within, at and past the vocabulary
+    and its square), length (0, 1, 2, long), prime and start state; and among the cases, the
+    final winner's prefix was not the leader at some step, so the backpointers are followed
+    through hypotheses that were not first (a search keeping only the leader would differ)."""
+    params, vocab = TWIN_MODELS[name]()
+    V = len(vocab)
+    start = random_start(params)
+    overtaken = 0
+    for k, length, prime, with_start in [
+            (1, 0, "", False), (4, 0, vocab.chars[-1], True), (1, 1, "", False),
+            (2, 1, "", True), (V + 3, 1, "", False), (1, 40, "", False), (2, 2, "", False),
+            (2, 40, vocab.chars[1], False), (3, 40, "", True), (V, 40, vocab.chars[:2], False),
+            (V + 1, 25, "", True), (8, 60, vocab.chars[-1] * 3, False),
+            (V * V + 2, 12, vocab.chars[0], True), (16, 30, "", False)]:
+        s = start if with_start else None
+        want, leaders = naive_search(params, vocab, length, k, prime, s)
+        got = beam_search(params, vocab, length, k, prime=prime, start=s)
+        assert got == want, (k, length, prime, with_start)
+        final = tuple(int(t) for t in vocab.encode(want))
+        overtaken += any(lead != final[:len(lead)] for lead in leaders)
+    assert overtaken > 0 or name.startswith("ties"), "no case where backpointers matter"
+
+
+@pytest.mark.parametrize("n,where", [(1, "feeding the prime"), (3, "feeding the prime"),
+                                     (4, "after 0 of 20 characters"),
+                                     (23, "after 19 of 20 characters")])
+def test_should_stop_is_asked_before_each_character_and_stops_the_search(monkeypatch, n, where):
+    """Asked before each of the 3 characters fed ("\\nab") and the 20 chosen; the search ends
+    when it first says yes, with no model step after it."""
+    params, vocab = tiny(), Vocab("\nab")
+    asked, steps, step = [], [], model.step
+
+    def counting(*args):
+        steps.append(1)
+        return step(*args)
+    monkeypatch.setattr(beam.model, "step", counting)
+
+    def asking(stop_at=None):                 # a should_stop that says yes on call `stop_at`
+        def should_stop():
+            asked.append(1)
+            return len(asked) == stop_at
+        return should_stop
+    assert beam_search(params, vocab, 20, 3, "ab", should_stop=asking()) == \
+        beam_search(params, vocab, 20, 3, "ab")
+    assert len(asked) == 3 + 20
+    asked.clear(), steps.clear()
+    with pytest.raises(beam.Stopped) as e:
+        beam_search(params, vocab, 20, 3, "ab", should_stop=asking(n))
+    assert str(e.value) == f"beam search stopped {where}"
+    assert len(asked) == n and len(steps) == n - 1
+    assert isinstance(e.value, CharlstmError)

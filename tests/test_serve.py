@@ -678,3 +678,98 @@ def test_a_wrong_path_or_method_is_an_error_line_too(client, method, path, statu
     r = client.request(method, path)
     error(r, status, *words)
     assert r.headers.get("allow") == allow
+
+
+# --- beam search in a worker thread: stopped like a sampled stream --------------------------------
+
+BEAM_LONG = {"length": 200_000, "beam": 16}       # about 10 s of a 1 x 32 model, not stopped
+TOO_LONG = "the request took longer than this server's --timeout (0.2 s)"
+
+
+def outcome(response):
+    """(status, body), a completion cut short: a failure shows a line, not 200,000 characters."""
+    body = response.json()
+    return response.status_code, (body if "completions" not in body else
+                                  {"completions": [t[:40] + "..." for t in body["completions"]]})
+
+
+def test_a_beam_request_past_the_timeout_ends_as_a_sampled_one_does(run_dir, tiny):
+    """--timeout 0.2: a beam request ends as a sampled one does, 504 with the same line, or
+    streamed, an error event (it ran to its end in its worker thread, and answered 200)."""
+    from fastapi.testclient import TestClient
+
+    from charlstm.serve import Limits, make_app
+    app = make_app({"tiny": run_dir}, Limits(timeout=0.2, max_length=BEAM_LONG["length"]))
+    with TestClient(app) as c:
+        sampled = c.post("/v1/generate", json={"length": BEAM_LONG["length"]})
+        beamed = c.post("/v1/generate", json=BEAM_LONG)
+        assert outcome(beamed) == outcome(sampled) == (504, {"error": TOO_LONG})
+        streams = []
+        for body in ({"length": BEAM_LONG["length"]}, BEAM_LONG):
+            with c.stream("POST", "/v1/generate", json={**body, "stream": True}) as r:
+                assert r.status_code == 200
+                streams.append(parse_sse(r.iter_text()))
+        assert streams[1] == [("error", {"error": TOO_LONG})] == streams[0][-1:]
+        short = c.post("/v1/generate", json={"prime": "the ", "length": 30, "beam": 3})
+        assert short.json()["completions"] == [tiny.generate("the ", 30, beam=3)[4:]]
+
+
+def test_a_beam_request_whose_client_left_stops_with_499(run_dir, monkeypatch):
+    """The client leaves 0.3 s into the search: 499, as for a sampled request, and the search
+    stops at its next step, far from its 200,000 (it ran them all, and answered 200)."""
+    from charlstm import beam
+    from charlstm.serve import Limits, make_app
+    steps, step = [], net.step
+
+    def counting(*args):
+        steps.append(1)
+        return step(*args)
+    monkeypatch.setattr(beam.model, "step", counting)
+    app = make_app({"tiny": run_dir}, Limits(max_length=BEAM_LONG["length"]))
+    raw = json.dumps(BEAM_LONG).encode()
+    messages = iter([{"type": "http.request", "body": raw, "more_body": False}])
+
+    async def receive():
+        message = next(messages, None)
+        if message is None:                     # the body was read: the client leaves
+            await asyncio.sleep(0.3)
+            return {"type": "http.disconnect"}
+        return message
+
+    status, body = asgi_post(app, "/v1/generate", [(b"content-length", str(len(raw)).encode())],
+                             receive)
+    assert (status, json.loads(body)) == (499, {"error": "the client went away"})
+    assert 0 < len(steps) < BEAM_LONG["length"] // 2
+    app.state.scheduler.stop()
+
+
+def test_beam_requests_whose_clients_left_free_the_worker_threads(tmp_path):
+    """Over a real socket: 40 beam requests (the worker threads /v1/score, /v1/next and
+    /v1/models share) whose clients leave after 0.5 s; then /v1/models answers, and a beam
+    request in flight at SIGTERM is answered 503 and the server exits 0 (each kept its thread
+    until its search ended: /v1/models waited, and the server would not exit)."""
+    folder = tiny_run(tmp_path / "served")
+    proc, url = start_server([folder, "--max-length", BEAM_LONG["length"]])
+
+    async def leave_early(n):
+        async with httpx.AsyncClient(base_url=url, timeout=0.5) as client:
+            async def one():
+                with pytest.raises(httpx.ReadTimeout):
+                    await client.post("/v1/generate", json=BEAM_LONG)
+            await asyncio.gather(*(one() for _ in range(n)))
+    try:
+        asyncio.run(leave_early(40))
+        r = httpx.get(url + "/v1/models", timeout=10)
+        assert r.status_code == 200 and r.json()["models"][0]["name"] == "served"
+
+        async def stopped():
+            async with httpx.AsyncClient(base_url=url, timeout=20) as client:
+                pending = asyncio.ensure_future(client.post("/v1/generate", json=BEAM_LONG))
+                await asyncio.sleep(0.5)                       # it is searching
+                proc.send_signal(signal.SIGTERM)
+                return await pending
+        r = asyncio.run(stopped())
+        assert outcome(r) == (503, {"error": "the server is shutting down"})
+        assert proc.wait(timeout=10) == 0
+    finally:
+        proc.kill()
