@@ -4,9 +4,10 @@ charlstm/recipe.py holds, with the fit's residuals and its range.
     python benchmarks/fit.py                 # the exponent's profile, the law, its range
     python benchmarks/fit.py --rows          # also every point with its fitted loss
     python benchmarks/fit.py --forms         # other forms of the law, fitted and left out
-    python benchmarks/fit.py --until 2026-12-06 --judge
+    python benchmarks/fit.py --until 2026-12-06 --judge ["Kaplan's N-D interaction"]
                                              # the held-out pairs' recorded nets ranked by
-                                             # recipe.LAW and by two forms fitted here
+                                             # recipe.LAW, by a form (default: alpha per layer
+                                             # count) and by the recipe's form, fitted here
     python benchmarks/fit.py --until 2026-12-05 --choices TEXT ... [--budgets 10 --widths]
                                              # the recipe's choices at 2, 10 and 30 minutes with
                                              # recipe.LAW and with this fit, on one timing a text
@@ -169,15 +170,15 @@ def judged_points():
     return groups(rows)
 
 
-def judge(points, alpha, law):
-    """The table of `--judge`: each held-out pair's nets ranked by recipe.LAW, by the form with
-    an exponent per layer count fitted to `points`, and by `law` (the recipe's form fitted to
-    them with exponent `alpha`)."""
+def judge(points, alpha, law, name="alpha per layer count"):
+    """The table of `--judge`: each held-out pair's nets ranked by recipe.LAW, by the form `name`
+    of FORMS fitted to `points`, and by `law` (the recipe's form fitted to them with exponent
+    `alpha`)."""
     from charlstm import recipe
     held = judged_points()
-    candidate = FORMS["alpha per layer count"]
+    candidate = FORMS[name]
     laws = {"recipe.LAW": (dict(recipe.LAW), None),
-            "alpha per layer count": (fit(points, None, candidate)[2], candidate),
+            name: (fit(points, None, candidate)[2], candidate),
             f"the recipe's form refitted (alpha {alpha})": (law, None)}
     lost = {name: regret(law, held, form) for name, (law, form) in laws.items()}
     print("| corpus | budget | nets | " + " | ".join(laws) + " |")
@@ -495,8 +496,10 @@ def main():
                     type=_day,
                     help=f"fit the runs recorded up to this day (default {LAW_UNTIL}: "
                          "recipe.LAW's fit)")
-    ap.add_argument("--judge", action="store_true",
-                    help="rank the held-out pairs' recorded nets by recipe.LAW and by this fit")
+    ap.add_argument("--judge", nargs="?", const="alpha per layer count", metavar="FORM",
+                    choices=list(FORMS),
+                    help="rank the held-out pairs' recorded nets by recipe.LAW, by FORM (one of "
+                         "FORMS; default: alpha per layer count) and by this fit")
     ap.add_argument("--choices", nargs="+", metavar="TEXT",
                     help="the recipe's choices on these texts with recipe.LAW and with this fit")
     ap.add_argument("--budgets", type=float, nargs="+", default=(2, 10, 30), metavar="MINUTES",
@@ -520,7 +523,7 @@ def main():
     alpha = min(scores, key=scores.get)
     E, scale, law, res = fit(points, alpha)
     if a.judge:
-        return judge(points, alpha, law)
+        return judge(points, alpha, law, a.judge)
     if a.choices:
         try:
             return choices(law, E, scale, a.choices, a.budgets, a.widths)
