@@ -206,6 +206,9 @@ def sample(checkpoint, prime, length, temperature, top_k, top_p, argmax, seed, n
       charlstm sample runs/shakespeare --prime "ROMEO:" --beam 8 --length 80
       charlstm sample runs/shakespeare-gpu/best.npz --device cuda
     """
+    if num_samples > 1 and (beam or argmax):
+        raise click.UsageError(f"{'--beam' if beam else '--argmax'} gives one text; drop "
+                               "--num-samples")
     source = "prime"                                  # what a refusal of its characters names
     if prime_file is not None:
         if prime is not None:

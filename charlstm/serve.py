@@ -14,6 +14,7 @@ make is a 4xx with {"error": one line}.
 import asyncio
 import json
 import math
+import sys
 import threading
 import time
 from pathlib import Path
@@ -49,13 +50,24 @@ class Served:
         self.name, self.source = name, Path(path)
         self.run_dir = self.source if self.source.is_dir() else None
         self.model = Model.load(path, device)
+        self.trouble = None               # why the checkpoint could not be read again, if so
 
     def current(self):
-        if self.run_dir is not None:      # training may have written a new best.npz
-            path = runfolder.checkpoint_in(self.run_dir)
-            if path != self.model.path:
-                self.model = Model(path, self.model.device)
-        self.model = self.model.reloaded()
+        """The model as its checkpoint is now. A checkpoint that cannot be read now (its run
+        folder emptied, a file that is not a whole checkpoint put in its place) is the server's
+        trouble, not the request's: the model in memory is served on, and the log says why once."""
+        try:
+            if self.run_dir is not None:      # training may have written a new best.npz
+                path = runfolder.checkpoint_in(self.run_dir)
+                if path != self.model.path:
+                    self.model = Model(path, self.model.device)
+            self.model = self.model.reloaded()
+            self.trouble = None
+        except CharlstmError as e:
+            if str(e) != self.trouble:
+                self.trouble = str(e)
+                print(f"charlstm serve: model '{self.name}' is served as loaded: {e}",
+                      file=sys.stderr, flush=True)
         return self.model
 
     def describe(self):
@@ -203,7 +215,7 @@ class Service:
         tic = time.perf_counter()
         if body.beam:
             try:
-                texts = [await self.beam(model, body.beam, o, request)] * body.n
+                texts = [await self.beam(model, body.beam, o, request)]
             except Problem as e:
                 if body.stream and e.status != 499:     # as a sampled stream ends: an event
                     return _sse(_failed(e.message))
@@ -274,6 +286,8 @@ def make_app(paths, limits=None, token=None, device="cpu"):
     async def healthz():
         live, queued = service.scheduler.load()
         return {"ok": True, "live": live, "queued": queued}
+    # HEAD, as monitors send it: the same answer without its body (one GET in the API's schema)
+    app.add_api_route("/healthz", healthz, methods=["HEAD"], include_in_schema=False)
 
     @app.get("/v1/models")
     async def list_models():
@@ -298,7 +312,7 @@ def make_app(paths, limits=None, token=None, device="cpu"):
     async def generate(request: Request, b: GenerateBody = generate_body["body"]):
         return await service.generate(b, request)
 
-    @app.get("/", include_in_schema=False)
+    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     async def page():
         return FileResponse(STATIC / "index.html")
 
@@ -347,6 +361,9 @@ def _options(body, model, limits):
         if value > cap:
             raise Problem(400, f"{key} {value:,} is over this server's limit of {cap:,} "
                                f"(charlstm serve --max-{key})")
+    if body.n > 1 and (body.beam or body.argmax):       # n copies of one text
+        raise Problem(400, f"n {body.n:,} with {'beam' if body.beam else 'argmax'}: it gives one "
+                           "text; ask for n 1, or sample")
     return o
 
 
@@ -491,6 +508,7 @@ async def _framework_error(request, e):
         message = f"{what}: no such path here (the API's paths are listed at /docs)"
     elif e.status_code == 405:
         allow = (e.headers or {}).get("Allow") or (e.headers or {}).get("allow")
+        allow = allow and ", ".join(sorted(m.strip() for m in allow.split(",")))  # a set's order
         message = f"{what}: method not allowed" + (f"; use {allow}" if allow else "")
     else:
         message = f"{what}: {e.detail}"

@@ -86,6 +86,10 @@ def test_sample_errors(run_dir):
     one_line_error(invoke("sample", ckpt, "--top-k", -1), "--top-k")
     one_line_error(invoke("sample", ckpt, "--length", -1), "--length")
     one_line_error(invoke("sample", run_dir / "nope.npz"), "not found")
+    for one in (["--beam", 2], ["--argmax"]):      # the same text N times over
+        result = invoke("sample", ckpt, *one, "--num-samples", 3)
+        assert result.exit_code == 2 and f"{one[0]} gives one text; drop --num-samples" in \
+            result.output, result.output
 
 
 def test_a_prime_refused_for_its_characters_is_named_by_where_it_came_from(run_dir, tmp_path):

@@ -326,6 +326,8 @@ def test_score_and_next_over_http(client, tiny):
     ("/v1/generate", '{"length": 301}', 400, ["--max-length"]),
     ("/v1/generate", '{"n": 5}', 400, ["--max-n"]),
     ("/v1/generate", '{"beam": 17}', 400, ["--max-beam"]),
+    ("/v1/generate", '{"beam": 2, "n": 3}', 400, ["n 3 with beam: it gives one text"]),
+    ("/v1/generate", '{"argmax": true, "n": 2}', 400, ["n 2 with argmax: it gives one text"]),
     ("/v1/generate", '{"top_p": 0}', 400, ["top_p"]),
     ("/v1/generate", '{"temperature": 0}', 400, ["temperature"]),
     ("/v1/generate", '{"seed": -2}', 400, ["seed"]),
@@ -423,6 +425,31 @@ def test_a_checkpoint_file_removed_while_served_is_still_served(run_dir, tmp_pat
         r = c.post("/v1/generate", json={"length": 20, "seed": 1})
         assert r.status_code == 200 and r.json()["completions"] == before
         assert c.get("/v1/models").json()["models"][0]["name"] == "m"
+
+
+@pytest.mark.parametrize("damage", ["emptied", "garbled"])
+def test_a_run_folder_whose_checkpoint_cannot_be_read_now_is_served_as_loaded(
+        run_dir, tmp_path, damage, capsys):
+    """The server's trouble, not the request's: it was a 400 for every request ("holds no
+    checkpoint", "not a readable checkpoint"), blaming the client."""
+    from fastapi.testclient import TestClient
+
+    from charlstm.serve import make_app
+    folder = tmp_path / "run"
+    shutil.copytree(run_dir, folder)
+    with TestClient(make_app({"m": folder})) as c:
+        before = c.post("/v1/generate", json={"length": 20, "seed": 1}).json()["completions"]
+        for name in ("best.npz", "last.npz"):
+            if damage == "emptied":
+                (folder / name).unlink()
+            else:
+                (folder / name).write_bytes(b"PK\x03\x04 not a checkpoint")
+        for _ in range(2):
+            r = c.post("/v1/generate", json={"length": 20, "seed": 1})
+            assert r.status_code == 200 and r.json()["completions"] == before
+        assert c.get("/v1/models").json()["models"][0]["name"] == "m"
+    said = [ln for ln in capsys.readouterr().err.splitlines() if "served as loaded" in ln]
+    assert len(said) == 1 and said[0].startswith("charlstm serve: model 'm' is served as loaded: ")
 
 
 # --- a real server: batching, load, signals ------------------------------------------------------
@@ -677,7 +704,16 @@ def test_a_wrong_path_or_method_is_an_error_line_too(client, method, path, statu
     FastAPI's {"detail": "Not Found"}, which the page and API clients do not read)."""
     r = client.request(method, path)
     error(r, status, *words)
-    assert r.headers.get("allow") == allow
+    assert (r.headers.get("allow") and set(r.headers["allow"].split(", "))) == (
+        allow and set(allow.split(", ")))
+
+
+@pytest.mark.parametrize("path", ["/", "/healthz"])
+def test_head_asks_what_get_would_answer(client, path):
+    """Monitors and link checkers send HEAD (it was a 405)."""
+    get, head = client.get(path), client.head(path)
+    assert get.status_code == head.status_code == 200 and head.content == b""
+    assert head.headers["content-type"] == get.headers["content-type"]
 
 
 # --- beam search in a worker thread: stopped like a sampled stream --------------------------------
