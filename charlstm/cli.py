@@ -346,7 +346,8 @@ def info(checkpoint):
 @cli.command()
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(file_okay=False))
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
-              help="PNG file to write [default: RUN_DIR/loss.png of the first run].")
+              help="Image to write, in the format its suffix names (.png, .pdf, .svg, ...; PNG "
+                   "without one) [default: RUN_DIR/loss.png of the first run].")
 def plot(run_dirs, output):
     """Draw train and validation loss of one or more RUN_DIRS against steps and training time.
 
@@ -354,7 +355,7 @@ def plot(run_dirs, output):
 
     \b
       charlstm plot runs/shakespeare
-      charlstm plot runs/sh-small runs/sh-large -o compare.png
+      charlstm plot runs/sh-small runs/sh-large -o compare.svg
     """
     from .plot import plot_runs
     out = output or str(Path(run_dirs[0]) / "loss.png")
