@@ -167,11 +167,15 @@ def read_text(path, errors="strict", what="data file"):
 
 
 def _looks_like_text(path):
+    """Whether a folder's file is text to train on (not empty, no NUL in its first 8 KB). One
+    that cannot be read is an error naming it: left out, the run would train on less than the
+    folder holds and say nothing."""
     try:
         with open(path, "rb") as f:
             head = f.read(8192)
-    except OSError:
-        return False
+    except OSError as e:
+        raise DataError(f"data file '{path}' cannot be read ({e.strerror or e}); check its "
+                        "permissions, or move it out of the folder") from None
     return bool(head) and b"\x00" not in head
 
 

@@ -330,3 +330,24 @@ def test_fine_tuning_replacement_character(tmp_path, corpus):
     both = invoke("train", "--resume", base, "--init-from", base / "best.npz")
     assert both.exit_code == 1 and "--init-from" in both.output
     no_internal_error(both.output)
+
+
+def test_an_unreadable_file_in_a_data_folder_is_named(tmp_path):
+    """It was left out without a word (as if binary): the run trained on less than the folder."""
+    import os
+    import shutil
+    folder = tmp_path / "texts"
+    folder.mkdir()
+    (folder / "a.txt").write_text("the cat sat on the mat\n" * 50)
+    (folder / "b.txt").write_text("the dog sat on the log\n" * 50)
+    (folder / "b.txt").chmod(0)
+    command = [sys.executable, "-m", "charlstm", "prepare", "--data", str(folder), "--no-progress"]
+    if os.geteuid() == 0:                 # root reads any file: drop that power for the child
+        if not shutil.which("setpriv"):
+            pytest.skip("runs as root without setpriv")
+        command = ["setpriv", "--bounding-set=-dac_override,-dac_read_search",
+                   "--inh-caps=-dac_override,-dac_read_search"] + command
+    child = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert child.returncode == 1, child
+    assert child.stderr == (f"Error: data file '{folder / 'b.txt'}' cannot be read (Permission "
+                            "denied); check its permissions, or move it out of the folder\n")
