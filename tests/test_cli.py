@@ -188,6 +188,11 @@ def test_a_full_disk_says_what_to_do(run_dir):
                                      "write elsewhere\n")
 
 
+def test_an_error_naming_a_file_with_a_line_break_is_one_line(tmp_path):
+    one_line_error(invoke("train", "--data", tmp_path / "no\nsuch.txt"),
+                   f"data file '{tmp_path}/no\\nsuch.txt' not found")
+
+
 def invoke_apart(*args):
     """invoke, with stdout and stderr kept apart (click 8.2+ always does; 8.1 when asked)."""
     try:
