@@ -44,7 +44,7 @@ class _Group(click.Group):
                 raise
             if launcher_rank() > 0:          # under mpirun, rank 0 alone reports
                 ctx.exit(1)
-            raise click.ClickException(_one_line(_message(e))) from None
+            raise click.ClickException(_breaks_shown(_message(e))) from None
 
 
 def _message(e):
@@ -68,7 +68,7 @@ _WHAT_TO_DO = {errno.EACCES: "; check its permissions (and its folder's)",
                errno.EROFS: "; the file system is read-only: write elsewhere"}
 
 
-def _one_line(message):
+def _breaks_shown(message):
     """An error stays one line when a name in it holds a line break (a file called "a\nb")."""
     return message.replace("\r", "\\r").replace("\n", "\\n")
 
