@@ -351,3 +351,44 @@ def test_an_unreadable_file_in_a_data_folder_is_named(tmp_path):
     assert child.returncode == 1, child
     assert child.stderr == (f"Error: data file '{folder / 'b.txt'}' cannot be read (Permission "
                             "denied); check its permissions, or move it out of the folder\n")
+
+
+def test_a_download_stopped_by_sigterm_leaves_nothing_behind(tmp_path):
+    """SIGTERM ended the process where it stood, and the partial file stayed (hidden, as large
+    as what had come)."""
+    import signal
+    import time
+
+    class Slow(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):                                   # 64 KB, then a trickle for 20 s
+            self.send_response(200)
+            self.send_header("Content-Length", str(10 ** 9))
+            self.end_headers()
+            self.wfile.write(b"a" * 65536)
+            for _ in range(200):
+                self.wfile.write(b"a")
+                self.wfile.flush()
+                time.sleep(0.1)
+
+        def log_message(self, *args):
+            pass
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    dest = tmp_path / "data" / "corpus.txt"
+    try:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "charlstm", "prepare", "--data", str(dest), "--no-progress",
+             "--set", f"data.url=http://127.0.0.1:{httpd.server_address[1]}/corpus.txt"],
+            stderr=subprocess.PIPE, text=True)
+        for _ in range(200):                                # the partial file, at most 10 s
+            if dest.parent.exists() and any(p.stat().st_size for p in dest.parent.iterdir()):
+                break
+            time.sleep(0.05)
+        child.send_signal(signal.SIGTERM)
+        assert child.wait(timeout=30) == 128 + signal.SIGTERM
+        assert child.stderr.read() == ("SIGTERM received: the download stopped; nothing was "
+                                       "saved\n")
+        assert list(dest.parent.iterdir()) == []
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
