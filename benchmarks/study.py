@@ -237,8 +237,9 @@ def table():
     its gap, today's defaults), then every trial (a loss marked * was measured from the zero
     state: its folder holds a later run), then pycode-50m's runs on held-out code."""
     rows, held_rows = read_records(RESULTS), read_records(HELDOUT)
-    pairs = sorted({(r["budget"], r["corpus"]) for r in rows},
-                   key=lambda p: (p[0], list(corpora.CORPORA).index(p[1])))
+    order = [*corpora.CORPORA, *corpora.JUDGES]       # cjk-docs has a grid; others go last
+    rank = lambda corpus: (order.index(corpus) if corpus in order else len(order), corpus)
+    pairs = sorted({(r["budget"], r["corpus"]) for r in rows}, key=lambda p: (p[0], rank(p[1])))
     print("| corpus | budget | best grid trial | recipe's choice | recipe - best | defaults |")
     print("| --- | --- | --- | --- | --- | --- |")
     held = {(h["corpus"], h["budget"], h["name"]): h["loss"] for h in held_rows}
@@ -259,8 +260,7 @@ def table():
     print()
     print("| corpus | budget | trial | best val loss | steps | epochs | chars/s (median, mean) |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
-    for r in sorted(rows, key=lambda r: (r["budget"], list(corpora.CORPORA).index(r["corpus"]),
-                                         r["best_val"])):
+    for r in sorted(rows, key=lambda r: (r["budget"], rank(r["corpus"]), r["best_val"])):
         name = _described(r) if "chosen" in r else r["name"]
         zero = "*" if r.get("eval") == "zero" else ""
         print(f"| {r['corpus']} | {r['budget']} min | {name} | {r['best_val']:.4f}{zero} | "

@@ -237,3 +237,21 @@ def test_the_english_fortunes_leave_out_the_chinese_ones_and_an_empty_text_stops
     with pytest.raises(SystemExit, match="fortunes-100k: its files gave no text"):
         corpora.build("fortunes-100k", out=tmp_path / "built")
     assert not list((tmp_path / "built").glob("*"))
+
+
+def test_the_study_table_has_a_row_for_a_corpus_outside_the_fit_corpora(tmp_path, monkeypatch,
+                                                                        capsys):
+    """cjk-docs has a grid in study.GRID but is no fit corpus: `study.py --table` stopped on it
+    (ValueError: 'cjk-docs' is not in list), with the committed records too."""
+    study = heldout.study
+    run = {"corpus": "cjk-docs", "budget": 2, "kind": "grid", "name": "1x64", "best_val": 3.0,
+           "steps": 1_000, "epochs": 1.0, "chars_per_sec": 1_000, "date": "2026-12-01 10:00",
+           "settings": {}, "eval": "carried"}
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(dict(run, corpus=c)) + "\n" for c in
+                                                    ("some-text", "cjk-docs", "fortunes-100k")))
+    monkeypatch.setattr(study, "RESULTS", tmp_path / "results.jsonl")
+    monkeypatch.setattr(study, "HELDOUT", tmp_path / "heldout.jsonl")
+    study.table()
+    rows = [line.split(" | ")[0] for line in capsys.readouterr().out.splitlines()
+            if " | 2 min | " in line]
+    assert rows == ["| fortunes-100k", "| cjk-docs", "| some-text"] * 2
