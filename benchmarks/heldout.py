@@ -233,8 +233,11 @@ def judge(corpus, budget, label="recipe", listing=False, again=(), which=None, n
 def _args_of(r, corpus, budget, label, replan):
     """The arguments that run record `r` again: a recipe's run (`--minutes`) is its choice, not
     a new timing."""
-    if r["name"] in ("recipe", label) or "--minutes" in r["args"]:
+    if r["name"] in ("recipe", label) or "--minutes" in r.get("args", ()):
         return [str(folder(corpus, budget, r["name"]) / "config.yaml"), *replan]
+    if "args" not in r:
+        raise SystemExit(f"{JUDGED}: the record of {corpus} at {budget} min {r['name']} keeps "
+                         "no args, so it cannot be run again")
     return list(r["args"])
 
 
@@ -284,7 +287,7 @@ def table():
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     errors = []
     for r in rows:
-        plan = r.get("replanned_steps") or r["planned_steps"]
+        plan = r.get("replanned_steps") or r.get("planned_steps")
         err = (r["steps"] - plan) / plan if plan else None
         if err is not None:
             errors.append(abs(err))
@@ -292,7 +295,7 @@ def table():
         for key in ("predicted_steps", "planned_steps", "replanned_steps"):
             v = r.get(key)
             cells.append(f"{v:,} ({(r['steps'] - v) / v:+.1%})" if v else "-")
-        print(f"| {r['corpus']} | {r['budget']} min | {r['name']} | {r['code']} | "
+        print(f"| {r['corpus']} | {r['budget']} min | {r['name']} | {r.get('code', '-')} | "
               + " | ".join(cells) + f" | {r['steps']:,} | "
               + (f"{err:+.1%}" if err is not None else "-") + " |")
     if errors:

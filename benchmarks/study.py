@@ -334,10 +334,72 @@ def reevaluate(results=RESULTS, folder=folder):
         tmp.replace(results)
 
 
+# What the scripts read from a record of each of the study's files, and of what kind (a name
+# ending in "?" may be absent): a line without them is not a record of that file.
+TEXT, NUMBER, STEPS, LIST, MAPPING = "a string", "a number", "a number or null", "a list", \
+    "a mapping"
+FIELDS = {
+    "results.jsonl": {"corpus": TEXT, "budget": NUMBER, "kind": TEXT, "name": TEXT,
+                      "best_val": NUMBER, "steps": NUMBER, "epochs": NUMBER,
+                      "chars_per_sec": NUMBER, "date": TEXT, "settings": MAPPING, "eval?": TEXT,
+                      "chosen?": TEXT, "text?": TEXT, "mean_chars_per_sec?": NUMBER},
+    "heldout.jsonl": {"corpus": TEXT, "budget": NUMBER, "name": TEXT, "loss": NUMBER,
+                      "best_val": NUMBER},
+    "targets.jsonl": {"pair": TEXT, "name": TEXT, "best_val": NUMBER, "steps": NUMBER,
+                      "epochs": NUMBER, "chosen": TEXT, "date": TEXT, "eval?": TEXT},
+    "judge.jsonl": {"corpus": TEXT, "budget": NUMBER, "name": TEXT, "best_val": NUMBER,
+                    "steps": NUMBER, "epochs": NUMBER, "chosen": TEXT, "args?": LIST, "code?": TEXT,
+                    "text?": TEXT, "report?": TEXT, "predicted_steps?": STEPS,
+                    "planned_steps?": STEPS, "replanned_steps?": STEPS},
+}
+_number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
+KINDS = {TEXT: lambda v: isinstance(v, str), NUMBER: _number,
+         STEPS: lambda v: v is None or _number(v), LIST: lambda v: isinstance(v, list),
+         MAPPING: lambda v: isinstance(v, dict)}
+
+
 def read_records(path):
     """The records of one of the study's files, a dict per line (none where no run wrote it yet:
-    a fresh study's)."""
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    a fresh study's). A line that is not a record of that file (cut short, not JSON, without a
+    field of FIELDS or with one of another kind) stops the script in one line naming it."""
+    if not path.exists():
+        return []
+    try:
+        lines = path.read_text("utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise SystemExit(f"{path}: cannot be read ({getattr(e, 'strerror', None) or e}); "
+                         "fix or remove that file") from None
+    records = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        where = f"{path}, line {n}"
+        try:
+            r = json.loads(line)
+        except ValueError as e:
+            at = "" if e.msg.endswith(" at") else " at"      # "Unterminated string starting at"
+            raise SystemExit(f"{where} is not JSON ({e.msg}{at} column {e.colno}); fix or "
+                             "remove that line") from None
+        if not isinstance(r, dict):
+            raise SystemExit(f"{where} is not a record (a JSON {type(r).__name__}, not an "
+                             "object); fix or remove that line")
+        for field, kind in FIELDS.get(path.name, {}).items():
+            key = field.rstrip("?")
+            if key not in r:
+                if field.endswith("?"):
+                    continue
+                raise SystemExit(f"{where} has no {key!r}: not a record of {path.name}; fix or "
+                                 "remove that line")
+            if not KINDS[kind](r[key]):
+                raise SystemExit(f"{where}: {key!r} is {_short(r[key])}, not {kind}; fix or "
+                                 "remove that line")
+        records.append(r)
+    return records
+
+
+def _short(value, most=40):
+    text = json.dumps(value)
+    return text if len(text) <= most else text[:most - 3] + "..."
 
 
 def main():

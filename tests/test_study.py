@@ -255,3 +255,53 @@ def test_the_study_table_has_a_row_for_a_corpus_outside_the_fit_corpora(tmp_path
     rows = [line.split(" | ")[0] for line in capsys.readouterr().out.splitlines()
             if " | 2 min | " in line]
     assert rows == ["| fortunes-100k", "| cjk-docs", "| some-text"] * 2
+
+
+RESULT = {"corpus": "russian-2m", "budget": 2, "kind": "grid", "name": "2x128", "best_val": 1.5,
+          "steps": 1_000, "epochs": 1.0, "chars_per_sec": 1_000, "date": "2026-12-01 10:00",
+          "settings": {}, "eval": "carried"}
+
+
+@pytest.mark.parametrize("name, line, said", [
+    ("results.jsonl", json.dumps(RESULT)[:50], r"line 2 is not JSON \(Unterminated string "
+                                               r"starting at column 47\)"),
+    ("judge.jsonl", "<<<<<<< HEAD", r"line 2 is not JSON \(Expecting value at column 1"),
+    ("heldout.jsonl", "[1, 2]", r"line 2 is not a record \(a JSON list, not an object\)"),
+    ("targets.jsonl", '{"step": 10, "train_loss": 2.3}', "line 2 has no 'pair': not a record of "
+                                                        "targets.jsonl"),
+    ("results.jsonl", json.dumps(dict(RESULT, budget="2")), "line 2: 'budget' is \"2\", not a "
+                                                           "number"),
+    ("judge.jsonl", json.dumps({**RESULT, "chosen": "model: {}", "planned_steps": "1,000"}),
+     "line 2: 'planned_steps' is \"1,000\", not a number or null")],
+    ids=["cut-short", "merge-marker", "not-an-object", "another-file", "budget-text",
+         "planned-text"])
+def test_a_damaged_records_file_stops_in_one_line_naming_the_line(tmp_path, name, line, said):
+    """A line cut short (a run killed while it wrote), a merge marker, or a record of another
+    file: a traceback from deep in a table before (KeyError, JSONDecodeError), or worse a
+    budget "2" read as another trial than budget 2, and run again."""
+    first = {**RESULT, "loss": 1.0, "pair": "x", "chosen": "model: {}"}
+    (tmp_path / name).write_text(json.dumps(first) + "\n" + line + "\n")
+    with pytest.raises(SystemExit, match=rf"^{tmp_path / name}, {said}.*; fix or remove that "
+                                         r"line$"):
+        heldout.study.read_records(tmp_path / name)
+
+
+def test_a_script_on_damaged_records_exits_with_one_line(tmp_path):
+    (tmp_path / "results.jsonl").write_text(json.dumps(RESULT) + "\n" + json.dumps(RESULT)[:50])
+    env = dict(os.environ, CHARLSTM_STUDY_RECORDS=str(tmp_path))
+    out = subprocess.run([sys.executable, "study.py", "--list"], env=env, cwd=BENCHMARKS,
+                         capture_output=True, text=True)
+    assert out.returncode == 1 and out.stderr == (
+        f"{tmp_path / 'results.jsonl'}, line 2 is not JSON (Unterminated string starting at "
+        "column 47); fix or remove that line\n")
+
+
+def test_a_judge_record_without_its_later_fields_is_tabled(tmp_path, monkeypatch, capsys):
+    """The fields judge.jsonl's records gained over time (code, plans, args) may be absent."""
+    chosen = "model: {num_layers: 1, hidden_size: 64, dropout: 0.0, weight_drop: 0.0}\n"
+    run = {"corpus": "tcl-lib", "budget": 2, "name": "v2", "best_val": 1.0, "steps": 10,
+           "epochs": 1.0, "chosen": chosen}
+    (tmp_path / "judge.jsonl").write_text(json.dumps(run) + "\n")
+    monkeypatch.setattr(heldout, "JUDGED", tmp_path / "judge.jsonl")
+    heldout.table()
+    assert "| tcl-lib | 2 min | v2 | - | - | - | - | 10 | - |" in capsys.readouterr().out
