@@ -508,6 +508,7 @@ def main():
                     help="with --choices: every net recipe.LAW weighed, its steps, epochs and "
                          "predicted loss above its choice")
     a = ap.parse_args()
+    study.records_folder(write=False)
     points = fit_points(a.until)
     if a.forms:
         return forms(points)

@@ -364,9 +364,9 @@ def main():
         raise SystemExit(f"--neighbours: no neighbour named {unknown[0]!r} "
                          f"(one of {', '.join(NEIGHBOURS)})")
     CODE = a.code.resolve()
+    study.records_folder(write=not a.table)
     if a.table:
         return table()
-    JUDGED.parent.mkdir(exist_ok=True)
     for budget in map(int, a.budgets.split(",")):
         for corpus in a.corpora.split(","):
             again = [a.label] if a.choice_only else [n for n in a.again.split(",") if n]

@@ -402,6 +402,25 @@ def _short(value, most=40):
     return text if len(text) <= most else text[:most - 3] + "..."
 
 
+def records_folder(write):
+    """Check RECORDS before a script reads its records (`write`: or writes them, making the
+    folder as a fresh study's), so that a wrong CHARLSTM_STUDY_RECORDS stops it in one line
+    before anything runs, not after a run it cannot record."""
+    where = f"CHARLSTM_STUDY_RECORDS={FRESH}" if FRESH else str(RECORDS)
+    if write:
+        try:
+            RECORDS.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise SystemExit(f"{where}: cannot make that folder ({e.strerror}); give a folder "
+                             "path") from None
+        if not os.access(RECORDS, os.W_OK | os.X_OK):
+            raise SystemExit(f"{where}: cannot write in that folder; give one you can write in")
+    elif not RECORDS.is_dir():
+        raise SystemExit(f"{where}: {'not a' if RECORDS.exists() else 'no such'} folder; give "
+                         "the folder of a study's records (benchmarks/rerun.py --records DIR "
+                         "makes one)")
+
+
 def main():
     ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     ap.add_argument("--corpora", default=",".join(corpora.CORPORA))
@@ -414,6 +433,7 @@ def main():
     ap.add_argument("--reevaluate", action="store_true",
                     help="measure earlier runs again from their checkpoints' carried state")
     a = ap.parse_args()
+    records_folder(write=not a.table)
     if a.table:
         return table()
     if a.heldout:
@@ -422,7 +442,6 @@ def main():
         reevaluate()
         return reevaluate(RECORDS / "targets.jsonl",
                           lambda r: RUNS / f"target-{r['pair']}-{r['name']}")
-    RESULTS.parent.mkdir(exist_ok=True)
     done = done_keys()
     todo = [t for t in trials(a.corpora.split(","), [int(b) for b in a.budgets.split(",")],
                               a.kinds.split(",")) if t[:2] + (t[3],) not in done]

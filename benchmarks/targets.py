@@ -118,6 +118,7 @@ def main():
     if missing:
         ap.error(f"{missing[0]} not found (the shakespeare-30-resolved pair trains the "
                  "config.yaml that a shakespeare-30 recipe run saved: run that pair first)")
+    study.records_folder(write=True)
     done = {(r["pair"], r["name"]) for r in study.read_records(RESULTS)}
     for pair in a.pairs.split(","):
         runs = [(name + (f"-{chr(ord('a') + i)}" if a.repeat > 1 else "")

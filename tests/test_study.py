@@ -305,3 +305,40 @@ def test_a_judge_record_without_its_later_fields_is_tabled(tmp_path, monkeypatch
     monkeypatch.setattr(heldout, "JUDGED", tmp_path / "judge.jsonl")
     heldout.table()
     assert "| tcl-lib | 2 min | v2 | - | - | - | - | 10 | - |" in capsys.readouterr().out
+
+
+def test_a_records_folder_that_cannot_be_made_or_is_not_there_stops_before_anything_runs(
+        tmp_path, monkeypatch):
+    """CHARLSTM_STUDY_RECORDS under a file stopped study.py and heldout.py on a traceback, and
+    targets.py not at all (its runs would have trained before failing to record); one naming a
+    folder that is not there gave empty tables, and fit.py a traceback."""
+    (tmp_path / "file").write_text("not a folder")
+    under_file, missing = tmp_path / "file" / "x", tmp_path / "missing"
+    env = dict(os.environ, CHARLSTM_STUDY_RECORDS=str(under_file))
+    out = subprocess.run([sys.executable, "study.py", "--list"], env=env, cwd=BENCHMARKS,
+                         capture_output=True, text=True)
+    assert (out.returncode, out.stderr) == (1, f"CHARLSTM_STUDY_RECORDS={under_file}: cannot make "
+                                               "that folder (Not a directory); give a folder "
+                                               "path\n")
+    import targets
+    study = heldout.study
+    monkeypatch.setattr(targets, "run", lambda *a: pytest.fail("a run was started"))
+    for folder, argv, said in [
+            (under_file, [targets, "--pairs", "builtin"], "cannot make that folder"),
+            (under_file, [heldout, "--list", "--corpora", "tcl-lib"], "cannot make that folder"),
+            (missing, [study, "--table"], "no such folder; give the folder of a study's records "
+                                          r"\(benchmarks/rerun.py --records DIR makes one\)$"),
+            (missing, [heldout, "--table"], "no such folder"),
+            (tmp_path / "file", [fit], "not a folder")]:
+        monkeypatch.setattr(study, "FRESH", str(folder))
+        monkeypatch.setattr(study, "RECORDS", folder)
+        monkeypatch.setattr(sys, "argv", [argv[0].__name__ + ".py", *argv[1:]])
+        with pytest.raises(SystemExit, match=rf"^CHARLSTM_STUDY_RECORDS={folder}: {said}"):
+            argv[0].main()
+    monkeypatch.setattr(study, "RECORDS", tmp_path)          # there, but not ours to write in
+    monkeypatch.setattr(study, "FRESH", str(tmp_path))
+    monkeypatch.setattr(study.os, "access", lambda *a: False)
+    monkeypatch.setattr(sys, "argv", ["targets.py", "--pairs", "builtin"])
+    with pytest.raises(SystemExit, match=r": cannot write in that folder; give one you can write "
+                                         "in$"):
+        targets.main()
