@@ -342,3 +342,14 @@ def test_a_records_folder_that_cannot_be_made_or_is_not_there_stops_before_anyth
     with pytest.raises(SystemExit, match=r": cannot write in that folder; give one you can write "
                                          "in$"):
         targets.main()
+
+
+def test_a_fit_with_too_few_runs_says_so_in_one_line(monkeypatch):
+    """--until a day before the first runs (or a fresh study's empty records): an IndexError from
+    deep in the fit before."""
+    monkeypatch.setattr(sys, "argv", ["fit.py", "--until", "2026-11-29"])
+    with pytest.raises(SystemExit, match=r"^fit.py: the runs recorded up to 2026-11-29 in .* give "
+                                         r"0 fit corpora with 3 points or more; the law needs 2: "
+                                         r"give a later --until, or run the study first "
+                                         r"\(benchmarks/rerun.py\)$"):
+        fit.main()
