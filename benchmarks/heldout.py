@@ -332,8 +332,11 @@ def predicted_table(rows):
 def main():
     global CODE
     ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
-    ap.add_argument("--corpora", default=",".join(corpora.JUDGES))
-    ap.add_argument("--budgets", default=",".join(map(str, BUDGETS)))
+    ap.add_argument("--corpora", default=",".join(corpora.JUDGES),
+                    type=study.comma_list(corpora.NAMES, "corpus"),
+                    help="the corpora, comma-separated (default: the held-out ones, JUDGES)")
+    ap.add_argument("--budgets", default=",".join(map(str, BUDGETS)), type=study.budgets,
+                    help="minutes, comma-separated (default 2,10)")
     ap.add_argument("--list", action="store_true", help="print the next runs to do")
     ap.add_argument("--table", action="store_true", help="print the results as tables")
     ap.add_argument("--code", type=Path, default=CODE,
@@ -363,12 +366,15 @@ def main():
     if unknown:
         raise SystemExit(f"--neighbours: no neighbour named {unknown[0]!r} "
                          f"(one of {', '.join(NEIGHBOURS)})")
+    if not (a.code / "charlstm" / "__init__.py").is_file():
+        ap.error(f"--code {a.code}: no charlstm checkout there; give one (git worktree add DIR "
+                 "COMMIT)")
     CODE = a.code.resolve()
     study.records_folder(write=not a.table)
     if a.table:
         return table()
-    for budget in map(int, a.budgets.split(",")):
-        for corpus in a.corpora.split(","):
+    for budget in a.budgets:
+        for corpus in a.corpora:
             again = [a.label] if a.choice_only else [n for n in a.again.split(",") if n]
             judge(corpus, budget, a.label, a.list, again, which, nets, a.seed)
 

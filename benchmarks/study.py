@@ -421,11 +421,40 @@ def records_folder(write):
                          "makes one)")
 
 
+def comma_list(known, what):
+    """An argparse type: comma-separated names, each one of `known`."""
+    def names(text):
+        out = [n for n in text.split(",") if n]
+        unknown = [n for n in out if n not in known]
+        if unknown:
+            raise argparse.ArgumentTypeError(f"no {what} named {unknown[0]!r} (one of "
+                                             f"{', '.join(known)})")
+        return out
+    return names
+
+
+def budgets(text):
+    """An argparse type: comma-separated whole minutes."""
+    try:
+        out = [int(b) for b in text.split(",") if b]
+    except ValueError:
+        out = []
+    if not out or min(out) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give whole minutes, comma-separated "
+                                         "(2,10)")
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
-    ap.add_argument("--corpora", default=",".join(corpora.CORPORA))
-    ap.add_argument("--budgets", default="2,10", help="minutes, comma-separated")
-    ap.add_argument("--kinds", default="grid,default,auto")
+    ap.add_argument("--corpora", default=",".join(corpora.CORPORA),
+                    type=comma_list(VAL_FRACTION, "study corpus"),
+                    help="the corpora, comma-separated (default: the fit corpora)")
+    ap.add_argument("--budgets", default="2,10", type=budgets, help="minutes, comma-separated")
+    ap.add_argument("--kinds", default="grid,default,auto",
+                    type=comma_list(("grid", "default", "auto"), "kind"),
+                    help="which trials, comma-separated: grid (the hand-picked nets), default "
+                         "(today's defaults), auto (the recipe)")
     ap.add_argument("--list", action="store_true", help="print the trials still to run")
     ap.add_argument("--table", action="store_true", help="print the results as a table")
     ap.add_argument("--heldout", action="store_true",
@@ -443,8 +472,7 @@ def main():
         return reevaluate(RECORDS / "targets.jsonl",
                           lambda r: RUNS / f"target-{r['pair']}-{r['name']}")
     done = done_keys()
-    todo = [t for t in trials(a.corpora.split(","), [int(b) for b in a.budgets.split(",")],
-                              a.kinds.split(",")) if t[:2] + (t[3],) not in done]
+    todo = [t for t in trials(a.corpora, a.budgets, a.kinds) if t[:2] + (t[3],) not in done]
     print(f"{len(todo)} trials to run, about {sum(t[1] + 0.5 for t in todo):.0f} minutes",
           flush=True)
     for t in todo:

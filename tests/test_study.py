@@ -7,6 +7,7 @@ writes no empty corpus."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -353,3 +354,47 @@ def test_a_fit_with_too_few_runs_says_so_in_one_line(monkeypatch):
                                          r"give a later --until, or run the study first "
                                          r"\(benchmarks/rerun.py\)$"):
         fit.main()
+
+
+def test_a_bad_argument_is_refused_in_one_line_before_anything_runs(tmp_path, monkeypatch,
+                                                                     capsys):
+    """Each was a traceback (a budget not a number, a corpus no builder has, an --out under a
+    file, apt-get failing), or was taken without a word: an unknown kind or --only name ran
+    nothing, a study corpus without a validation fraction stopped on a KeyError when its turn
+    came (after the trials before it), and --code without a checkout went on to its first run."""
+    import targets
+    study, corpora = heldout.study, heldout.corpora
+    for module, name in ((study, "run_trial"), (heldout, "run"), (targets, "run"),
+                         (corpora, "build")):
+        monkeypatch.setattr(module, name, lambda *a, **k: pytest.fail("something was started"))
+    (tmp_path / "file").write_text("not a folder")
+    for module, args, said in [
+            (study, ["--budgets", "2,x", "--list"], "argument --budgets: '2,x': give whole "
+                                                     r"minutes, comma-separated \(2,10\)"),
+            (study, ["--kinds", "grid,auot", "--list"], "argument --kinds: no kind named 'auot' "
+                                                         r"\(one of grid, default, auto\)"),
+            (study, ["--corpora", "cjk-man", "--list"], "argument --corpora: no study corpus "
+                                                         r"named 'cjk-man' \(one of fortunes-100k,"),
+            (heldout, ["--budgets", "0", "--list"], "argument --budgets: '0': give whole minutes"),
+            (heldout, ["--corpora", "tcl-lib,tcl", "--list"], "argument --corpora: no corpus "
+                                                               r"named 'tcl' \(one of "),
+            (heldout, ["--code", str(tmp_path), "--list"], f"--code {tmp_path}: no charlstm "
+                                                            "checkout there"),
+            (targets, ["--pairs", "shakespeare-10", "--only", "recipee"],
+             r"--only 'recipee': no run of that name in shakespeare-10 \(its runs: shipped, "
+             r"recipe\)"),
+            (targets, ["--code", str(tmp_path)], f"--code {tmp_path}: no charlstm checkout"),
+            (corpora, ["tcl-lib", "tcl"], r"no corpus named 'tcl' \(one of fortunes-100k, "),
+            (corpora, ["--out", str(tmp_path / "file" / "x")], r"--out .*/file/x: cannot make "
+                                                                r"that folder \(Not a directory\)")]:
+        monkeypatch.setattr(sys, "argv", [module.__name__ + ".py", *args])
+        with pytest.raises(SystemExit) as stop:
+            module.main()
+        assert stop.value.code == 2, (module, args)
+        assert re.search(rf"^{module.__name__}.py: error: {said}", capsys.readouterr().err, re.M)
+    monkeypatch.setattr(corpora.subprocess, "run",
+                        lambda *a, **k: subprocess.CompletedProcess(a, 100))
+    monkeypatch.setattr(sys, "argv", ["corpora.py", "--install"])
+    with pytest.raises(SystemExit, match=r"^corpora.py --install: apt-get install stopped \(exit "
+                                         r"status 100, said above\); run it as root$"):
+        corpora.main()
