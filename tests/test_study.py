@@ -398,3 +398,22 @@ def test_a_bad_argument_is_refused_in_one_line_before_anything_runs(tmp_path, mo
     with pytest.raises(SystemExit, match=r"^corpora.py --install: apt-get install stopped \(exit "
                                          r"status 100, said above\); run it as root$"):
         corpora.main()
+
+
+def test_help_says_what_a_script_does_and_starts_nothing(monkeypatch, capsys):
+    """replan.py and extremes.py took no arguments: --help ran the analysis, and in extremes.py
+    nine dry runs that time nets (minutes) after building a 500 MB text."""
+    import extremes
+    import replan
+    monkeypatch.setattr(replan, "logged", lambda *a: pytest.fail("run folders were read"))
+    monkeypatch.setattr(extremes, "text_path", lambda *a: pytest.fail("a text was built"))
+    monkeypatch.setattr(extremes, "dry_run", lambda *a: pytest.fail("a dry run was started"))
+    for module, what in ((replan, "When should a time-budgeted run plan its step count again?"),
+                         (extremes, "What `charlstm train --data TEXT --minutes N --dry-run` "
+                                    "chooses at the edges")):
+        monkeypatch.setattr(sys, "argv", [module.__name__ + ".py", "--help"])
+        with pytest.raises(SystemExit) as stop:
+            module.main()
+        out = capsys.readouterr().out
+        assert stop.value.code == 0 and out.startswith(f"usage: {module.__name__}.py [-h]\n")
+        assert what in " ".join(out.split())
