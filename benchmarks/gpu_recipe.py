@@ -129,7 +129,8 @@ def main():
     ap.add_argument("--masks", action="store_true", help="the heavy set's masks' cost a step")
     ap.add_argument("--cpu", action="store_true", help="the first two on the CPU (a check)")
     ap.add_argument("--minutes", type=float, help="a recipe run and a config run this long")
-    ap.add_argument("--out", type=Path, default=Path("gpu-recipe"))
+    ap.add_argument("--out", type=Path, default=Path("gpu-recipe"),
+                    help="the folder the tables, logs and metrics go to (default gpu-recipe)")
     a = ap.parse_args()
     if not (a.timing or a.masks or a.cpu or a.minutes):
         ap.error("give --timing, --masks, --minutes N or --cpu")

@@ -56,7 +56,8 @@ def main():
     ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     ap.add_argument("--shapes", default="256x32,352x32,448x32,640x32,128x50,512x64",
                     help="HIDDENxBATCH, comma-separated")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2,
+                    help="NumPy's and torch's threads (default 2)")
     ap.add_argument("--rounds", type=int, default=3, help="NumPy then torch, this many times")
     a = ap.parse_args()
     set_threads(a.threads)

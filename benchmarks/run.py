@@ -40,12 +40,14 @@ def run_json(cmd, env):
 
 def main():
     ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3,
+                    help="runs of each configuration, the median counts (default 3)")
+    ap.add_argument("--threads", type=int, default=2, help="threads of each run (default 2)")
     ap.add_argument("--torch-python", help="a Python interpreter that has torch installed")
     ap.add_argument("--native-blas", action="store_true",
                     help="unset OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE for charlstm's runs")
-    ap.add_argument("--cell", choices=["lstm", "gru", "rnn"], default="lstm")
+    ap.add_argument("--cell", choices=["lstm", "gru", "rnn"], default="lstm",
+                    help="the cell to time (default lstm)")
     ap.add_argument("--configs", default=",".join(f"{L}x{H}" for L, H, *_ in CONFIGS),
                     help="which configurations, as LxH, comma-separated")
     a = ap.parse_args()

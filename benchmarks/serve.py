@@ -127,9 +127,12 @@ def main():
     ap.add_argument("model", help="checkpoint or run folder to serve")
     ap.add_argument("--chars", type=int, default=500, help="characters per request")
     ap.add_argument("--sequential", type=int, default=16, help="requests served one at a time")
-    ap.add_argument("--soak-minutes", type=float, default=5.0)
-    ap.add_argument("--soak-clients", type=int, default=32)
-    ap.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32, 64])
+    ap.add_argument("--soak-minutes", type=float, default=5.0,
+                    help="minutes of clients streaming request after request, the server's "
+                         "memory sampled (default 5; 0: no soak)")
+    ap.add_argument("--soak-clients", type=int, default=32, help="clients in the soak (default 32)")
+    ap.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32, 64],
+                    help="how many concurrent clients to measure (default 1 8 32 64)")
     ap.add_argument("--json", help="write the figures here too")
     args = ap.parse_args()
     server, url = start_server([args.model, "--max-length", "1000000"])

@@ -68,8 +68,9 @@ def recurrent_products(ts, cfg, steps):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
-    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                    help="a config setting on top of the 1 x 640 shape (repeatable)")
+    ap.add_argument("--steps", type=int, default=10, help="steps timed (default 10)")
     args = ap.parse_args()
     cfg = bench_config(None, DEFAULTS + args.sets)
     m, t = cfg.model, cfg.train

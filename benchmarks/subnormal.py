@@ -90,10 +90,17 @@ def steps(path, rounds=4, n=60):
         print(f"  {k:7s} {'floor' if f else 'no floor':8s} ms per step:", [round(x, 1) for x in v])
 
 
-if __name__ == "__main__":
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--adam", default=RUNS / "judge-french-man-10m-v2:w1.4/last.npz")
-    ap.add_argument("--steps", default=RUNS / "judge-french-man-10m-v2:w0.7/last.npz")
+def main():
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--adam", default=RUNS / "judge-french-man-10m-v2:w1.4/last.npz",
+                    help="the checkpoint whose moments Adam steps on (1.)")
+    ap.add_argument("--steps", default=RUNS / "judge-french-man-10m-v2:w0.7/last.npz",
+                    help="the checkpoint whose weights and moments the steps start from (2.)")
     a = ap.parse_args()
     adam(a.adam)
     steps(a.steps)
+
+
+if __name__ == "__main__":
+    main()

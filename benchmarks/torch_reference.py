@@ -66,15 +66,21 @@ def sample_rate(emb, rnn, head, chars=500):
 
 def main():
     ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
-    for name, default in [("layers", 2), ("hidden", 512), ("batch", 64), ("seq", 100),
-                          ("vocab", 65), ("embedding", 64), ("steps", 10), ("threads", 2)]:
-        ap.add_argument(f"--{name}", type=int, default=default)
+    for name, default, what in [("layers", 2, "layers"), ("hidden", 512, "hidden size"),
+                                ("batch", 64, "batch size"), ("seq", 100, "window length"),
+                                ("vocab", 65, "vocabulary size"),
+                                ("embedding", 64, "embedding size"),
+                                ("steps", 10, "steps timed, after 2 warmup steps"),
+                                ("threads", 2, "CPU threads")]:
+        ap.add_argument(f"--{name}", type=int, default=default, help=f"{what} (default {default})")
     ap.add_argument("--no-mkldnn", action="store_true", help="turn oneDNN off")
-    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    ap.add_argument("--cell", choices=list(CELLS), default="lstm")
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                    help="where to run (default cpu; cuda: cuDNN's fused cells)")
+    ap.add_argument("--cell", choices=list(CELLS), default="lstm",
+                    help="the cell (default lstm; rnn: nn.RNN, tanh)")
     ap.add_argument("--tf32", choices=["on", "off"], default="on",
                     help="cuda: let cuDNN and cuBLAS use TF32 for float32 (PyTorch's cuDNN default)")
-    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--json", action="store_true", help="print the figures as one JSON line")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     if a.no_mkldnn:

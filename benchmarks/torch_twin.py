@@ -50,8 +50,10 @@ class Twin(torch.nn.Module):
 
 def main():
     ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
-    ap.add_argument("config")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("config", help="the config of the charlstm run to twin (a plain LSTM with a "
+                                   "time budget)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a setting on top of the config, as charlstm train's (repeatable)")
     a = ap.parse_args()
     cfg = load_config(a.config, a.set)
     m, o, t = cfg.model, cfg.optim, cfg.train
