@@ -447,3 +447,26 @@ def test_every_script_says_what_it_does_and_what_each_option_is(monkeypatch):
         assert " ".join(module.__doc__.split("\n\n")[0].split()) in " ".join(
             parser.description.split()), name
         assert [a.dest for a in parser._actions if not a.help] == [], name
+
+
+def test_gpu_recipe_masks_time_the_heavy_set_and_a_missing_gpu_is_one_line(tmp_path,
+                                                                          monkeypatch):
+    """recipe._regularize gained its budget argument and gpu_recipe.py's --masks (and --cpu)
+    stopped on a TypeError; without CuPy, --timing and --masks ended on CharlstmError."""
+    import gpu_recipe
+    from charlstm import backend
+    from charlstm.errors import CharlstmError
+    assert gpu_recipe.recipe_heavy() == {"model.dropout": 0.25, "model.dropout_mask": "window",
+                                         "model.weight_drop": 0.25, "optim.weight_decay": 0.1}
+
+    def no_gpu(device):
+        if device == "cuda":
+            raise CharlstmError("device 'cuda' needs CuPy, which is not installed")
+    monkeypatch.setattr(backend, "require", no_gpu)
+    monkeypatch.setattr(gpu_recipe, "timing", lambda *a: pytest.fail("nets were timed"))
+    monkeypatch.setattr(gpu_recipe, "masks", lambda *a: pytest.fail("masks were timed"))
+    for flag in ("--timing", "--masks"):
+        monkeypatch.setattr(sys, "argv", ["gpu_recipe.py", flag, "--out", str(tmp_path)])
+        with pytest.raises(SystemExit, match=r"^gpu_recipe.py: device 'cuda' needs CuPy, which "
+                                             r"is not installed$"):
+            gpu_recipe.main()
