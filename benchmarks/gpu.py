@@ -28,7 +28,13 @@ def main():
     ap.add_argument("--steps", type=int, default=10, help="steps timed in each run (default 10)")
     ap.add_argument("--cpu-json", help="JSON of {config: chars/s} of charlstm bench on a CPU")
     a = ap.parse_args()
-    cpu = json.loads(Path(a.cpu_json).read_text()) if a.cpu_json else {}
+    if a.repeats < 1:
+        ap.error(f"--repeats {a.repeats}: give 1 or more")
+    try:
+        cpu = json.loads(Path(a.cpu_json).read_text()) if a.cpu_json else {}
+    except (OSError, ValueError) as e:
+        ap.error(f"--cpu-json {a.cpu_json}: cannot read it as JSON "
+                 f"({getattr(e, 'strerror', None) or e})")
     rows = []
     for L, H, B, T in CONFIGS:
         shape = ["--layers", str(L), "--hidden", str(H), "--batch", str(B), "--seq", str(T),

@@ -13,9 +13,14 @@ TF32 tensor cores for float32 (PyTorch's default lets cuDNN use them).
 
 import argparse
 import json
+import sys
 import time
 
-import torch
+try:
+    import torch
+except ImportError:                    # developers only: say so in one line
+    sys.exit("torch_reference.py needs PyTorch, which is not installed here: pip install torch "
+             "(into a scratch virtualenv; never a charlstm dependency)")
 
 
 def sync(device):
@@ -82,6 +87,9 @@ def main():
                     help="cuda: let cuDNN and cuBLAS use TF32 for float32 (PyTorch's cuDNN default)")
     ap.add_argument("--json", action="store_true", help="print the figures as one JSON line")
     a = ap.parse_args()
+    if a.device == "cuda" and not torch.cuda.is_available():
+        ap.error("--device cuda: this torch finds no CUDA GPU (torch.cuda.is_available() is "
+                 "False); use --device cpu")
     torch.set_num_threads(a.threads)
     if a.no_mkldnn:
         torch.backends.mkldnn.enabled = False

@@ -449,6 +449,84 @@ def test_every_script_says_what_it_does_and_what_each_option_is(monkeypatch):
         assert [a.dest for a in parser._actions if not a.help] == [], name
 
 
+def test_a_missing_optional_dependency_is_said_in_one_line(tmp_path):
+    """Without torch, torch_twin.py and torch_reference.py ended on ModuleNotFoundError; without
+    httpx, serve.py did, --help too."""
+    for name in ("torch", "httpx"):
+        (tmp_path / f"{name}.py").write_text(f'raise ModuleNotFoundError("No module named '
+                                             f'{name!r}", name={name!r})\n')
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(tmp_path), *filter(None, [os.environ.get("PYTHONPATH")])]))
+    torch = ("needs PyTorch, which is not installed here: pip install torch (into a scratch "
+             "virtualenv; never a charlstm dependency)\n")
+    for args, said in [(["torch_twin.py", "configs/shakespeare.yaml"], "torch_twin.py " + torch),
+                       (["torch_reference.py", "--help"], "torch_reference.py " + torch),
+                       (["serve.py", "runs/shakespeare"], "serve.py needs httpx, which is not "
+                                                          "installed here: pip install httpx\n")]:
+        out = subprocess.run([sys.executable, *args], env=env, cwd=BENCHMARKS,
+                             capture_output=True, text=True)
+        assert (out.returncode, out.stderr) == (1, said), args
+    out = subprocess.run([sys.executable, "serve.py", "--help"], env=env, cwd=BENCHMARKS,
+                         capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.startswith("usage: serve.py")
+
+
+def test_a_timing_script_refuses_a_bad_argument_or_a_failed_run_in_one_line(tmp_path,
+                                                                             monkeypatch, capsys):
+    """Each was a traceback (CalledProcessError from a bench that stopped, StatisticsError for
+    --repeats 0, FileNotFoundError, ValueError, ZeroDivisionError, ConfigError, AssertionError
+    from torch without CUDA or from a server that did not start), or an empty table for a
+    configuration run.py does not have."""
+    import gpu
+    import products
+    import run
+    import serve
+    import step_profile
+    import torch_reference
+    stops = tmp_path / "bench.py"
+    stops.write_text("import sys\nsys.exit(\"Error: device 'cuda' needs CuPy\")\n")
+    with pytest.raises(SystemExit, match=r"^bench.py stopped \(exit status 1\): Error: device "
+                                         r"'cuda' needs CuPy$"):
+        run.run_json([sys.executable, str(stops)], dict(os.environ))
+    no_torch = tmp_path / "python"
+    no_torch.write_text("#!/bin/sh\nexit 1\n")
+    no_torch.chmod(0o755)
+    monkeypatch.setattr(run, "run_json", lambda *a: pytest.fail("a bench was started"))
+    monkeypatch.setattr(serve, "start_server", lambda *a: (_ for _ in ()).throw(AssertionError(
+        "the server did not start: Usage: charlstm serve [OPTIONS] MODELS...\n\nError: Invalid "
+        "value for 'MODELS...': Path 'nope' does not exist.\n")))
+    monkeypatch.setattr(torch_reference.torch.cuda, "is_available", lambda: False)
+    for module, args, said in [
+            (run, ["--configs", "1x256,9x9"], r"--configs: no configuration '9x9' \(one of 1x256, "),
+            (run, ["--repeats", "0"], "--repeats 0: give 1 or more"),
+            (run, ["--torch-python", str(tmp_path / "nope")], f"--torch-python {tmp_path}/nope: "
+                                                               "cannot run it"),
+            (run, ["--torch-python", str(no_torch)], f"--torch-python {no_torch}: that Python has "
+                                                      "no torch"),
+            (gpu, ["--cpu-json", str(tmp_path / "cpu.json")], f"--cpu-json {tmp_path}/cpu.json: "
+                                                               "cannot read it"),
+            (gpu, ["--repeats", "0"], "--repeats 0: give 1 or more"),
+            (products, ["--shapes", "256x32,128"], "argument --shapes: '128' is not HIDDENxBATCH"),
+            (products, ["--rounds", "0"], "--rounds 0: give 1 or more"),
+            (step_profile, ["--steps", "0"], "--steps 0: give 1 or more"),
+            (torch_reference, ["--device", "cuda"], r"--device cuda: this torch finds no CUDA GPU"),
+            (serve, ["runs/x", "--clients", "1", "0"], "--clients: give 1 or more clients"),
+            (serve, ["runs/x", "--sequential", "0"], "--sequential 0: give 1 or more")]:
+        monkeypatch.setattr(sys, "argv", [module.__name__ + ".py", *args])
+        with pytest.raises(SystemExit) as stop:
+            module.main()
+        assert stop.value.code == 2, (module, args)
+        assert re.search(rf"^{module.__name__}.py: error: {said}", capsys.readouterr().err, re.M)
+    for module, args, said in [
+            (step_profile, ["--set", "model.nope=1"], "step_profile.py: --set 'model.nope=1': "
+                                                      "unknown key 'model.nope'"),
+            (serve, ["nope"], r"serve.py: charlstm serve did not start: Error: Invalid value for "
+                              r"'MODELS...': Path 'nope' does not exist.$")]:
+        monkeypatch.setattr(sys, "argv", [module.__name__ + ".py", *args])
+        with pytest.raises(SystemExit, match=f"^{said}"):
+            module.main()
+
+
 def test_gpu_recipe_masks_time_the_heavy_set_and_a_missing_gpu_is_one_line(tmp_path,
                                                                           monkeypatch):
     """recipe._regularize gained its budget argument and gpu_recipe.py's --masks (and --cpu)
