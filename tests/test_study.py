@@ -527,6 +527,52 @@ def test_a_timing_script_refuses_a_bad_argument_or_a_failed_run_in_one_line(tmp_
             module.main()
 
 
+def test_a_checkpoint_or_run_folder_that_cannot_be_read_is_said_in_one_line(tmp_path,
+                                                                           monkeypatch, capsys):
+    """subnormal.py without the held-out study's run folders, or given a damaged file; a
+    torch_twin.py config that is not there; race.py on a damaged run folder or an --out under a
+    file: tracebacks before."""
+    import race
+    import subnormal
+    import torch_twin
+    garbage = tmp_path / "last.npz"
+    garbage.write_text("not a checkpoint")
+    monkeypatch.setattr(subnormal, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(sys, "argv", ["subnormal.py"])
+    with pytest.raises(SystemExit) as stop:
+        subnormal.main()
+    assert stop.value.code == 2 and re.search(
+        r"^subnormal.py: error: --adam .*/runs/judge-french-man-10m-v2:w1.4/last.npz: no such "
+        r"checkpoint \(the default is a run of the held-out study: give one of yours\)$",
+        capsys.readouterr().err, re.M)
+    monkeypatch.setattr(sys, "argv", ["subnormal.py", "--adam", str(garbage), "--steps",
+                                      str(garbage)])
+    with pytest.raises(SystemExit, match=rf"^subnormal.py: {garbage}: not a checkpoint with Adam "
+                                         r"moments \(.*\)$"):
+        subnormal.main()
+    monkeypatch.setattr(sys, "argv", ["torch_twin.py", str(tmp_path / "nope.yaml")])
+    with pytest.raises(SystemExit, match=r"^torch_twin.py: config file '.*nope.yaml' not found$"):
+        torch_twin.main()
+    monkeypatch.setattr(race.subprocess, "run", lambda *a, **k: pytest.fail("a run was started"))
+    race_out = tmp_path / "race"
+    (race_out / "lstm").mkdir(parents=True)
+    (race_out / "lstm" / "last.npz").write_text("not a checkpoint")
+    args = ["--config", "configs/tiny.yaml", "--only", "lstm", "--out"]
+    with pytest.raises(SystemExit, match=rf"^race.py: lstm: '{race_out}/lstm/last.npz' is not a "
+                                         r"readable checkpoint \(.*\); remove .*/lstm to train "
+                                         r"it anew, or choose another --out$"):
+        race.main([*args, str(race_out)])
+    (race_out / "lstm" / "race-entry.json").write_text("{cut")
+    with pytest.raises(SystemExit, match=rf"^race.py: lstm: {race_out}/lstm/race-entry.json "
+                                         r"cannot be read \(.*\); remove .*/lstm to train it "
+                                         r"anew, or choose another --out$"):
+        race.main([*args, str(race_out)])
+    garbage.rename(tmp_path / "file")
+    with pytest.raises(SystemExit, match=r"^race.py: --out .*/file: cannot make .*/file/lstm "
+                                         r"\(Not a directory\); give a folder path$"):
+        race.main([*args, str(tmp_path / "file")])
+
+
 def test_gpu_recipe_masks_time_the_heavy_set_and_a_missing_gpu_is_one_line(tmp_path,
                                                                           monkeypatch):
     """recipe._regularize gained its budget argument and gpu_recipe.py's --masks (and --cpu)
