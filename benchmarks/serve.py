@@ -145,6 +145,8 @@ def main():
         ap.error("--clients: give 1 or more clients in each measure")
     if not args.soak_minutes >= 0:
         ap.error(f"--soak-minutes {args.soak_minutes}: give 0 (no soak) or more")
+    if args.json and not Path(args.json).resolve().parent.is_dir():
+        ap.error(f"--json {args.json}: no folder {Path(args.json).parent} to write it in")
     if httpx is None:
         raise SystemExit("serve.py needs httpx, which is not installed here: pip install httpx")
     try:

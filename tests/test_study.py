@@ -594,3 +594,18 @@ def test_gpu_recipe_masks_time_the_heavy_set_and_a_missing_gpu_is_one_line(tmp_p
         with pytest.raises(SystemExit, match=r"^gpu_recipe.py: device 'cuda' needs CuPy, which "
                                              r"is not installed$"):
             gpu_recipe.main()
+
+
+def test_serve_refuses_a_json_it_could_not_write_before_it_measures(tmp_path, monkeypatch,
+                                                                   capsys):
+    """--json in a folder that is not there ended the sitting on FileNotFoundError after every
+    measure and the soak (minutes), their figures lost."""
+    import serve
+    monkeypatch.setattr(serve, "start_server", lambda *a: pytest.fail("a server was started"))
+    monkeypatch.setattr(sys, "argv", ["serve.py", "runs/x", "--json",
+                                      str(tmp_path / "gone" / "serve.json")])
+    with pytest.raises(SystemExit) as stop:
+        serve.main()
+    assert stop.value.code == 2 and capsys.readouterr().err.endswith(
+        f"serve.py: error: --json {tmp_path}/gone/serve.json: no folder {tmp_path}/gone to "
+        "write it in\n")
