@@ -35,6 +35,9 @@ def main():
     except (OSError, ValueError) as e:
         ap.error(f"--cpu-json {a.cpu_json}: cannot read it as JSON "
                  f"({getattr(e, 'strerror', None) or e})")
+    if not isinstance(cpu, dict):
+        ap.error(f"--cpu-json {a.cpu_json}: not a table of chars/s by configuration "
+                 '({"2x512, 64, 100": 12000, ...})')
     rows = []
     for L, H, B, T in CONFIGS:
         shape = ["--layers", str(L), "--hidden", str(H), "--batch", str(B), "--seq", str(T),

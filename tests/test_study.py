@@ -609,3 +609,17 @@ def test_serve_refuses_a_json_it_could_not_write_before_it_measures(tmp_path, mo
     assert stop.value.code == 2 and capsys.readouterr().err.endswith(
         f"serve.py: error: --json {tmp_path}/gone/serve.json: no folder {tmp_path}/gone to "
         "write it in\n")
+
+
+def test_gpu_refuses_a_cpu_json_that_is_not_a_table_before_it_benches(tmp_path, monkeypatch,
+                                                                      capsys):
+    """A --cpu-json holding a list ended gpu.py on AttributeError after its first benches."""
+    import gpu
+    monkeypatch.setattr(gpu, "run_json", lambda *a: pytest.fail("a bench was started"))
+    (tmp_path / "cpu.json").write_text("[1200, 3400]")
+    monkeypatch.setattr(sys, "argv", ["gpu.py", "--cpu-json", str(tmp_path / "cpu.json")])
+    with pytest.raises(SystemExit) as stop:
+        gpu.main()
+    assert stop.value.code == 2 and capsys.readouterr().err.endswith(
+        f"gpu.py: error: --cpu-json {tmp_path}/cpu.json: not a table of chars/s by "
+        "configuration ({\"2x512, 64, 100\": 12000, ...})\n")
