@@ -69,6 +69,14 @@ def sample_rate(emb, rnn, head, chars=500):
     return chars / (time.perf_counter() - tic)
 
 
+def positive(text):
+    """An argparse type: a whole number, 1 or more."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text}: give 1 or more")
+    return value
+
+
 def main():
     ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     for name, default, what in [("layers", 2, "layers"), ("hidden", 512, "hidden size"),
@@ -77,7 +85,8 @@ def main():
                                 ("embedding", 64, "embedding size"),
                                 ("steps", 10, "steps timed, after 2 warmup steps"),
                                 ("threads", 2, "CPU threads")]:
-        ap.add_argument(f"--{name}", type=int, default=default, help=f"{what} (default {default})")
+        ap.add_argument(f"--{name}", type=positive, default=default,
+                        help=f"{what} (default {default})")
     ap.add_argument("--no-mkldnn", action="store_true", help="turn oneDNN off")
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
                     help="where to run (default cpu; cuda: cuDNN's fused cells)")

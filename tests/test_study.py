@@ -623,3 +623,16 @@ def test_gpu_refuses_a_cpu_json_that_is_not_a_table_before_it_benches(tmp_path, 
     assert stop.value.code == 2 and capsys.readouterr().err.endswith(
         f"gpu.py: error: --cpu-json {tmp_path}/cpu.json: not a table of chars/s by "
         "configuration ({\"2x512, 64, 100\": 12000, ...})\n")
+
+
+def test_torch_reference_refuses_sizes_below_1_in_one_line(monkeypatch, capsys):
+    """--layers 0, --hidden 0, --steps 0 or --threads 0 ended on torch's ValueError, an
+    IndexError or a RuntimeError."""
+    import torch_reference
+    monkeypatch.setattr(torch_reference, "train_rate", lambda *a, **k: pytest.fail("timed"))
+    for option in ("--layers", "--hidden", "--steps", "--threads"):
+        monkeypatch.setattr(sys, "argv", ["torch_reference.py", option, "0"])
+        with pytest.raises(SystemExit) as stop:
+            torch_reference.main()
+        assert stop.value.code == 2 and capsys.readouterr().err.endswith(
+            f"torch_reference.py: error: argument {option}: 0: give 1 or more\n")
