@@ -74,8 +74,9 @@ def main():
                     help="NumPy's and torch's threads (default 2)")
     ap.add_argument("--rounds", type=int, default=3, help="NumPy then torch, this many times")
     a = ap.parse_args()
-    if a.rounds < 1:
-        ap.error(f"--rounds {a.rounds}: give 1 or more")
+    for name in ("threads", "rounds"):
+        if getattr(a, name) < 1:
+            ap.error(f"--{name} {getattr(a, name)}: give 1 or more")
     set_threads(a.threads)
     try:
         import torch

@@ -636,3 +636,14 @@ def test_torch_reference_refuses_sizes_below_1_in_one_line(monkeypatch, capsys):
             torch_reference.main()
         assert stop.value.code == 2 and capsys.readouterr().err.endswith(
             f"torch_reference.py: error: argument {option}: 0: give 1 or more\n")
+
+
+def test_products_refuses_threads_below_1_in_one_line(monkeypatch, capsys):
+    """--threads 0 ended on torch's RuntimeError (set_num_threads expects a positive integer)."""
+    import products
+    monkeypatch.setattr(products, "set_threads", lambda *a: pytest.fail("threads were set"))
+    monkeypatch.setattr(sys, "argv", ["products.py", "--threads", "0"])
+    with pytest.raises(SystemExit) as stop:
+        products.main()
+    assert stop.value.code == 2 and capsys.readouterr().err.endswith(
+        "products.py: error: --threads 0: give 1 or more\n")
