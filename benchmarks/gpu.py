@@ -22,11 +22,22 @@ CONFIGS = [(2, 512, 64, 100), (3, 1024, 256, 100)]  # (layers, hidden, batch, se
 
 def main():
     ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
-    ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--repeats", type=int, default=2,
+                    help="runs of each configuration and TF32 setting, charlstm's and cuDNN's in "
+                         "turn; the median counts (default 2)")
+    ap.add_argument("--steps", type=int, default=10, help="steps timed in each run (default 10)")
     ap.add_argument("--cpu-json", help="JSON of {config: chars/s} of charlstm bench on a CPU")
     a = ap.parse_args()
-    cpu = json.loads(Path(a.cpu_json).read_text()) if a.cpu_json else {}
+    if a.repeats < 1:
+        ap.error(f"--repeats {a.repeats}: give 1 or more")
+    try:
+        cpu = json.loads(Path(a.cpu_json).read_text()) if a.cpu_json else {}
+    except (OSError, ValueError) as e:
+        ap.error(f"--cpu-json {a.cpu_json}: cannot read it as JSON "
+                 f"({getattr(e, 'strerror', None) or e})")
+    if not isinstance(cpu, dict):
+        ap.error(f"--cpu-json {a.cpu_json}: not a table of chars/s by configuration "
+                 '({"2x512, 64, 100": 12000, ...})')
     rows = []
     for L, H, B, T in CONFIGS:
         shape = ["--layers", str(L), "--hidden", str(H), "--batch", str(B), "--seq", str(T),

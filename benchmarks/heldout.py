@@ -233,8 +233,11 @@ def judge(corpus, budget, label="recipe", listing=False, again=(), which=None, n
 def _args_of(r, corpus, budget, label, replan):
     """The arguments that run record `r` again: a recipe's run (`--minutes`) is its choice, not
     a new timing."""
-    if r["name"] in ("recipe", label) or "--minutes" in r["args"]:
+    if r["name"] in ("recipe", label) or "--minutes" in r.get("args", ()):
         return [str(folder(corpus, budget, r["name"]) / "config.yaml"), *replan]
+    if "args" not in r:
+        raise SystemExit(f"{JUDGED}: the record of {corpus} at {budget} min {r['name']} keeps "
+                         "no args, so it cannot be run again")
     return list(r["args"])
 
 
@@ -284,7 +287,7 @@ def table():
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     errors = []
     for r in rows:
-        plan = r.get("replanned_steps") or r["planned_steps"]
+        plan = r.get("replanned_steps") or r.get("planned_steps")
         err = (r["steps"] - plan) / plan if plan else None
         if err is not None:
             errors.append(abs(err))
@@ -292,7 +295,7 @@ def table():
         for key in ("predicted_steps", "planned_steps", "replanned_steps"):
             v = r.get(key)
             cells.append(f"{v:,} ({(r['steps'] - v) / v:+.1%})" if v else "-")
-        print(f"| {r['corpus']} | {r['budget']} min | {r['name']} | {r['code']} | "
+        print(f"| {r['corpus']} | {r['budget']} min | {r['name']} | {r.get('code', '-')} | "
               + " | ".join(cells) + f" | {r['steps']:,} | "
               + (f"{err:+.1%}" if err is not None else "-") + " |")
     if errors:
@@ -329,8 +332,11 @@ def predicted_table(rows):
 def main():
     global CODE
     ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
-    ap.add_argument("--corpora", default=",".join(corpora.JUDGES))
-    ap.add_argument("--budgets", default=",".join(map(str, BUDGETS)))
+    ap.add_argument("--corpora", default=",".join(corpora.JUDGES),
+                    type=study.comma_list(corpora.NAMES, "corpus"),
+                    help="the corpora, comma-separated (default: the held-out ones, JUDGES)")
+    ap.add_argument("--budgets", default=",".join(map(str, BUDGETS)), type=study.budgets,
+                    help="minutes, comma-separated (default 2,10)")
     ap.add_argument("--list", action="store_true", help="print the next runs to do")
     ap.add_argument("--table", action="store_true", help="print the results as tables")
     ap.add_argument("--code", type=Path, default=CODE,
@@ -360,12 +366,15 @@ def main():
     if unknown:
         raise SystemExit(f"--neighbours: no neighbour named {unknown[0]!r} "
                          f"(one of {', '.join(NEIGHBOURS)})")
+    if not (a.code / "charlstm" / "__init__.py").is_file():
+        ap.error(f"--code {a.code}: no charlstm checkout there; give one (git worktree add DIR "
+                 "COMMIT)")
     CODE = a.code.resolve()
+    study.records_folder(write=not a.table)
     if a.table:
         return table()
-    JUDGED.parent.mkdir(exist_ok=True)
-    for budget in map(int, a.budgets.split(",")):
-        for corpus in a.corpora.split(","):
+    for budget in a.budgets:
+        for corpus in a.corpora:
             again = [a.label] if a.choice_only else [n for n in a.again.split(",") if n]
             judge(corpus, budget, a.label, a.list, again, which, nets, a.seed)
 

@@ -52,13 +52,31 @@ def torch_products(torch, H, B):
         ((lambda: torch.mm(da, w)), (lambda: torch.mm(w.t(), da_t)))
 
 
+def shapes(text):
+    """An argparse type: HIDDENxBATCH, comma-separated, as [(H, B), ...]."""
+    out = []
+    for shape in text.split(","):
+        try:
+            H, B = (int(v) for v in shape.split("x"))
+        except ValueError:
+            H = B = 0
+        if H < 1 or B < 1:
+            raise argparse.ArgumentTypeError(f"{shape!r} is not HIDDENxBATCH (e.g. 256x32)")
+        out.append((H, B))
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
-    ap.add_argument("--shapes", default="256x32,352x32,448x32,640x32,128x50,512x64",
+    ap.add_argument("--shapes", default="256x32,352x32,448x32,640x32,128x50,512x64", type=shapes,
                     help="HIDDENxBATCH, comma-separated")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2,
+                    help="NumPy's and torch's threads (default 2)")
     ap.add_argument("--rounds", type=int, default=3, help="NumPy then torch, this many times")
     a = ap.parse_args()
+    for name in ("threads", "rounds"):
+        if getattr(a, name) < 1:
+            ap.error(f"--{name} {getattr(a, name)}: give 1 or more")
     set_threads(a.threads)
     try:
         import torch
@@ -69,8 +87,7 @@ def main():
     print("| hidden x batch | NumPy forward us | backward us | torch.mm forward us | backward us "
           "| NumPy / torch time |")
     print("| --- | --- | --- | --- | --- | --- |")
-    for shape in a.shapes.split(","):
-        H, B = (int(v) for v in shape.split("x"))
+    for H, B in a.shapes:
         ours, theirs = [], []
         for _ in range(a.rounds):
             ours.append([median_us(f) for f in numpy_products(H, B, rng)])

@@ -32,6 +32,7 @@ from charlstm import model  # noqa: E402
 from charlstm.cells import Cell  # noqa: E402
 from charlstm.checkpoint import read_meta  # noqa: E402
 from charlstm.config import config_from_dict, load_config  # noqa: E402
+from charlstm.errors import CharlstmError  # noqa: E402
 
 # name -> --set strings on top of the config: the shipped recipe for every cell unless an entry
 # says otherwise (tune here, or add entries with --entry)
@@ -91,10 +92,18 @@ def train(a, name, sets):
     run_dir = Path(a.out) / name
     record = {"config": a.config, "data": a.data, "sets": a.overrides + sets}
     stamp = run_dir / "race-entry.json"
-    if stamp.exists() and json.loads(stamp.read_text()) != record:
-        sys.exit(f"race.py: {run_dir} was trained with other settings "
-                 f"({json.loads(stamp.read_text())}); remove it or choose another --out")
-    state = status(run_dir, a.minutes)
+    again = f"remove {run_dir} to train it anew, or choose another --out"
+    try:
+        stamped = json.loads(stamp.read_text()) if stamp.exists() else record
+    except (OSError, ValueError) as e:
+        sys.exit(f"race.py: {name}: {stamp} cannot be read ({e}); {again}")
+    if stamped != record:
+        sys.exit(f"race.py: {run_dir} was trained with other settings ({stamped}); remove it or "
+                 "choose another --out")
+    try:
+        state = status(run_dir, a.minutes)
+    except CharlstmError as e:
+        sys.exit(f"race.py: {name}: {e}; {again}")
     budget = [f"train.max_minutes={a.minutes}"]
     if state == "done":
         print(f"race: {name}: done, skipped", flush=True)
@@ -102,7 +111,11 @@ def train(a, name, sets):
     if state == "partial":
         cmd = ["train", "--resume", str(run_dir), "--set", budget[0]]
     else:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            sys.exit(f"race.py: --out {a.out}: cannot make {run_dir} ({e.strerror}); give a "
+                     "folder path")
         stamp.write_text(json.dumps(record))
         sets_all = ["train.max_steps=null"] + budget + a.overrides + sets
         cmd = ["train", a.config, "--out", str(run_dir)] + (["--data", a.data] if a.data else [])

@@ -12,6 +12,7 @@ the budget itself are left out (how many steps they had left is not known). A pl
 left over the median step time since the first plan (step 50).
 """
 
+import argparse
 import json
 from pathlib import Path
 
@@ -50,6 +51,7 @@ def replay(budget, steps, seconds, at):
 
 
 def main():
+    argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split())).parse_args()
     runs = [r for r in map(logged, sorted(Path(study.RUNS).glob("*"))) if r is not None]
     if not runs:
         raise SystemExit(f"no run folder with a second plan under {study.RUNS}: run the study "

@@ -34,22 +34,44 @@ HERE = Path(__file__).resolve().parent
 
 
 def run_json(cmd, env):
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    """The JSON line a bench prints last; a bench that stops ends the sitting in one line."""
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode:
+        what = " ".join(cmd[2:4]) if cmd[1] == "-m" else Path(cmd[1]).name
+        said = (proc.stderr.strip().splitlines() or ["(it said nothing)"])[-1]
+        raise SystemExit(f"{what} stopped (exit status {proc.returncode}): {said}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def main():
     ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3,
+                    help="runs of each configuration, the median counts (default 3)")
+    ap.add_argument("--threads", type=int, default=2, help="threads of each run (default 2)")
     ap.add_argument("--torch-python", help="a Python interpreter that has torch installed")
     ap.add_argument("--native-blas", action="store_true",
                     help="unset OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE for charlstm's runs")
-    ap.add_argument("--cell", choices=["lstm", "gru", "rnn"], default="lstm")
+    ap.add_argument("--cell", choices=["lstm", "gru", "rnn"], default="lstm",
+                    help="the cell to time (default lstm)")
     ap.add_argument("--configs", default=",".join(f"{L}x{H}" for L, H, *_ in CONFIGS),
                     help="which configurations, as LxH, comma-separated")
     a = ap.parse_args()
     wanted = a.configs.split(",")
+    known = [f"{L}x{H}" for L, H, *_ in CONFIGS]
+    unknown = [c for c in wanted if c not in known]
+    if unknown:
+        ap.error(f"--configs: no configuration {unknown[0]!r} (one of {', '.join(known)})")
+    if a.repeats < 1:
+        ap.error(f"--repeats {a.repeats}: give 1 or more")
+    if a.torch_python:
+        try:
+            has_torch = not subprocess.run([a.torch_python, "-c", "import torch"],
+                                           capture_output=True).returncode
+        except OSError as e:
+            ap.error(f"--torch-python {a.torch_python}: cannot run it ({e.strerror})")
+        if not has_torch:
+            ap.error(f"--torch-python {a.torch_python}: that Python has no torch (pip install "
+                     "torch into it)")
     env = dict(os.environ)
     if a.native_blas:
         env.pop("OPENBLAS_CORETYPE", None)

@@ -19,7 +19,10 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
+try:
+    import httpx
+except ImportError:                    # said in one line once --help has been answered
+    httpx = None
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from helpers import start_server  # noqa: E402
@@ -127,12 +130,30 @@ def main():
     ap.add_argument("model", help="checkpoint or run folder to serve")
     ap.add_argument("--chars", type=int, default=500, help="characters per request")
     ap.add_argument("--sequential", type=int, default=16, help="requests served one at a time")
-    ap.add_argument("--soak-minutes", type=float, default=5.0)
-    ap.add_argument("--soak-clients", type=int, default=32)
-    ap.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32, 64])
+    ap.add_argument("--soak-minutes", type=float, default=5.0,
+                    help="minutes of clients streaming request after request, the server's "
+                         "memory sampled (default 5; 0: no soak)")
+    ap.add_argument("--soak-clients", type=int, default=32, help="clients in the soak (default 32)")
+    ap.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32, 64],
+                    help="how many concurrent clients to measure (default 1 8 32 64)")
     ap.add_argument("--json", help="write the figures here too")
     args = ap.parse_args()
-    server, url = start_server([args.model, "--max-length", "1000000"])
+    for name in ("chars", "sequential", "soak_clients"):
+        if getattr(args, name) < 1:
+            ap.error(f"--{name.replace('_', '-')} {getattr(args, name)}: give 1 or more")
+    if min(args.clients) < 1:
+        ap.error("--clients: give 1 or more clients in each measure")
+    if not args.soak_minutes >= 0:
+        ap.error(f"--soak-minutes {args.soak_minutes}: give 0 (no soak) or more")
+    if args.json and not Path(args.json).resolve().parent.is_dir():
+        ap.error(f"--json {args.json}: no folder {Path(args.json).parent} to write it in")
+    if httpx is None:
+        raise SystemExit("serve.py needs httpx, which is not installed here: pip install httpx")
+    try:
+        server, url = start_server([args.model, "--max-length", "1000000"])
+    except AssertionError as e:         # tests/helpers' word for a server that did not start
+        said = [line for line in str(e).splitlines() if line.strip()]
+        raise SystemExit(f"serve.py: charlstm serve did not start: {said[-1]}") from None
     try:
         model = httpx.get(url + "/v1/models").json()["models"][0]
         asyncio.run(concurrent(url, 4, 50, 1))                       # warm up

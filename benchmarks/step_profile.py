@@ -19,6 +19,7 @@ import numpy as np
 
 from charlstm import cells, lstm, model, optim, step
 from charlstm.bench import bench_config, machine_gflops, random_tokens
+from charlstm.errors import CharlstmError
 
 DEFAULTS = ["model.num_layers=1", "model.hidden_size=640", "model.embedding_size=64",
             "train.batch_size=32", "train.seq_len=50", "model.dropout=0.2", "optim.ema=0.999"]
@@ -68,10 +69,16 @@ def recurrent_products(ts, cfg, steps):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
-    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                    help="a config setting on top of the 1 x 640 shape (repeatable)")
+    ap.add_argument("--steps", type=int, default=10, help="steps timed (default 10)")
     args = ap.parse_args()
-    cfg = bench_config(None, DEFAULTS + args.sets)
+    if args.steps < 1:
+        ap.error(f"--steps {args.steps}: give 1 or more")
+    try:
+        cfg = bench_config(None, DEFAULTS + args.sets)
+    except CharlstmError as e:
+        raise SystemExit(f"step_profile.py: {e}") from None
     m, t = cfg.model, cfg.train
     V, B, T, H, L, E = 65, t.batch_size, t.seq_len, m.hidden_size, m.num_layers, m.embedding_size
     spent = defaultdict(float)

@@ -237,8 +237,9 @@ def table():
     its gap, today's defaults), then every trial (a loss marked * was measured from the zero
     state: its folder holds a later run), then pycode-50m's runs on held-out code."""
     rows, held_rows = read_records(RESULTS), read_records(HELDOUT)
-    pairs = sorted({(r["budget"], r["corpus"]) for r in rows},
-                   key=lambda p: (p[0], list(corpora.CORPORA).index(p[1])))
+    order = [*corpora.CORPORA, *corpora.JUDGES]       # cjk-docs has a grid; others go last
+    rank = lambda corpus: (order.index(corpus) if corpus in order else len(order), corpus)
+    pairs = sorted({(r["budget"], r["corpus"]) for r in rows}, key=lambda p: (p[0], rank(p[1])))
     print("| corpus | budget | best grid trial | recipe's choice | recipe - best | defaults |")
     print("| --- | --- | --- | --- | --- | --- |")
     held = {(h["corpus"], h["budget"], h["name"]): h["loss"] for h in held_rows}
@@ -259,8 +260,7 @@ def table():
     print()
     print("| corpus | budget | trial | best val loss | steps | epochs | chars/s (median, mean) |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
-    for r in sorted(rows, key=lambda r: (r["budget"], list(corpora.CORPORA).index(r["corpus"]),
-                                         r["best_val"])):
+    for r in sorted(rows, key=lambda r: (r["budget"], rank(r["corpus"]), r["best_val"])):
         name = _described(r) if "chosen" in r else r["name"]
         zero = "*" if r.get("eval") == "zero" else ""
         print(f"| {r['corpus']} | {r['budget']} min | {name} | {r['best_val']:.4f}{zero} | "
@@ -334,17 +334,127 @@ def reevaluate(results=RESULTS, folder=folder):
         tmp.replace(results)
 
 
+# What the scripts read from a record of each of the study's files, and of what kind (a name
+# ending in "?" may be absent): a line without them is not a record of that file.
+TEXT, NUMBER, STEPS, LIST, MAPPING = "a string", "a number", "a number or null", "a list", \
+    "a mapping"
+FIELDS = {
+    "results.jsonl": {"corpus": TEXT, "budget": NUMBER, "kind": TEXT, "name": TEXT,
+                      "best_val": NUMBER, "steps": NUMBER, "epochs": NUMBER,
+                      "chars_per_sec": NUMBER, "date": TEXT, "settings": MAPPING, "eval?": TEXT,
+                      "chosen?": TEXT, "text?": TEXT, "mean_chars_per_sec?": NUMBER},
+    "heldout.jsonl": {"corpus": TEXT, "budget": NUMBER, "name": TEXT, "loss": NUMBER,
+                      "best_val": NUMBER},
+    "targets.jsonl": {"pair": TEXT, "name": TEXT, "best_val": NUMBER, "steps": NUMBER,
+                      "epochs": NUMBER, "chosen": TEXT, "date": TEXT, "eval?": TEXT},
+    "judge.jsonl": {"corpus": TEXT, "budget": NUMBER, "name": TEXT, "best_val": NUMBER,
+                    "steps": NUMBER, "epochs": NUMBER, "chosen": TEXT, "args?": LIST, "code?": TEXT,
+                    "text?": TEXT, "report?": TEXT, "predicted_steps?": STEPS,
+                    "planned_steps?": STEPS, "replanned_steps?": STEPS},
+}
+_number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
+KINDS = {TEXT: lambda v: isinstance(v, str), NUMBER: _number,
+         STEPS: lambda v: v is None or _number(v), LIST: lambda v: isinstance(v, list),
+         MAPPING: lambda v: isinstance(v, dict)}
+
+
 def read_records(path):
     """The records of one of the study's files, a dict per line (none where no run wrote it yet:
-    a fresh study's)."""
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    a fresh study's). A line that is not a record of that file (cut short, not JSON, without a
+    field of FIELDS or with one of another kind) stops the script in one line naming it."""
+    if not path.exists():
+        return []
+    try:
+        lines = path.read_text("utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise SystemExit(f"{path}: cannot be read ({getattr(e, 'strerror', None) or e}); "
+                         "fix or remove that file") from None
+    records = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        where = f"{path}, line {n}"
+        try:
+            r = json.loads(line)
+        except ValueError as e:
+            at = "" if e.msg.endswith(" at") else " at"      # "Unterminated string starting at"
+            raise SystemExit(f"{where} is not JSON ({e.msg}{at} column {e.colno}); fix or "
+                             "remove that line") from None
+        if not isinstance(r, dict):
+            raise SystemExit(f"{where} is not a record (a JSON {type(r).__name__}, not an "
+                             "object); fix or remove that line")
+        for field, kind in FIELDS.get(path.name, {}).items():
+            key = field.rstrip("?")
+            if key not in r:
+                if field.endswith("?"):
+                    continue
+                raise SystemExit(f"{where} has no {key!r}: not a record of {path.name}; fix or "
+                                 "remove that line")
+            if not KINDS[kind](r[key]):
+                raise SystemExit(f"{where}: {key!r} is {_short(r[key])}, not {kind}; fix or "
+                                 "remove that line")
+        records.append(r)
+    return records
+
+
+def _short(value, most=40):
+    text = json.dumps(value)
+    return text if len(text) <= most else text[:most - 3] + "..."
+
+
+def records_folder(write):
+    """Check RECORDS before a script reads its records (`write`: or writes them, making the
+    folder as a fresh study's), so that a wrong CHARLSTM_STUDY_RECORDS stops it in one line
+    before anything runs, not after a run it cannot record."""
+    where = f"CHARLSTM_STUDY_RECORDS={FRESH}" if FRESH else str(RECORDS)
+    if write:
+        try:
+            RECORDS.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise SystemExit(f"{where}: cannot make that folder ({e.strerror}); give a folder "
+                             "path") from None
+        if not os.access(RECORDS, os.W_OK | os.X_OK):
+            raise SystemExit(f"{where}: cannot write in that folder; give one you can write in")
+    elif not RECORDS.is_dir():
+        raise SystemExit(f"{where}: {'not a' if RECORDS.exists() else 'no such'} folder; give "
+                         "the folder of a study's records (benchmarks/rerun.py --records DIR "
+                         "makes one)")
+
+
+def comma_list(known, what):
+    """An argparse type: comma-separated names, each one of `known`."""
+    def names(text):
+        out = [n for n in text.split(",") if n]
+        unknown = [n for n in out if n not in known]
+        if unknown:
+            raise argparse.ArgumentTypeError(f"no {what} named {unknown[0]!r} (one of "
+                                             f"{', '.join(known)})")
+        return out
+    return names
+
+
+def budgets(text):
+    """An argparse type: comma-separated whole minutes."""
+    try:
+        out = [int(b) for b in text.split(",") if b]
+    except ValueError:
+        out = []
+    if not out or min(out) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give whole minutes, comma-separated "
+                                         "(2,10)")
+    return out
 
 
 def main():
     ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
-    ap.add_argument("--corpora", default=",".join(corpora.CORPORA))
-    ap.add_argument("--budgets", default="2,10", help="minutes, comma-separated")
-    ap.add_argument("--kinds", default="grid,default,auto")
+    ap.add_argument("--corpora", default=",".join(corpora.CORPORA),
+                    type=comma_list(VAL_FRACTION, "study corpus"),
+                    help="the corpora, comma-separated (default: the fit corpora)")
+    ap.add_argument("--budgets", default="2,10", type=budgets, help="minutes, comma-separated")
+    ap.add_argument("--kinds", default="grid,default,auto",
+                    type=comma_list(("grid", "default", "auto"), "kind"),
+                    help="which trials, comma-separated: grid (the hand-picked nets), default "
+                         "(today's defaults), auto (the recipe)")
     ap.add_argument("--list", action="store_true", help="print the trials still to run")
     ap.add_argument("--table", action="store_true", help="print the results as a table")
     ap.add_argument("--heldout", action="store_true",
@@ -352,6 +462,7 @@ def main():
     ap.add_argument("--reevaluate", action="store_true",
                     help="measure earlier runs again from their checkpoints' carried state")
     a = ap.parse_args()
+    records_folder(write=not a.table)
     if a.table:
         return table()
     if a.heldout:
@@ -360,10 +471,8 @@ def main():
         reevaluate()
         return reevaluate(RECORDS / "targets.jsonl",
                           lambda r: RUNS / f"target-{r['pair']}-{r['name']}")
-    RESULTS.parent.mkdir(exist_ok=True)
     done = done_keys()
-    todo = [t for t in trials(a.corpora.split(","), [int(b) for b in a.budgets.split(",")],
-                              a.kinds.split(",")) if t[:2] + (t[3],) not in done]
+    todo = [t for t in trials(a.corpora, a.budgets, a.kinds) if t[:2] + (t[3],) not in done]
     print(f"{len(todo)} trials to run, about {sum(t[1] + 0.5 for t in todo):.0f} minutes",
           flush=True)
     for t in todo:

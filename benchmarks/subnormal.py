@@ -12,12 +12,14 @@
 """
 import argparse
 import time
+import zipfile
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 
 from charlstm import model, optim, runstate, step
+from charlstm.errors import CharlstmError
 
 RUNS = Path.home() / ".cache/charlstm-study/runs"
 TINY = np.finfo(np.float32).tiny
@@ -29,10 +31,14 @@ def subnormal(a):
 
 
 def adam(path, rounds=4, steps=64):
-    z = np.load(path)
-    keys = sorted(k[len("optim.m."):] for k in z.files if k.startswith("optim.m."))
-    m0 = np.concatenate([z["optim.m." + k].ravel() for k in keys]).astype(np.float32)
-    v0 = np.concatenate([z["optim.v." + k].ravel() for k in keys]).astype(np.float32)
+    try:
+        z = np.load(path)
+        keys = sorted(k[len("optim.m."):] for k in z.files if k.startswith("optim.m."))
+        m0 = np.concatenate([z["optim.m." + k].ravel() for k in keys]).astype(np.float32)
+        v0 = np.concatenate([z["optim.v." + k].ravel() for k in keys]).astype(np.float32)
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
+        raise SystemExit(f"subnormal.py: {path}: not a checkpoint with Adam moments "
+                         f"({' '.join(str(e).split())})") from None
     quiet = subnormal(m0)
     print(f"Adam: {m0.size:,} entries, {quiet.sum():,} subnormal in m, {subnormal(v0).sum():,} "
           "in v")
@@ -60,9 +66,12 @@ def adam(path, rounds=4, steps=64):
 
 
 def steps(path, rounds=4, n=60):
-    rs = runstate.load_run(path)
-    cfg, V = rs.cfg, len(rs.vocab)
-    text = Path(cfg.data.path).read_text(encoding="utf-8")[:600_000]
+    try:
+        rs = runstate.load_run(path)
+        cfg, V = rs.cfg, len(rs.vocab)
+        text = Path(cfg.data.path).read_text(encoding="utf-8")[:600_000]
+    except (OSError, CharlstmError) as e:        # a damaged checkpoint, or its text gone
+        raise SystemExit(f"subnormal.py: {e}") from None
     known = set(rs.vocab.chars)
     ids = np.asarray(rs.vocab.encode("".join(c for c in text if c in known)))
     B, T = cfg.train.batch_size, cfg.train.seq_len
@@ -90,10 +99,21 @@ def steps(path, rounds=4, n=60):
         print(f"  {k:7s} {'floor' if f else 'no floor':8s} ms per step:", [round(x, 1) for x in v])
 
 
-if __name__ == "__main__":
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--adam", default=RUNS / "judge-french-man-10m-v2:w1.4/last.npz")
-    ap.add_argument("--steps", default=RUNS / "judge-french-man-10m-v2:w0.7/last.npz")
+def main():
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--adam", default=RUNS / "judge-french-man-10m-v2:w1.4/last.npz",
+                    help="the checkpoint whose moments Adam steps on (1.)")
+    ap.add_argument("--steps", default=RUNS / "judge-french-man-10m-v2:w0.7/last.npz",
+                    help="the checkpoint whose weights and moments the steps start from (2.)")
     a = ap.parse_args()
+    for option in ("adam", "steps"):
+        if not Path(getattr(a, option)).is_file():
+            ap.error(f"--{option} {getattr(a, option)}: no such checkpoint (the default is a run "
+                     "of the held-out study: give one of yours)")
     adam(a.adam)
     steps(a.steps)
+
+
+if __name__ == "__main__":
+    main()

@@ -107,10 +107,17 @@ def main():
     ap.add_argument("--code", type=Path, default=CODE,
                     help="the charlstm checkout to run (default: this one)")
     a = ap.parse_args()
+    if not (a.code / "charlstm" / "__init__.py").is_file():
+        ap.error(f"--code {a.code}: no charlstm checkout there; give one (git worktree add DIR "
+                 "COMMIT)")
     CODE = a.code.resolve()
     unknown = [p for p in a.pairs.split(",") if p not in PAIRS]
     if unknown:
         ap.error(f"unknown pair {unknown[0]!r}; the pairs: {', '.join(PAIRS)}")
+    names = [name for p in a.pairs.split(",") for name, _ in PAIRS[p]]
+    if a.only and a.only not in names:
+        ap.error(f"--only {a.only!r}: no run of that name in {a.pairs} (its runs: "
+                 f"{', '.join(dict.fromkeys(names))})")
     if not 1 <= a.repeat <= 26:
         ap.error(f"--repeat {a.repeat}: give 1 to 26 (runs are named -a to -z)")
     missing = [args[0] for p in a.pairs.split(",") for _, args in PAIRS[p]
@@ -118,6 +125,7 @@ def main():
     if missing:
         ap.error(f"{missing[0]} not found (the shakespeare-30-resolved pair trains the "
                  "config.yaml that a shakespeare-30 recipe run saved: run that pair first)")
+    study.records_folder(write=True)
     done = {(r["pair"], r["name"]) for r in study.read_records(RESULTS)}
     for pair in a.pairs.split(","):
         runs = [(name + (f"-{chr(ord('a') + i)}" if a.repeat > 1 else "")

@@ -13,9 +13,14 @@ TF32 tensor cores for float32 (PyTorch's default lets cuDNN use them).
 
 import argparse
 import json
+import sys
 import time
 
-import torch
+try:
+    import torch
+except ImportError:                    # developers only: say so in one line
+    sys.exit("torch_reference.py needs PyTorch, which is not installed here: pip install torch "
+             "(into a scratch virtualenv; never a charlstm dependency)")
 
 
 def sync(device):
@@ -64,18 +69,36 @@ def sample_rate(emb, rnn, head, chars=500):
     return chars / (time.perf_counter() - tic)
 
 
+def positive(text):
+    """An argparse type: a whole number, 1 or more."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text}: give 1 or more")
+    return value
+
+
 def main():
     ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
-    for name, default in [("layers", 2), ("hidden", 512), ("batch", 64), ("seq", 100),
-                          ("vocab", 65), ("embedding", 64), ("steps", 10), ("threads", 2)]:
-        ap.add_argument(f"--{name}", type=int, default=default)
+    for name, default, what in [("layers", 2, "layers"), ("hidden", 512, "hidden size"),
+                                ("batch", 64, "batch size"), ("seq", 100, "window length"),
+                                ("vocab", 65, "vocabulary size"),
+                                ("embedding", 64, "embedding size"),
+                                ("steps", 10, "steps timed, after 2 warmup steps"),
+                                ("threads", 2, "CPU threads")]:
+        ap.add_argument(f"--{name}", type=positive, default=default,
+                        help=f"{what} (default {default})")
     ap.add_argument("--no-mkldnn", action="store_true", help="turn oneDNN off")
-    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    ap.add_argument("--cell", choices=list(CELLS), default="lstm")
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                    help="where to run (default cpu; cuda: cuDNN's fused cells)")
+    ap.add_argument("--cell", choices=list(CELLS), default="lstm",
+                    help="the cell (default lstm; rnn: nn.RNN, tanh)")
     ap.add_argument("--tf32", choices=["on", "off"], default="on",
                     help="cuda: let cuDNN and cuBLAS use TF32 for float32 (PyTorch's cuDNN default)")
-    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--json", action="store_true", help="print the figures as one JSON line")
     a = ap.parse_args()
+    if a.device == "cuda" and not torch.cuda.is_available():
+        ap.error("--device cuda: this torch finds no CUDA GPU (torch.cuda.is_available() is "
+                 "False); use --device cpu")
     torch.set_num_threads(a.threads)
     if a.no_mkldnn:
         torch.backends.mkldnn.enabled = False

@@ -25,12 +25,18 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
+
+try:
+    import torch
+except ImportError:                    # developers only: say so in one line
+    sys.exit("torch_twin.py needs PyTorch, which is not installed here: pip install torch (into a "
+             "scratch virtualenv; never a charlstm dependency)")
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # this clone's charlstm
 
 from charlstm import optim, run as runs                          # noqa: E402
 from charlstm.config import load_config                          # noqa: E402
+from charlstm.errors import CharlstmError                        # noqa: E402
 from charlstm.evaluate import evaluate                           # noqa: E402
 from charlstm.step import next_window                            # noqa: E402
 
@@ -50,10 +56,15 @@ class Twin(torch.nn.Module):
 
 def main():
     ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
-    ap.add_argument("config")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("config", help="the config of the charlstm run to twin (a plain LSTM with a "
+                                   "time budget)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a setting on top of the config, as charlstm train's (repeatable)")
     a = ap.parse_args()
-    cfg = load_config(a.config, a.set)
+    try:
+        cfg = load_config(a.config, a.set)
+    except CharlstmError as e:
+        sys.exit(f"torch_twin.py: {e}")
     m, o, t = cfg.model, cfg.optim, cfg.train
     if m.cell != "lstm" or m.peepholes or m.coupled_gates or not m.embedding_size \
             or m.weight_drop or m.dropout_mask != "step" or not t.max_minutes:
@@ -61,7 +72,10 @@ def main():
                  "time budget (train.max_minutes)")
     torch.set_num_threads(t.threads or 2)
     with tempfile.TemporaryDirectory() as folder:   # charlstm's data, split and initial weights
-        run = runs.start(cfg, Path(folder) / "run")
+        try:
+            run = runs.start(cfg, Path(folder) / "run")
+        except CharlstmError as e:
+            sys.exit(f"torch_twin.py: {e}")
     V, ts = len(run.vocab), run.ts
     net = Twin(V, m.embedding_size, m.hidden_size, m.num_layers, m.dropout)
     net.load_state_dict({name: torch.from_numpy(p.copy()) for name, p in ts.params.items()},

@@ -7,6 +7,7 @@ writes no empty corpus."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -237,3 +238,412 @@ def test_the_english_fortunes_leave_out_the_chinese_ones_and_an_empty_text_stops
     with pytest.raises(SystemExit, match="fortunes-100k: its files gave no text"):
         corpora.build("fortunes-100k", out=tmp_path / "built")
     assert not list((tmp_path / "built").glob("*"))
+
+
+def test_the_study_table_has_a_row_for_a_corpus_outside_the_fit_corpora(tmp_path, monkeypatch,
+                                                                        capsys):
+    """cjk-docs has a grid in study.GRID but is no fit corpus: `study.py --table` stopped on it
+    (ValueError: 'cjk-docs' is not in list), with the committed records too."""
+    study = heldout.study
+    run = {"corpus": "cjk-docs", "budget": 2, "kind": "grid", "name": "1x64", "best_val": 3.0,
+           "steps": 1_000, "epochs": 1.0, "chars_per_sec": 1_000, "date": "2026-12-01 10:00",
+           "settings": {}, "eval": "carried"}
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(dict(run, corpus=c)) + "\n" for c in
+                                                    ("some-text", "cjk-docs", "fortunes-100k")))
+    monkeypatch.setattr(study, "RESULTS", tmp_path / "results.jsonl")
+    monkeypatch.setattr(study, "HELDOUT", tmp_path / "heldout.jsonl")
+    study.table()
+    rows = [line.split(" | ")[0] for line in capsys.readouterr().out.splitlines()
+            if " | 2 min | " in line]
+    assert rows == ["| fortunes-100k", "| cjk-docs", "| some-text"] * 2
+
+
+RESULT = {"corpus": "russian-2m", "budget": 2, "kind": "grid", "name": "2x128", "best_val": 1.5,
+          "steps": 1_000, "epochs": 1.0, "chars_per_sec": 1_000, "date": "2026-12-01 10:00",
+          "settings": {}, "eval": "carried"}
+
+
+@pytest.mark.parametrize("name, line, said", [
+    ("results.jsonl", json.dumps(RESULT)[:50], r"line 2 is not JSON \(Unterminated string "
+                                               r"starting at column 47\)"),
+    ("judge.jsonl", "<<<<<<< HEAD", r"line 2 is not JSON \(Expecting value at column 1"),
+    ("heldout.jsonl", "[1, 2]", r"line 2 is not a record \(a JSON list, not an object\)"),
+    ("targets.jsonl", '{"step": 10, "train_loss": 2.3}', "line 2 has no 'pair': not a record of "
+                                                        "targets.jsonl"),
+    ("results.jsonl", json.dumps(dict(RESULT, budget="2")), "line 2: 'budget' is \"2\", not a "
+                                                           "number"),
+    ("judge.jsonl", json.dumps({**RESULT, "chosen": "model: {}", "planned_steps": "1,000"}),
+     "line 2: 'planned_steps' is \"1,000\", not a number or null")],
+    ids=["cut-short", "merge-marker", "not-an-object", "another-file", "budget-text",
+         "planned-text"])
+def test_a_damaged_records_file_stops_in_one_line_naming_the_line(tmp_path, name, line, said):
+    """A line cut short (a run killed while it wrote), a merge marker, or a record of another
+    file: a traceback from deep in a table before (KeyError, JSONDecodeError), or worse a
+    budget "2" read as another trial than budget 2, and run again."""
+    first = {**RESULT, "loss": 1.0, "pair": "x", "chosen": "model: {}"}
+    (tmp_path / name).write_text(json.dumps(first) + "\n" + line + "\n")
+    with pytest.raises(SystemExit, match=rf"^{tmp_path / name}, {said}.*; fix or remove that "
+                                         r"line$"):
+        heldout.study.read_records(tmp_path / name)
+
+
+def test_a_script_on_damaged_records_exits_with_one_line(tmp_path):
+    (tmp_path / "results.jsonl").write_text(json.dumps(RESULT) + "\n" + json.dumps(RESULT)[:50])
+    env = dict(os.environ, CHARLSTM_STUDY_RECORDS=str(tmp_path))
+    out = subprocess.run([sys.executable, "study.py", "--list"], env=env, cwd=BENCHMARKS,
+                         capture_output=True, text=True)
+    assert out.returncode == 1 and out.stderr == (
+        f"{tmp_path / 'results.jsonl'}, line 2 is not JSON (Unterminated string starting at "
+        "column 47); fix or remove that line\n")
+
+
+def test_a_judge_record_without_its_later_fields_is_tabled(tmp_path, monkeypatch, capsys):
+    """The fields judge.jsonl's records gained over time (code, plans, args) may be absent."""
+    chosen = "model: {num_layers: 1, hidden_size: 64, dropout: 0.0, weight_drop: 0.0}\n"
+    run = {"corpus": "tcl-lib", "budget": 2, "name": "v2", "best_val": 1.0, "steps": 10,
+           "epochs": 1.0, "chosen": chosen}
+    (tmp_path / "judge.jsonl").write_text(json.dumps(run) + "\n")
+    monkeypatch.setattr(heldout, "JUDGED", tmp_path / "judge.jsonl")
+    heldout.table()
+    assert "| tcl-lib | 2 min | v2 | - | - | - | - | 10 | - |" in capsys.readouterr().out
+
+
+def test_a_records_folder_that_cannot_be_made_or_is_not_there_stops_before_anything_runs(
+        tmp_path, monkeypatch):
+    """CHARLSTM_STUDY_RECORDS under a file stopped study.py and heldout.py on a traceback, and
+    targets.py not at all (its runs would have trained before failing to record); one naming a
+    folder that is not there gave empty tables, and fit.py a traceback."""
+    (tmp_path / "file").write_text("not a folder")
+    under_file, missing = tmp_path / "file" / "x", tmp_path / "missing"
+    env = dict(os.environ, CHARLSTM_STUDY_RECORDS=str(under_file))
+    out = subprocess.run([sys.executable, "study.py", "--list"], env=env, cwd=BENCHMARKS,
+                         capture_output=True, text=True)
+    assert (out.returncode, out.stderr) == (1, f"CHARLSTM_STUDY_RECORDS={under_file}: cannot make "
+                                               "that folder (Not a directory); give a folder "
+                                               "path\n")
+    import targets
+    study = heldout.study
+    monkeypatch.setattr(targets, "run", lambda *a: pytest.fail("a run was started"))
+    for folder, argv, said in [
+            (under_file, [targets, "--pairs", "builtin"], "cannot make that folder"),
+            (under_file, [heldout, "--list", "--corpora", "tcl-lib"], "cannot make that folder"),
+            (missing, [study, "--table"], "no such folder; give the folder of a study's records "
+                                          r"\(benchmarks/rerun.py --records DIR makes one\)$"),
+            (missing, [heldout, "--table"], "no such folder"),
+            (tmp_path / "file", [fit], "not a folder")]:
+        monkeypatch.setattr(study, "FRESH", str(folder))
+        monkeypatch.setattr(study, "RECORDS", folder)
+        monkeypatch.setattr(sys, "argv", [argv[0].__name__ + ".py", *argv[1:]])
+        with pytest.raises(SystemExit, match=rf"^CHARLSTM_STUDY_RECORDS={folder}: {said}"):
+            argv[0].main()
+    monkeypatch.setattr(study, "RECORDS", tmp_path)          # there, but not ours to write in
+    monkeypatch.setattr(study, "FRESH", str(tmp_path))
+    monkeypatch.setattr(study.os, "access", lambda *a: False)
+    monkeypatch.setattr(sys, "argv", ["targets.py", "--pairs", "builtin"])
+    with pytest.raises(SystemExit, match=r": cannot write in that folder; give one you can write "
+                                         "in$"):
+        targets.main()
+
+
+def test_a_fit_with_too_few_runs_says_so_in_one_line(monkeypatch):
+    """--until a day before the first runs (or a fresh study's empty records): an IndexError from
+    deep in the fit before."""
+    monkeypatch.setattr(sys, "argv", ["fit.py", "--until", "2026-11-29"])
+    with pytest.raises(SystemExit, match=r"^fit.py: the runs recorded up to 2026-11-29 in .* give "
+                                         r"0 fit corpora with 3 points or more; the law needs 2: "
+                                         r"give a later --until, or run the study first "
+                                         r"\(benchmarks/rerun.py\)$"):
+        fit.main()
+
+
+def test_a_bad_argument_is_refused_in_one_line_before_anything_runs(tmp_path, monkeypatch,
+                                                                     capsys):
+    """Each was a traceback (a budget not a number, a corpus no builder has, an --out under a
+    file, apt-get failing), or was taken without a word: an unknown kind or --only name ran
+    nothing, a study corpus without a validation fraction stopped on a KeyError when its turn
+    came (after the trials before it), and --code without a checkout went on to its first run."""
+    import targets
+    study, corpora = heldout.study, heldout.corpora
+    for module, name in ((study, "run_trial"), (heldout, "run"), (targets, "run"),
+                         (corpora, "build")):
+        monkeypatch.setattr(module, name, lambda *a, **k: pytest.fail("something was started"))
+    (tmp_path / "file").write_text("not a folder")
+    for module, args, said in [
+            (study, ["--budgets", "2,x", "--list"], "argument --budgets: '2,x': give whole "
+                                                     r"minutes, comma-separated \(2,10\)"),
+            (study, ["--kinds", "grid,auot", "--list"], "argument --kinds: no kind named 'auot' "
+                                                         r"\(one of grid, default, auto\)"),
+            (study, ["--corpora", "cjk-man", "--list"], "argument --corpora: no study corpus "
+                                                         r"named 'cjk-man' \(one of fortunes-100k,"),
+            (heldout, ["--budgets", "0", "--list"], "argument --budgets: '0': give whole minutes"),
+            (heldout, ["--corpora", "tcl-lib,tcl", "--list"], "argument --corpora: no corpus "
+                                                               r"named 'tcl' \(one of "),
+            (heldout, ["--code", str(tmp_path), "--list"], f"--code {tmp_path}: no charlstm "
+                                                            "checkout there"),
+            (targets, ["--pairs", "shakespeare-10", "--only", "recipee"],
+             r"--only 'recipee': no run of that name in shakespeare-10 \(its runs: shipped, "
+             r"recipe\)"),
+            (targets, ["--code", str(tmp_path)], f"--code {tmp_path}: no charlstm checkout"),
+            (corpora, ["tcl-lib", "tcl"], r"no corpus named 'tcl' \(one of fortunes-100k, "),
+            (corpora, ["--out", str(tmp_path / "file" / "x")], r"--out .*/file/x: cannot make "
+                                                                r"that folder \(Not a directory\)")]:
+        monkeypatch.setattr(sys, "argv", [module.__name__ + ".py", *args])
+        with pytest.raises(SystemExit) as stop:
+            module.main()
+        assert stop.value.code == 2, (module, args)
+        assert re.search(rf"^{module.__name__}.py: error: {said}", capsys.readouterr().err, re.M)
+    monkeypatch.setattr(corpora.subprocess, "run",
+                        lambda *a, **k: subprocess.CompletedProcess(a, 100))
+    monkeypatch.setattr(sys, "argv", ["corpora.py", "--install"])
+    with pytest.raises(SystemExit, match=r"^corpora.py --install: apt-get install stopped \(exit "
+                                         r"status 100, said above\); run it as root$"):
+        corpora.main()
+
+
+def test_help_says_what_a_script_does_and_starts_nothing(monkeypatch, capsys):
+    """replan.py and extremes.py took no arguments: --help ran the analysis, and in extremes.py
+    nine dry runs that time nets (minutes) after building a 500 MB text."""
+    import extremes
+    import replan
+    monkeypatch.setattr(replan, "logged", lambda *a: pytest.fail("run folders were read"))
+    monkeypatch.setattr(extremes, "text_path", lambda *a: pytest.fail("a text was built"))
+    monkeypatch.setattr(extremes, "dry_run", lambda *a: pytest.fail("a dry run was started"))
+    for module, what in ((replan, "When should a time-budgeted run plan its step count again?"),
+                         (extremes, "What `charlstm train --data TEXT --minutes N --dry-run` "
+                                    "chooses at the edges")):
+        monkeypatch.setattr(sys, "argv", [module.__name__ + ".py", "--help"])
+        with pytest.raises(SystemExit) as stop:
+            module.main()
+        out = capsys.readouterr().out
+        assert stop.value.code == 0 and out.startswith(f"usage: {module.__name__}.py [-h]\n")
+        assert what in " ".join(out.split())
+
+
+SCRIPTS = ["study", "heldout", "fit", "targets", "rerun", "corpora", "race", "replan", "extremes",
+           "run", "serve", "products", "step_profile", "subnormal", "torch_twin",
+           "torch_reference", "gpu", "gpu_recipe"]
+
+
+def test_every_script_says_what_it_does_and_what_each_option_is(monkeypatch):
+    """--help of a dozen options said only their name (torch_reference.py's --layers, serve.py's
+    --clients, run.py's --repeats, ...), and subnormal.py's description stopped at a colon."""
+    import argparse
+    import importlib
+    parsers = []
+
+    class Parsed(Exception):
+        pass
+
+    def parse_args(self, *a, **k):
+        parsers.append(self)
+        raise Parsed
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", parse_args)
+    assert sorted(SCRIPTS) == sorted(p.stem for p in BENCHMARKS.glob("*.py"))
+    for name in SCRIPTS:
+        module = importlib.import_module(name)
+        with pytest.raises(Parsed):
+            module.main()
+        parser = parsers.pop()
+        assert " ".join(module.__doc__.split("\n\n")[0].split()) in " ".join(
+            parser.description.split()), name
+        assert [a.dest for a in parser._actions if not a.help] == [], name
+
+
+def test_a_missing_optional_dependency_is_said_in_one_line(tmp_path):
+    """Without torch, torch_twin.py and torch_reference.py ended on ModuleNotFoundError; without
+    httpx, serve.py did, --help too."""
+    for name in ("torch", "httpx"):
+        (tmp_path / f"{name}.py").write_text(f'raise ModuleNotFoundError("No module named '
+                                             f'{name!r}", name={name!r})\n')
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(tmp_path), *filter(None, [os.environ.get("PYTHONPATH")])]))
+    torch = ("needs PyTorch, which is not installed here: pip install torch (into a scratch "
+             "virtualenv; never a charlstm dependency)\n")
+    for args, said in [(["torch_twin.py", "configs/shakespeare.yaml"], "torch_twin.py " + torch),
+                       (["torch_reference.py", "--help"], "torch_reference.py " + torch),
+                       (["serve.py", "runs/shakespeare"], "serve.py needs httpx, which is not "
+                                                          "installed here: pip install httpx\n")]:
+        out = subprocess.run([sys.executable, *args], env=env, cwd=BENCHMARKS,
+                             capture_output=True, text=True)
+        assert (out.returncode, out.stderr) == (1, said), args
+    out = subprocess.run([sys.executable, "serve.py", "--help"], env=env, cwd=BENCHMARKS,
+                         capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.startswith("usage: serve.py")
+
+
+def test_a_timing_script_refuses_a_bad_argument_or_a_failed_run_in_one_line(tmp_path,
+                                                                             monkeypatch, capsys):
+    """Each was a traceback (CalledProcessError from a bench that stopped, StatisticsError for
+    --repeats 0, FileNotFoundError, ValueError, ZeroDivisionError, ConfigError, AssertionError
+    from torch without CUDA or from a server that did not start), or an empty table for a
+    configuration run.py does not have."""
+    import gpu
+    import products
+    import run
+    import serve
+    import step_profile
+    import torch_reference
+    stops = tmp_path / "bench.py"
+    stops.write_text("import sys\nsys.exit(\"Error: device 'cuda' needs CuPy\")\n")
+    with pytest.raises(SystemExit, match=r"^bench.py stopped \(exit status 1\): Error: device "
+                                         r"'cuda' needs CuPy$"):
+        run.run_json([sys.executable, str(stops)], dict(os.environ))
+    no_torch = tmp_path / "python"
+    no_torch.write_text("#!/bin/sh\nexit 1\n")
+    no_torch.chmod(0o755)
+    monkeypatch.setattr(run, "run_json", lambda *a: pytest.fail("a bench was started"))
+    monkeypatch.setattr(serve, "start_server", lambda *a: (_ for _ in ()).throw(AssertionError(
+        "the server did not start: Usage: charlstm serve [OPTIONS] MODELS...\n\nError: Invalid "
+        "value for 'MODELS...': Path 'nope' does not exist.\n")))
+    monkeypatch.setattr(torch_reference.torch.cuda, "is_available", lambda: False)
+    for module, args, said in [
+            (run, ["--configs", "1x256,9x9"], r"--configs: no configuration '9x9' \(one of 1x256, "),
+            (run, ["--repeats", "0"], "--repeats 0: give 1 or more"),
+            (run, ["--torch-python", str(tmp_path / "nope")], f"--torch-python {tmp_path}/nope: "
+                                                               "cannot run it"),
+            (run, ["--torch-python", str(no_torch)], f"--torch-python {no_torch}: that Python has "
+                                                      "no torch"),
+            (gpu, ["--cpu-json", str(tmp_path / "cpu.json")], f"--cpu-json {tmp_path}/cpu.json: "
+                                                               "cannot read it"),
+            (gpu, ["--repeats", "0"], "--repeats 0: give 1 or more"),
+            (products, ["--shapes", "256x32,128"], "argument --shapes: '128' is not HIDDENxBATCH"),
+            (products, ["--rounds", "0"], "--rounds 0: give 1 or more"),
+            (step_profile, ["--steps", "0"], "--steps 0: give 1 or more"),
+            (torch_reference, ["--device", "cuda"], r"--device cuda: this torch finds no CUDA GPU"),
+            (serve, ["runs/x", "--clients", "1", "0"], "--clients: give 1 or more clients"),
+            (serve, ["runs/x", "--sequential", "0"], "--sequential 0: give 1 or more")]:
+        monkeypatch.setattr(sys, "argv", [module.__name__ + ".py", *args])
+        with pytest.raises(SystemExit) as stop:
+            module.main()
+        assert stop.value.code == 2, (module, args)
+        assert re.search(rf"^{module.__name__}.py: error: {said}", capsys.readouterr().err, re.M)
+    for module, args, said in [
+            (step_profile, ["--set", "model.nope=1"], "step_profile.py: --set 'model.nope=1': "
+                                                      "unknown key 'model.nope'"),
+            (serve, ["nope"], r"serve.py: charlstm serve did not start: Error: Invalid value for "
+                              r"'MODELS...': Path 'nope' does not exist.$")]:
+        monkeypatch.setattr(sys, "argv", [module.__name__ + ".py", *args])
+        with pytest.raises(SystemExit, match=f"^{said}"):
+            module.main()
+
+
+def test_a_checkpoint_or_run_folder_that_cannot_be_read_is_said_in_one_line(tmp_path,
+                                                                           monkeypatch, capsys):
+    """subnormal.py without the held-out study's run folders, or given a damaged file; a
+    torch_twin.py config that is not there; race.py on a damaged run folder or an --out under a
+    file: tracebacks before."""
+    import race
+    import subnormal
+    import torch_twin
+    garbage = tmp_path / "last.npz"
+    garbage.write_text("not a checkpoint")
+    monkeypatch.setattr(subnormal, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(sys, "argv", ["subnormal.py"])
+    with pytest.raises(SystemExit) as stop:
+        subnormal.main()
+    assert stop.value.code == 2 and re.search(
+        r"^subnormal.py: error: --adam .*/runs/judge-french-man-10m-v2:w1.4/last.npz: no such "
+        r"checkpoint \(the default is a run of the held-out study: give one of yours\)$",
+        capsys.readouterr().err, re.M)
+    monkeypatch.setattr(sys, "argv", ["subnormal.py", "--adam", str(garbage), "--steps",
+                                      str(garbage)])
+    with pytest.raises(SystemExit, match=rf"^subnormal.py: {garbage}: not a checkpoint with Adam "
+                                         r"moments \(.*\)$"):
+        subnormal.main()
+    monkeypatch.setattr(sys, "argv", ["torch_twin.py", str(tmp_path / "nope.yaml")])
+    with pytest.raises(SystemExit, match=r"^torch_twin.py: config file '.*nope.yaml' not found$"):
+        torch_twin.main()
+    monkeypatch.setattr(race.subprocess, "run", lambda *a, **k: pytest.fail("a run was started"))
+    race_out = tmp_path / "race"
+    (race_out / "lstm").mkdir(parents=True)
+    (race_out / "lstm" / "last.npz").write_text("not a checkpoint")
+    args = ["--config", "configs/tiny.yaml", "--only", "lstm", "--out"]
+    with pytest.raises(SystemExit, match=rf"^race.py: lstm: '{race_out}/lstm/last.npz' is not a "
+                                         r"readable checkpoint \(.*\); remove .*/lstm to train "
+                                         r"it anew, or choose another --out$"):
+        race.main([*args, str(race_out)])
+    (race_out / "lstm" / "race-entry.json").write_text("{cut")
+    with pytest.raises(SystemExit, match=rf"^race.py: lstm: {race_out}/lstm/race-entry.json "
+                                         r"cannot be read \(.*\); remove .*/lstm to train it "
+                                         r"anew, or choose another --out$"):
+        race.main([*args, str(race_out)])
+    garbage.rename(tmp_path / "file")
+    with pytest.raises(SystemExit, match=r"^race.py: --out .*/file: cannot make .*/file/lstm "
+                                         r"\(Not a directory\); give a folder path$"):
+        race.main([*args, str(tmp_path / "file")])
+
+
+def test_gpu_recipe_masks_time_the_heavy_set_and_a_missing_gpu_is_one_line(tmp_path,
+                                                                          monkeypatch):
+    """recipe._regularize gained its budget argument and gpu_recipe.py's --masks (and --cpu)
+    stopped on a TypeError; without CuPy, --timing and --masks ended on CharlstmError."""
+    import gpu_recipe
+    from charlstm import backend
+    from charlstm.errors import CharlstmError
+    assert gpu_recipe.recipe_heavy() == {"model.dropout": 0.25, "model.dropout_mask": "window",
+                                         "model.weight_drop": 0.25, "optim.weight_decay": 0.1}
+
+    def no_gpu(device):
+        if device == "cuda":
+            raise CharlstmError("device 'cuda' needs CuPy, which is not installed")
+    monkeypatch.setattr(backend, "require", no_gpu)
+    monkeypatch.setattr(gpu_recipe, "timing", lambda *a: pytest.fail("nets were timed"))
+    monkeypatch.setattr(gpu_recipe, "masks", lambda *a: pytest.fail("masks were timed"))
+    for flag in ("--timing", "--masks"):
+        monkeypatch.setattr(sys, "argv", ["gpu_recipe.py", flag, "--out", str(tmp_path)])
+        with pytest.raises(SystemExit, match=r"^gpu_recipe.py: device 'cuda' needs CuPy, which "
+                                             r"is not installed$"):
+            gpu_recipe.main()
+
+
+def test_serve_refuses_a_json_it_could_not_write_before_it_measures(tmp_path, monkeypatch,
+                                                                   capsys):
+    """--json in a folder that is not there ended the sitting on FileNotFoundError after every
+    measure and the soak (minutes), their figures lost."""
+    import serve
+    monkeypatch.setattr(serve, "start_server", lambda *a: pytest.fail("a server was started"))
+    monkeypatch.setattr(sys, "argv", ["serve.py", "runs/x", "--json",
+                                      str(tmp_path / "gone" / "serve.json")])
+    with pytest.raises(SystemExit) as stop:
+        serve.main()
+    assert stop.value.code == 2 and capsys.readouterr().err.endswith(
+        f"serve.py: error: --json {tmp_path}/gone/serve.json: no folder {tmp_path}/gone to "
+        "write it in\n")
+
+
+def test_gpu_refuses_a_cpu_json_that_is_not_a_table_before_it_benches(tmp_path, monkeypatch,
+                                                                      capsys):
+    """A --cpu-json holding a list ended gpu.py on AttributeError after its first benches."""
+    import gpu
+    monkeypatch.setattr(gpu, "run_json", lambda *a: pytest.fail("a bench was started"))
+    (tmp_path / "cpu.json").write_text("[1200, 3400]")
+    monkeypatch.setattr(sys, "argv", ["gpu.py", "--cpu-json", str(tmp_path / "cpu.json")])
+    with pytest.raises(SystemExit) as stop:
+        gpu.main()
+    assert stop.value.code == 2 and capsys.readouterr().err.endswith(
+        f"gpu.py: error: --cpu-json {tmp_path}/cpu.json: not a table of chars/s by "
+        "configuration ({\"2x512, 64, 100\": 12000, ...})\n")
+
+
+def test_torch_reference_refuses_sizes_below_1_in_one_line(monkeypatch, capsys):
+    """--layers 0, --hidden 0, --steps 0 or --threads 0 ended on torch's ValueError, an
+    IndexError or a RuntimeError."""
+    import torch_reference
+    monkeypatch.setattr(torch_reference, "train_rate", lambda *a, **k: pytest.fail("timed"))
+    for option in ("--layers", "--hidden", "--steps", "--threads"):
+        monkeypatch.setattr(sys, "argv", ["torch_reference.py", option, "0"])
+        with pytest.raises(SystemExit) as stop:
+            torch_reference.main()
+        assert stop.value.code == 2 and capsys.readouterr().err.endswith(
+            f"torch_reference.py: error: argument {option}: 0: give 1 or more\n")
+
+
+def test_products_refuses_threads_below_1_in_one_line(monkeypatch, capsys):
+    """--threads 0 ended on torch's RuntimeError (set_num_threads expects a positive integer)."""
+    import products
+    monkeypatch.setattr(products, "set_threads", lambda *a: pytest.fail("threads were set"))
+    monkeypatch.setattr(sys, "argv", ["products.py", "--threads", "0"])
+    with pytest.raises(SystemExit) as stop:
+        products.main()
+    assert stop.value.code == 2 and capsys.readouterr().err.endswith(
+        "products.py: error: --threads 0: give 1 or more\n")
