@@ -103,6 +103,7 @@ def test_a_grid_on_another_text_is_not_continued(tmp_path, monkeypatch):
     text.write_text("some text\n" * 1000)
     monkeypatch.setattr(heldout.corpora, "build", lambda name: text)
     monkeypatch.setattr(heldout, "run", lambda *a: pytest.fail("a run was started"))
+    monkeypatch.setattr(heldout, "folder", lambda *a: tmp_path / "v2")   # not the user's study
     recorded = {"corpus": "judge", "budget": 2, "name": "default", "best_val": 1.0}
     monkeypatch.setattr(heldout, "_read", lambda: [dict(recorded, text="0" * 16)])
     with pytest.raises(SystemExit, match=r"judge at 2 min: its recorded runs read text 0{16}, "
