@@ -102,7 +102,7 @@ def train(config=None, *, data=None, minutes=None, out=None, overrides=None, res
                 name = runfolder.run_name(None if isinstance(config, Config) else config, cfg)
                 out = runfolder.free_folder(Path("runs") / name)
         if dry_run:
-            return Result(cfg)
+            return Result(cfg, main=comm is None or comm.rank == 0)
         run = Run.start(cfg, out, init_from, progress)
         if run.is_main:
             echo(f"run folder: {out}" + (f" (fine-tuning from '{init_from}')" if init_from

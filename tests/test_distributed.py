@@ -206,3 +206,11 @@ def test_resuming_a_run_folder_one_rank_lacks_is_one_line_from_rank_0(tmp_path, 
     from charlstm import checkpoint
     assert checkpoint.read_meta(tmp_path / "r" / "last.npz")["step"] == 20     # not trained on
 
+
+@needs_mpi
+def test_dry_run_under_mpirun_prints_the_config_once(tmp_path, corpus):
+    """Each rank printed it: N copies of the config, interleaved."""
+    result = train_ranks(2, tmp_path / "r", corpus, "--dry-run")
+    assert result.stdout.count("# the run's config") == 1, result.stdout
+    assert result.stdout.count("\ntrain:\n") == 1 and not (tmp_path / "r").exists()
+
