@@ -63,8 +63,11 @@ class Comm:
     def rows(self, batch_size):
         """This rank's block of the batch rows. The global batch must split evenly."""
         if batch_size % self.size:
+            fewer = max(k for k in range(1, self.size) if batch_size % k == 0)
             raise CharlstmError(f"train.batch_size {batch_size} does not divide evenly among "
-                                f"{self.size} MPI ranks; use a multiple of {self.size}")
+                                f"{self.size} MPI ranks; use a multiple of {self.size}, or a "
+                                f"number of ranks that divides {batch_size} (e.g. mpirun -n "
+                                f"{fewer}; a resumed run keeps its batch size)")
         share = batch_size // self.size
         return slice(self.rank * share, (self.rank + 1) * share)
 

@@ -214,3 +214,17 @@ def test_dry_run_under_mpirun_prints_the_config_once(tmp_path, corpus):
     assert result.stdout.count("# the run's config") == 1, result.stdout
     assert result.stdout.count("\ntrain:\n") == 1 and not (tmp_path / "r").exists()
 
+
+def test_a_batch_that_does_not_divide_names_rank_counts_that_do():
+    """Resuming a batch-8 run on 3 ranks said only "use a multiple of 3", which the resume then
+    refuses (a resumed run keeps its batch size)."""
+    from types import SimpleNamespace
+
+    from charlstm.distributed import Comm
+    from charlstm.errors import CharlstmError
+    comm = Comm(SimpleNamespace(Get_rank=lambda: 0, Get_size=lambda: 3), None)
+    with pytest.raises(CharlstmError) as e:
+        comm.rows(8)
+    assert "train.batch_size 8 does not divide evenly among 3 MPI ranks" in str(e.value)
+    assert "mpirun -n 2" in str(e.value) and "a multiple of 3" in str(e.value)
+    assert comm.rows(9) == slice(0, 3)
