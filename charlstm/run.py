@@ -486,7 +486,9 @@ def _stop_on_signals(run):
         if run.stop_signal is not None:
             raise KeyboardInterrupt
         run.stop_signal = signum
-        tqdm.write(f"{signal.Signals(signum).name}: stopping after this step (again to quit now)")
+        if run.is_main:                   # under mpirun every rank gets it: rank 0 says so
+            tqdm.write(f"{signal.Signals(signum).name}: stopping after this step (again to quit "
+                       "now)")
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
