@@ -29,6 +29,7 @@ import yaml
 from . import backend, model as net, recipe, runfolder, runstate
 from .cells import Cell
 from .config import ARCHITECTURE, Config, config_to_dict, get, load_config_keys, replaced
+from .distributed import together, world
 from .errors import CharlstmError
 from .run import Run
 from .sample import generate, known
@@ -90,16 +91,18 @@ def train(config=None, *, data=None, minutes=None, out=None, overrides=None, res
         if run.is_main:
             echo(f"resuming '{resume}' at step {run.step}")
     else:
-        if init_from is not None:
-            init_from = runfolder.checkpoint_in(init_from)
-        cfg = plan(config, sets, minutes, init_from, progress, echo)
-        if init_from is not None:
-            cfg = _fine_tuned(cfg, sets, init_from, echo)
+        comm = world()
+        with together(comm):                # a file one rank lacks fails the run on every rank
+            if init_from is not None:
+                init_from = runfolder.checkpoint_in(init_from)
+            cfg = plan(config, sets, minutes, init_from, progress, echo)
+            if init_from is not None:
+                cfg = _fine_tuned(cfg, sets, init_from, echo)
+            if out is None and not dry_run:
+                name = runfolder.run_name(None if isinstance(config, Config) else config, cfg)
+                out = runfolder.free_folder(Path("runs") / name)
         if dry_run:
-            return Result(cfg)
-        if out is None:
-            name = runfolder.run_name(None if isinstance(config, Config) else config, cfg)
-            out = runfolder.free_folder(Path("runs") / name)
+            return Result(cfg, main=comm is None or comm.rank == 0)
         run = Run.start(cfg, out, init_from, progress)
         if run.is_main:
             echo(f"run folder: {out}" + (f" (fine-tuning from '{init_from}')" if init_from

@@ -162,10 +162,12 @@ def train(config, overrides, data, minutes, dry_run, out, resume_dir, init_from,
     result = api.train(config, data=data, minutes=minutes, out=out, overrides=overrides,
                        resume=resume_dir, init_from=init_from, device=device, dry_run=dry_run,
                        progress=progress, echo=click.echo)
+    if not result.main:                  # under mpirun, rank 0 alone prints
+        return
     if dry_run:
         click.echo("# the run's config (save it as a YAML file to train with it as it is):")
         click.echo(api.config_text(result.config))
-    elif result.main:
+    else:
         click.echo(f"done: step {result.steps}, best val loss {result.best_val:.4f} nats/char "
                    f"({bpc(result.best_val):.4f} bits/char)")
         click.echo(f"sample from it with:  charlstm sample {result.best}")

@@ -4,14 +4,19 @@ Every rank holds the whole model and a disjoint block of the batch's streams (ro
 backward pass the gradients are averaged with one in-place Allreduce over the flat float32
 gradient buffer, so every rank applies the same update and the weights stay identical. Rank 0
 alone evaluates, logs and writes checkpoints; what it decides each step (evaluate now, stop now)
-is broadcast so that all ranks take the same path through the loop.
+is broadcast so that all ranks take the same path through the loop. Before the loop, the work a
+rank may fail at alone (a data file one machine lacks, the run folder only rank 0 writes) is done
+`together`: every rank learns of a failure on any, and all end with it, rank 0 saying what failed
+where; a rank that left alone would leave the others waiting for it forever.
 
 MPI is optional: mpi4py is imported only when the process was started by an MPI launcher.
 With train.device=cuda each rank uses one GPU (rank modulo the GPUs it sees) and the collectives
 copy through host memory, so any MPI works, CUDA-aware or not.
 """
 
+import contextlib
 import os
+import pickle
 
 import numpy as np
 
@@ -58,8 +63,11 @@ class Comm:
     def rows(self, batch_size):
         """This rank's block of the batch rows. The global batch must split evenly."""
         if batch_size % self.size:
+            fewer = max(k for k in range(1, self.size) if batch_size % k == 0)
             raise CharlstmError(f"train.batch_size {batch_size} does not divide evenly among "
-                                f"{self.size} MPI ranks; use a multiple of {self.size}")
+                                f"{self.size} MPI ranks; use a multiple of {self.size}, or a "
+                                f"number of ranks that divides {batch_size} (e.g. mpirun -n "
+                                f"{fewer}; a resumed run keeps its batch size)")
         share = batch_size // self.size
         return slice(self.rank * share, (self.rank + 1) * share)
 
@@ -89,6 +97,23 @@ class Comm:
         """Rank 0's value of a small Python object, on every rank."""
         return self.comm.bcast(value, root=0)
 
+    def agree(self, failure, value=None):
+        """Every rank's outcome of work that may fail on one rank alone (`failure`: the exception
+        it raised there, or None): rank 0's `value` on every rank if none failed; else every rank
+        raises the failure of the lowest rank that failed (rank 0's own exception as it is; a
+        user error on another rank with that rank named)."""
+        outcomes = self.comm.allgather((_portable(failure), self.MPI.Get_processor_name(), value))
+        failed = [(rank, e, host) for rank, (e, host, _) in enumerate(outcomes) if e is not None]
+        if not failed:
+            return outcomes[0][2]
+        rank, e, host = failed[0]
+        if rank == self.rank:
+            e = failure                           # this rank's own, with its traceback
+        elif isinstance(e, CharlstmError):
+            e = CharlstmError(f"MPI rank {rank} (on {host}): {e}")
+        setattr(e, _AGREED, True)
+        raise e
+
     def gather_rows(self, local, axis):
         """Concatenate every rank's block along `axis` (rank order); the result on rank 0 only."""
         blocks = self.comm.gather(np.ascontiguousarray(to_host(local)), root=0)
@@ -97,3 +122,35 @@ class Comm:
     def abort(self, code=1):
         """End every rank of the job: one failing rank must not leave the others waiting."""
         self.comm.Abort(code)
+
+
+_AGREED = "charlstm_agreed"   # set on a failure every rank has raised: no rank waits on it now
+
+
+@contextlib.contextmanager
+def together(comm):
+    """Run the block on every rank (comm: world(), None for one process), then agree (Comm.agree)
+    on whether it failed anywhere: a failure on any rank is raised on every rank. A failure that
+    an agreement inside the block raised is not agreed on again."""
+    if comm is None:
+        yield
+        return
+    try:
+        yield
+    except Exception as e:
+        if getattr(e, _AGREED, False):
+            raise
+        comm.agree(e)
+    else:
+        comm.agree(None)
+
+
+def _portable(e):
+    """`e` as it can travel to another rank (pickled): itself, or its text as a RuntimeError."""
+    if e is None:
+        return None
+    try:
+        pickle.loads(pickle.dumps(e))
+        return e
+    except Exception:
+        return RuntimeError(f"{type(e).__name__}: {e}")

@@ -130,21 +130,21 @@ def resolve(cfg, explicit, progress=False, echo=print, notice=None):
     """The recipe's choice for cfg (see choose) as a new Config, made by rank 0 under mpirun and
     sent to every rank; rank 0 echoes `notice` (why the recipe runs, if given) and the report."""
     comm = world()
-    outcome = None
+    chosen, failure = None, None
     if comm is None or comm.rank == 0:
         try:
             choice = choose(cfg, explicit, prepare(cfg.data, progress, echo))
             if notice:
                 echo(notice)
             echo(choice.report())
-            outcome = ("ok", config_to_dict(choice.cfg))
-        except CharlstmError as e:
-            outcome = ("error", str(e))
-    if comm is not None:
-        outcome = comm.decide(outcome)
-    if outcome[0] == "error":
-        raise CharlstmError(outcome[1])
-    return config_from_dict(outcome[1], "the recipe's choice")
+            chosen = config_to_dict(choice.cfg)
+        except Exception as e:          # agreed on: every rank raises it, none waits for rank 0
+            if comm is None:
+                raise
+            failure = e
+    if comm is not None:                # (a rank that failed before this agrees here too)
+        chosen = comm.agree(failure, chosen)
+    return config_from_dict(chosen, "the recipe's choice")
 
 
 def check_minutes(minutes):

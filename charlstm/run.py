@@ -36,7 +36,7 @@ from .config import (ARCHITECTURE, Config, config_from_dict, config_to_dict, get
                      save_config)
 from .corpus import fine_tune_tokens, prepare
 from .data import Batches, split
-from .distributed import world
+from .distributed import together, world
 from .errors import CharlstmError, Diverged, Interrupted
 from .evaluate import bpc, evaluate
 from .malloc import keep_freed_memory
@@ -353,8 +353,9 @@ def resume(run_dir, overrides=(), progress=False, echo=tqdm.write):
     ("key=value") on its config (or a whole Config to continue with). What would change its
     stream of windows is refused: see runstate.check_stream."""
     path = Path(run_dir) / LAST
-    if not Path(run_dir).is_dir():
-        raise CharlstmError(f"run folder '{run_dir}' not found")
+    with together(world()):              # (one machine of several may lack it)
+        if not Path(run_dir).is_dir():
+            raise CharlstmError(f"run folder '{run_dir}' not found")
     with runfolder.holding(run_dir) as lock:
         if not path.exists():
             raise CharlstmError(f"'{run_dir}' has no checkpoint ({LAST}) to resume from; "
@@ -414,22 +415,24 @@ def _begin(run, echo):
     dropped) and a line saying what trains. Returns the echo to use (silent on ranks other than
     0)."""
     t = run.cfg.train
-    if t.threads:
-        set_threads(t.threads)
-    keep_freed_memory()
-    xp = backend.require(t.device)
-    if run.comm and xp is not np:           # one GPU per rank, round robin
-        xp.cuda.Device(run.comm.rank % xp.cuda.runtime.getDeviceCount()).use()
-    run.ts.to_device(t.device)
+    with together(run.comm):                 # a failure on one rank ends every rank
+        if t.threads:
+            set_threads(t.threads)
+        keep_freed_memory()
+        xp = backend.require(t.device)
+        if run.comm and xp is not np:        # one GPU per rank, round robin
+            xp.cuda.Device(run.comm.rank % xp.cuda.runtime.getDeviceCount()).use()
+        run.ts.to_device(t.device)
+        if run.is_main:
+            if run.lock is None:             # let go by an earlier train(): take it again
+                run.lock = runfolder.FolderLock(run.out).acquire()
+            runfolder.tidy(run.out, run.step)
+            save_config(run.cfg, run.out / runfolder.CONFIG)
     if run.comm:
         run.comm.broadcast_(run.ts.flat)
     run.ts.keep_average(run.cfg.optim.ema)
     if not run.is_main:
         return _quiet
-    if run.lock is None:                     # let go by an earlier train(): take it again
-        run.lock = runfolder.FolderLock(run.out).acquire()
-    runfolder.tidy(run.out, run.step)
-    save_config(run.cfg, run.out / runfolder.CONFIG)
     ranks = f" on {run.comm.size} MPI ranks" if run.comm else ""
     echo(f"training on {run.source}{ranks}: {len(run.train_tokens):,} train / "
          f"{len(run.val_tokens):,} val characters, vocabulary {len(run.vocab)}, "
@@ -483,7 +486,9 @@ def _stop_on_signals(run):
         if run.stop_signal is not None:
             raise KeyboardInterrupt
         run.stop_signal = signum
-        tqdm.write(f"{signal.Signals(signum).name}: stopping after this step (again to quit now)")
+        if run.is_main:                   # under mpirun every rank gets it: rank 0 says so
+            tqdm.write(f"{signal.Signals(signum).name}: stopping after this step (again to quit "
+                       "now)")
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:

@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 
 from . import checkpoint
-from .distributed import launcher_rank
+from .distributed import launcher_rank, together, world
 from .errors import CharlstmError
 
 LAST, BEST = "last.npz", "best.npz"     # the latest checkpoint, and the best validated one
@@ -98,10 +98,14 @@ class FolderLock:
 @contextlib.contextmanager
 def holding(folder):
     """The folder's lock, taken by rank 0 alone (None on other ranks) while a run is set up in it;
-    let go again, and a folder made only to hold it removed, if that fails."""
-    lock = FolderLock(folder).acquire() if launcher_rank() == 0 else None
+    let go again, and a folder made only to hold it removed, if that fails. Under mpirun the
+    setup is done `together`: if it fails on any rank (the lock on rank 0, a data file one
+    machine lacks), it fails on every rank."""
+    lock = None
     try:
-        yield lock
+        with together(world()):
+            lock = FolderLock(folder).acquire() if launcher_rank() == 0 else None
+            yield lock
     except BaseException:
         if lock is not None:
             lock.release(tidy=True)

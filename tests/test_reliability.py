@@ -326,3 +326,17 @@ def test_keep_last_prunes_step_checkpoints(tmp_path, corpus):
 
 def test_interrupted_is_not_a_user_error():
     assert not issubclass(Interrupted, CharlstmError)
+
+
+def test_only_rank_0_says_a_signal_stops_the_run(tmp_path, corpus, capsys):
+    """mpirun passes SIGTERM (and Ctrl-C, as SIGTERM) to every rank: each printed the line."""
+    from charlstm.run import _stop_on_signals
+    run = Run.start(tiny_config(corpus), tmp_path / "r")
+    run.is_main = False                              # as on MPI rank 1
+    with _stop_on_signals(run):
+        os.kill(os.getpid(), signal.SIGTERM)
+    assert run.stop_signal == signal.SIGTERM and capsys.readouterr() == ("", "")
+    run.is_main, run.stop_signal = True, None
+    with _stop_on_signals(run):
+        os.kill(os.getpid(), signal.SIGTERM)
+    assert "SIGTERM: stopping after this step" in capsys.readouterr().out
