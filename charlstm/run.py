@@ -373,7 +373,12 @@ def resume(run_dir, overrides=(), progress=False, echo=tqdm.write):
         if saved.init_from is not None:       # a fine-tuning run: its text mapped as before
             tokens = fine_tune_tokens(corpus, saved.vocab, cfg.data.unknown, _quiet)
         runstate.check_stream(run_dir, saved, cfg, corpus, tokens)
-        run = Run(cfg, run_dir, saved.vocab, tokens, corpus, init_from=saved.init_from)
+        try:
+            run = Run(cfg, run_dir, saved.vocab, tokens, corpus, init_from=saved.init_from)
+        except CharlstmError as e:
+            if cfg.train.device == "cuda" == was.device:     # a GPU's run, resumed without one
+                raise CharlstmError(f"{e}; or go on on the CPU: --device cpu") from None
+            raise
         run.ts.restore(saved)
         run.train_time, run.best_val = (saved.position["train_time"],
                                         saved.position["best_val_loss"])

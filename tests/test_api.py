@@ -93,6 +93,27 @@ def test_a_missing_gpu_is_refused_before_the_run_folder_is_made(tmp_path, corpus
     assert not (tmp_path / "r").exists()
 
 
+def test_a_gpu_run_resumed_without_a_gpu_is_told_of_the_cpu(tmp_path, corpus):
+    """It said only how to install CuPy, where going on on the CPU is the likelier way out."""
+    if importlib.util.find_spec("cupy") is not None:
+        pytest.skip("CuPy is installed: the device may exist (tests/test_gpu.py runs there)")
+    from charlstm import checkpoint
+    out = tmp_path / "r"
+    assert invoke("train", "configs/tiny.yaml", "--data", corpus, "--out", out,
+                  "--set", "train.max_steps=10", "--no-progress").exit_code == 0
+    arrays, meta = checkpoint.load_checkpoint(out / "last.npz")        # as if trained on a GPU
+    for key in ("format", "format_version", "arrays"):
+        meta.pop(key)
+    meta["config"]["train"]["device"] = "cuda"
+    checkpoint.save_checkpoint(out / "last.npz", arrays, meta)
+    more = ["train", "--resume", out, "--set", "train.max_steps=20", "--no-progress"]
+    one_line_error(invoke(*more), "device 'cuda' needs CuPy",
+                   "; or go on on the CPU: --device cpu")
+    resumed = invoke(*more, "--device", "cpu")
+    assert resumed.exit_code == 0, resumed.output
+    assert checkpoint.read_meta(out / "last.npz")["step"] == 20
+
+
 def test_a_callers_config_is_never_changed(tmp_path, corpus):
     cfg = tiny_config(corpus, train__max_minutes=1, train__recipe="auto", train__max_steps="null")
     before = copy.deepcopy(cfg)
