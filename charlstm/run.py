@@ -177,6 +177,22 @@ class Run:
             limits.append(steps_in(t.max_epochs * self.batches.num_batches, math.ceil))
         return min(limits) if limits else None
 
+    def limits_reached(self):
+        """[(limit, the --set that lifts it)] for each of train.max_steps, max_epochs and
+        max_minutes that the run has reached; a resumed run needs every one of them raised."""
+        t, out = self.cfg.train, []
+        up = lambda x: f"{math.ceil(x * 1000) / 1000:g}"     # noqa: E731 (never below x)
+        if t.max_steps and self.step >= t.max_steps:
+            out.append(("train.max_steps", f"--set train.max_steps=N (N > {self.step})"))
+        if t.max_epochs and self.step >= steps_in(t.max_epochs * self.batches.num_batches,
+                                                  math.ceil):
+            out.append(("train.max_epochs", "--set train.max_epochs=E (E > "
+                        f"{up(self.step / self.batches.num_batches)})"))
+        if t.max_minutes and self.train_time >= 60 * t.max_minutes:
+            out.append(("train.max_minutes", "--set train.max_minutes=M (M > "
+                        f"{up(self.train_time / 60)})"))
+        return out
+
     def plan_at(self):
         """The step at which a time-budgeted run fixes its step count: the warmup's end."""
         return max(self.cfg.optim.warmup_steps, PLAN_STEPS)
@@ -386,11 +402,11 @@ def resume(run_dir, overrides=(), progress=False, echo=tqdm.write):
         # began, its rate following the clock.
         run.clock_schedule = (bool(cfg.train.max_minutes) and run.total_steps() is None
                               and run.step >= run.plan_at())
-        total = run.total_steps()
-        if total is not None and run.step >= total:
-            raise CharlstmError(f"run '{run_dir}' already finished at step {run.step}; to "
-                                f"train longer, resume with --set train.max_steps=N "
-                                f"(N > {run.step})")
+        reached = run.limits_reached()
+        if reached:
+            raise CharlstmError(f"run '{run_dir}' already finished at step {run.step} ("
+                                f"{', '.join(k for k, _ in reached)} reached); to train longer, "
+                                f"resume with {' '.join(s for _, s in reached)}")
         run.lock = lock
     return run
 

@@ -19,7 +19,7 @@ from charlstm.config import load_config, replaced
 from charlstm import run as run_module
 from charlstm.run import PLAN_STEPS, Run, _Bar
 
-from helpers import synthetic_text, tiny_config
+from helpers import invoke, synthetic_text, tiny_config
 
 
 def metrics(run_dir):
@@ -143,6 +143,38 @@ def test_resume_refuses_architecture_change_and_finished_runs(tmp_path, corpus):
         Run.resume(tmp_path / "empty")
     with pytest.raises(CharlstmError, match="already holds a run"):
         Run.start(tiny_config(corpus), tmp_path / "r")
+
+
+def test_a_run_ended_by_epochs_or_minutes_is_told_which_limit_to_raise(tmp_path, corpus):
+    """Resuming a run that max_epochs or max_minutes ended names that limit and how to raise it:
+    the max_steps it used to suggest left an epoch-limited run finished, and a budget-limited
+    one was evaluated again at the same step with exit status 0, its metrics line repeated."""
+    run = Run.start(tiny_config(corpus, train__max_steps=1000, train__max_epochs=0.5,
+                                train__batch_size=32, train__seq_len=50), tmp_path / "e")
+    run.train(progress=False, echo=quiet)
+    epochs = math.ceil(run.step / run.batches.num_batches * 1000) / 1000
+    for sets in ([], ["--set", "train.max_steps=2000"]):
+        result = invoke("train", "--resume", tmp_path / "e", "--no-progress", *sets)
+        assert result.exit_code == 1
+        assert result.output.strip() == (
+            f"Error: run '{tmp_path / 'e'}' already finished at step {run.step} (train.max_epochs "
+            f"reached); to train longer, resume with --set train.max_epochs=E (E > {epochs:g})")
+    result = invoke("train", "--resume", tmp_path / "e", "--no-progress", "--set",
+                    f"train.max_epochs={epochs + 0.1}")
+    assert result.exit_code == 0, result.output
+
+    Run.start(tiny_config(corpus, train__max_minutes=1e-6), tmp_path / "m").train(
+        progress=False, echo=quiet)                      # out of time after its first step
+    before = metrics(tmp_path / "m")
+    result = invoke("train", "--resume", tmp_path / "m", "--no-progress")
+    assert result.exit_code == 1
+    assert result.output.strip() == (
+        f"Error: run '{tmp_path / 'm'}' already finished at step 1 (train.max_minutes reached); "
+        "to train longer, resume with --set train.max_minutes=M (M > 0.001)")
+    assert metrics(tmp_path / "m") == before
+    result = invoke("train", "--resume", tmp_path / "m", "--no-progress", "--set",
+                    "train.max_minutes=0.002")
+    assert result.exit_code == 0 and metrics(tmp_path / "m")[-1]["step"] > 1, result.output
 
 
 def test_max_epochs_and_max_minutes_stop_training(tmp_path, corpus):
