@@ -401,4 +401,9 @@ def fine_tune_tokens(corpus, vocab, unknown, echo):
         action = "skipped" if unknown == "skip" else f"replaced by {unknown!r}"
         echo(f"{len(missing)} characters of the new text are not in the checkpoint's vocabulary"
              f" and are {action}: {''.join(missing)[:40]!r}")
+    if len(tokens) == 0 < len(corpus.tokens):   # else the split asks for more of the same text
+        raise DataError(f"none of the new text's characters are in the checkpoint's vocabulary, "
+                        f"so data.unknown: skip leaves nothing to train on; fine-tune on a text "
+                        f"in its characters ({vocab.chars[:40]!r}), or train afresh without "
+                        "--init-from")
     return tokens

@@ -313,6 +313,25 @@ def test_fine_tuning_keeps_the_vocabulary_and_reports_new_characters(tmp_path, c
     assert more.exit_code == 0, more.output
 
 
+def test_fine_tuning_on_a_text_of_none_of_the_checkpoint_characters_says_so(tmp_path, corpus):
+    """Every character skipped: the split used to say the text had 0 characters and to raise
+    data.val_fraction or use more text, neither of which can help."""
+    base = tmp_path / "base"
+    assert invoke("train", "configs/tiny.yaml", "--data", corpus, "--out", base,
+                  "--no-progress").exit_code == 0
+    new = tmp_path / "new.txt"
+    new.write_text("ZQXJ#" * 2000)
+    result = invoke("train", "configs/tiny.yaml", "--data", new, "--out", tmp_path / "t",
+                    "--no-progress", "--init-from", base)
+    assert result.exit_code == 1
+    no_internal_error(result.output)
+    assert result.output.splitlines().count(
+        "Error: none of the new text's characters are in the checkpoint's vocabulary, so "
+        "data.unknown: skip leaves nothing to train on; fine-tune on a text in its characters "
+        "('\\n acdefghmnorstwy'), or train afresh without --init-from") == 1
+    assert not (tmp_path / "t" / "last.npz").exists()
+
+
 def test_fine_tuning_replacement_character(tmp_path, corpus):
     base = tmp_path / "base"
     invoke("train", "configs/tiny.yaml", "--data", corpus, "--out", base, "--no-progress")
