@@ -116,7 +116,7 @@ class Batches:
             raise DataError(
                 f"the training text has {N} characters, but one batch needs batch_size x seq_len"
                 f" + 1 = {B * T + 1}; lower train.batch_size or train.seq_len, lower "
-                "data.val_fraction, or use more text")
+                "data.val_fraction (or data.test_fraction), or use more text")
         L = (N - 1) // B                       # stream length; the last N-1-B*L chars are unused
         self.x = tokens[:B * L].reshape(B, L)              # views, no copy
         self.y = tokens[1:B * L + 1].reshape(B, L)

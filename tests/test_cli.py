@@ -367,7 +367,7 @@ def test_too_short_text_is_a_clear_error(tmp_path):
     short = tmp_path / "short.txt"
     short.write_text("hello world " * 5)
     one_line_error(invoke("train", "configs/tiny.yaml", "--data", short, "--out", tmp_path / "o"),
-                   "train.batch_size")
+                   "train.batch_size", "data.val_fraction (or data.test_fraction)")
 
 
 @pytest.mark.parametrize("key,recipe", [("model.hidden_size=99999999999", "off"),
