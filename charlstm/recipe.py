@@ -331,8 +331,12 @@ def _split_and_batch(s, n_total, description):
           f"{int(n_total * val):,} of {n_total:,} characters held out for validation")
     d = s.cfg.data
     n_train = int(n_total * (1 - d.val_fraction - d.test_fraction))
+    steps = s.cfg.train.max_steps if "train.max_steps" in s.explicit else None
     for key, value in FIXED.items():
-        s.put(key, value, "")
+        if key == "optim.warmup_steps" and steps is not None and steps <= value:
+            s.put(key, steps // 10, f"a tenth of your train.max_steps ({steps:,})")
+        else:                                      # (a warmup must end before the steps do)
+            s.put(key, value, "")
     B, T = s.cfg.train.batch_size, s.cfg.train.seq_len
     if n_train < B * T + 1:                        # a short text: fewer rows, same window
         if n_train < T + 2 or "train.batch_size" in s.explicit:

@@ -325,6 +325,21 @@ def test_dry_run_prints_the_choice_and_the_config_and_trains_nothing(tmp_path, m
     assert not (tmp_path / "runs").exists()
 
 
+def test_a_step_count_of_the_users_below_the_warmup_shortens_the_warmup(tmp_path, monkeypatch,
+                                                                         model_machine):
+    """--minutes 3 --set train.max_steps=30: the recipe's warmup of 50 steps ended in "the
+    recipe's choice: optim.warmup_steps: must be < train.max_steps (30)", a key not the user's."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.txt").write_text(synthetic_text(30_000))
+    result = invoke("train", "--data", "notes.txt", "--minutes", "3", "--dry-run",
+                    "--set", "train.max_steps=30")
+    assert result.exit_code == 0, result.output
+    assert re.search(r"optim.warmup_steps +3 +a tenth of your train.max_steps \(30\)",
+                     result.output), result.output
+    cfg = yaml.safe_load(result.output.partition("# the run's config")[2].partition("\n")[2])
+    assert cfg["optim"]["warmup_steps"] == 3 and cfg["train"]["max_steps"] == 30
+
+
 def test_minutes_with_the_recipe_off_is_a_plain_timed_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "notes.txt").write_text(synthetic_text(30_000))
