@@ -31,7 +31,7 @@ from .data import BUILTIN, Vocab, builtin_corpus
 from .errors import DataError, Interrupted
 
 CHUNK = 4 << 20            # bytes read at a time: bounds the memory of preparing any corpus
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2          # 2: a file's byte order mark is no longer a character of the text
 
 
 @dataclass
@@ -283,10 +283,13 @@ def _valid_cache(sidecar, token_file, sources, echo):
 
 
 def _decoded_chunks(path, errors, what="data file"):
-    """Yield (raw bytes, text) chunks of a UTF-8 file; DataError names the offset of a bad byte
-    (and, for a data file, the key that replaces bad bytes)."""
+    """Yield (raw bytes, text) chunks of a UTF-8 file, without the byte order mark some editors
+    put at its start (else the model learns an invisible U+FEFF at every file's start, and a
+    prime or eval file saved with one holds a character no model trained without it knows);
+    DataError names the offset of a bad byte (and, for a data file, the key that replaces bad
+    bytes)."""
     decoder = codecs.getincrementaldecoder("utf-8")("strict" if errors == "strict" else "replace")
-    offset = 0
+    offset, at_start = 0, True
     with open(path, "rb") as f:
         while True:
             raw = f.read(CHUNK)
@@ -301,6 +304,10 @@ def _decoded_chunks(path, errors, what="data file"):
                 fix = " or set data.errors=replace" if what == "data file" else ""
                 raise DataError(f"{what} '{path}' is not valid UTF-8: a bad byte at offset "
                                 f"{at}; fix the file{fix}") from None
+            if at_start and text:        # the first character, whichever chunk completes it
+                at_start = False
+                if text[0] == "\ufeff":
+                    text = text[1:]      # a byte order mark: how the file is written, not its text
             offset += len(raw)
             yield raw, text
             if not raw:

@@ -112,6 +112,19 @@ def test_a_prime_refused_for_its_characters_is_named_by_where_it_came_from(run_d
     assert result.exit_code == 0 and result.output.startswith("the "), result.output
 
 
+def test_a_prime_or_eval_file_saved_with_a_byte_order_mark(run_dir, tmp_path):
+    """Was refused: "has characters not in the model's vocabulary: '\\ufeff'" (an editor's mark
+    the user cannot see, and eval has no option to skip it)."""
+    text = tmp_path / "bom.txt"
+    text.write_bytes(b"\xef\xbb\xbfthe cat sat on the mat\n")
+    result = invoke("eval", run_dir / "best.npz", "--text", text, "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["chars"] == len("the cat sat on the mat\n") - 1
+    result = invoke("sample", run_dir / "best.npz", "--prime-file", text, "--length", 3)
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("the cat sat on the mat\n"), result.output
+
+
 def test_eval_reports_loss_bpc_perplexity(run_dir, corpus):
     result = invoke("eval", run_dir / "best.npz", "--text", corpus, "--json")
     assert result.exit_code == 0, result.output

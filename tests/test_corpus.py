@@ -156,6 +156,21 @@ def test_multibyte_characters_split_across_chunks(tmp_path, monkeypatch):
     assert text_of(prepare(data_cfg(src))) == text
 
 
+@pytest.mark.parametrize("chunk", [2, 4 << 20])      # 2: the mark split across two reads
+def test_a_byte_order_mark_is_not_a_character_of_the_text(tmp_path, monkeypatch, chunk):
+    """Was U+FEFF in the vocabulary, learned (and sampled) at the start of every file."""
+    monkeypatch.setattr("charlstm.corpus.CHUNK", chunk)
+    root = tmp_path / "bom"
+    root.mkdir()
+    (root / "a.txt").write_bytes(b"\xef\xbb\xbfalpha\n")
+    (root / "b.txt").write_bytes(b"\xef\xbb\xbfbeta \xef\xbb\xbf\n")   # one inside: text
+    corpus = prepare(data_cfg(root, separator="|"))
+    assert text_of(corpus) == "alpha\n|beta \ufeff\n"
+    assert corpus.sources[0]["sha256"] == hashlib.sha256(b"\xef\xbb\xbfalpha\n").hexdigest()
+    (root / "only.txt").write_bytes(b"\xef\xbb\xbf")
+    one_line_error(invoke("prepare", "--data", root / "only.txt"), "holds no text")
+
+
 def test_preparing_a_large_corpus_keeps_memory_bounded(tmp_path):
     """40 MB of text: streaming keeps the peak far below what reading it whole would take."""
     big = tmp_path / "big.txt"
