@@ -75,7 +75,7 @@ def known(vocab, text, skip_unknown=False, what="prime"):
     if not skip_unknown:
         raise CharlstmError(f"{option} has characters not in the model's vocabulary: "
                             f"{''.join(missing)[:40]!r}; remove them or pass --skip-unknown "
-                            "(\"skip_unknown\": true in a request)")
+                            "(skip_unknown=True in Python, \"skip_unknown\": true in a request)")
     gone = set(missing)
     return "".join(ch for ch in text if ch not in gone)
 
