@@ -167,7 +167,8 @@ _RULES: dict[str, tuple[str, Any]] = {
     # a download of a file:// url could be a device without end (file:///dev/zero)
     "data.url": ("be an http:// or https:// address or null",
                  lambda v: v.lower().startswith(("http://", "https://")) and _is_path(v)),
-    "data.unknown": ("be 'skip' or a single character", lambda v: v == "skip" or len(v) == 1),
+    "data.unknown": ("be 'skip' or a single character (one code point)",
+                     lambda v: v == "skip" or len(v) == 1),
     "model.num_layers": _ge1, "model.hidden_size": _ge1, "model.embedding_size": _ge0,
     "model.dropout": _unit_half, "model.weight_drop": _unit_half,
     "model.dropout_mask": _one_of("step", "window"),

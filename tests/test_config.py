@@ -282,7 +282,7 @@ RANGES = [
     ("data.cache_dir", " ", "/tmp/cache", "be a folder path or null"),
     ("data.url", "file:///dev/zero", "https://example.org/a.txt",     # a file:// download could
      "be an http:// or https:// address or null"),                    # be a device without end
-    ("data.unknown", "ab", "?", "be 'skip' or a single character"),
+    ("data.unknown", "e\u0301", "?", "be 'skip' or a single character (one code point)"),
     ("train.eval_minutes", 0.0, 0.5, "be > 0"),
     ("train.keep_last", -1, 3, "be >= 0"),
     ("train.on_divergence", "ignore", "skip", "be one of stop, skip"),
