@@ -75,10 +75,11 @@ def plot_runs(run_dirs, out_path):
     axes[0].legend(fontsize=8)
     fig.tight_layout()
     # Through a temporary file: one stopped half-way (Ctrl-C, SIGTERM, a full disk) left a broken
-    # image in place of the last good one. A device or pipe (-o /dev/stdout) is written as it is.
+    # image in place of the last good one. A link (-o /dev/stdout), device or pipe is written
+    # through, as it is.
     out = Path(out_path)
-    target = out if out.exists() and not out.is_file() else out.with_name(
-        f".{out.name}.tmp-{os.getpid()}")
+    through = out.is_symlink() or (out.exists() and not out.is_file())
+    target = out if through else out.with_name(f".{out.name}.tmp-{os.getpid()}")
     try:
         # The format named, never guessed: without one matplotlib would write NAME.png instead
         fig.savefig(target, dpi=110, format=fmt)

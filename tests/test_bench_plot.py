@@ -221,3 +221,12 @@ def test_a_plot_stopped_half_way_keeps_the_last_image_whole(run_dir, monkeypatch
     assert result.output == "interrupted: exiting now; the last complete checkpoint is intact\n"
     assert png.read_bytes() == whole
     assert sorted(p.name for p in run_dir.iterdir() if "loss" in p.name) == ["loss.png"]
+
+
+def test_a_plot_to_a_link_writes_through_it(run_dir, tmp_path):
+    """The temporary file and its rename must not replace a link (-o /dev/stdout) by a file."""
+    pytest.importorskip("matplotlib")
+    (tmp_path / "link.png").symlink_to(tmp_path / "real.png")
+    assert invoke("plot", run_dir, "-o", tmp_path / "link.png").exit_code == 0
+    assert (tmp_path / "link.png").is_symlink()
+    assert (tmp_path / "real.png").read_bytes()[:4] == b"\x89PNG"
