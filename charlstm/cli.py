@@ -7,7 +7,9 @@ stderr with a non-zero exit; `--debug` shows the traceback instead.
 import errno
 import json
 import math
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import click
@@ -32,9 +34,11 @@ class _Group(click.Group):
         except Interrupted as e:             # stopped cleanly by SIGINT/SIGTERM, checkpoint saved
             _say(str(e))
             ctx.exit(128 + e.signum)
-        except KeyboardInterrupt:            # a second Ctrl-C: out at once
-            _say("interrupted: exiting now; the last complete checkpoint is intact")
-            ctx.exit(130)
+        except KeyboardInterrupt as e:       # Ctrl-C (a second one in training), or SIGTERM
+            signum = getattr(e, "signum", signal.SIGINT)
+            _say(("interrupted" if signum == signal.SIGINT else f"{signal.Signals(signum).name} "
+                  "received") + ": exiting now; the last complete checkpoint is intact")
+            ctx.exit(128 + signum)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
         except BrokenPipeError:              # `charlstm sample ... | head`: quiet, as cat is;
@@ -497,5 +501,20 @@ def _on_device(params, device):
     return {name: backend.to_device(p, device) for name, p in params.items()}
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the process stands so that it unwinds as Ctrl-C does."""
+
+    signum = signal.SIGTERM
+
+
+def _sigterm(signum, frame):
+    raise _Terminated
+
+
 def main():
+    # By default SIGTERM ends the process where it stands: no `finally` runs (a half-built token
+    # cache's temporary file stayed, a timing child lived on) and nothing is said. Training and
+    # serve put their own handlers in place while they run, and restore this one after.
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _sigterm)
     cli(prog_name="charlstm")

@@ -16,6 +16,7 @@ import fnmatch
 import hashlib
 import json
 import os
+import re
 import signal
 import tempfile
 import threading
@@ -29,6 +30,11 @@ from tqdm import tqdm
 
 from .data import BUILTIN, Vocab, builtin_corpus
 from .errors import DataError, Interrupted
+
+try:
+    import fcntl
+except ImportError:                      # Windows: no locks, and no sweep of stale temporaries
+    fcntl = None
 
 CHUNK = 4 << 20            # bytes read at a time: bounds the memory of preparing any corpus
 CACHE_FORMAT = 2          # 2: a file's byte order mark is no longer a character of the text
@@ -55,6 +61,7 @@ def prepare(data_cfg, progress=False, echo=tqdm.write):
     key = hashlib.sha256(json.dumps([[str(p) for p in sources], data_cfg.separator,
                                      data_cfg.errors, CACHE_FORMAT]).encode()).hexdigest()[:20]
     sidecar, token_file = cache / f"{key}.json", cache / f"{key}.tokens"
+    _remove_stale_temporaries(cache)
     meta = _valid_cache(sidecar, token_file, sources, echo)
     if meta is None:
         meta = _build_cache(sources, data_cfg, sidecar, token_file, progress)
@@ -340,6 +347,9 @@ def _build_cache(sources, data_cfg, sidecar, token_file, progress):
             out = open(tmp, "wb")
         except OSError as e:
             raise _unwritable(token_file.parent, e) from None
+        if fcntl is not None:                       # ours while we live: not stale
+            with contextlib.suppress(OSError):
+                fcntl.flock(out, fcntl.LOCK_EX | fcntl.LOCK_NB)
         try:
             with out:
                 for k, path in enumerate(sources):
@@ -359,6 +369,35 @@ def _build_cache(sources, data_cfg, sidecar, token_file, progress):
     except OSError as e:
         raise _unwritable(sidecar.parent, e) from None
     return meta
+
+
+_TEMPORARY = re.compile(r".+\.(tokens|json)\.tmp-(\d+)")
+
+
+def _remove_stale_temporaries(cache):
+    """Remove the temporary files of cache writes killed outright (SIGKILL, out of memory): a
+    half-built token file is as large as the tokens written so far, and no later build reuses its
+    name (the writer's pid). One is stale when no process of its pid lives and none locks it (a
+    build on another machine sharing the folder)."""
+    if fcntl is None:
+        return
+    with contextlib.suppress(OSError):
+        for path in cache.iterdir():
+            match = _TEMPORARY.fullmatch(path.name)
+            if match and not _pid_alive(int(match.group(2))):
+                with contextlib.suppress(OSError), open(path, "rb") as f:
+                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)   # BlockingIOError: in use
+                    path.unlink()
+
+
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (OSError, OverflowError):                # another user's process (EPERM), ...
+        return True
+    return True
 
 
 def _unwritable(folder, e):

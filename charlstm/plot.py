@@ -9,6 +9,7 @@ training progress bar shows.
 """
 
 import math
+import os
 from pathlib import Path
 
 from .errors import CharlstmError
@@ -73,9 +74,17 @@ def plot_runs(run_dirs, out_path):
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.tight_layout()
+    # Through a temporary file: one stopped half-way (Ctrl-C, SIGTERM, a full disk) left a broken
+    # image in place of the last good one. A link (-o /dev/stdout), device or pipe is written
+    # through, as it is.
+    out = Path(out_path)
+    through = out.is_symlink() or (out.exists() and not out.is_file())
+    target = out if through else out.with_name(f".{out.name}.tmp-{os.getpid()}")
     try:
         # The format named, never guessed: without one matplotlib would write NAME.png instead
-        fig.savefig(out_path, dpi=110, format=fmt)
+        fig.savefig(target, dpi=110, format=fmt)
+        if target != out:
+            os.replace(target, out)
     except OSError as e:
         raise CharlstmError(f"cannot write '{out_path}': {e.strerror or e}") from None
     except RuntimeError as e:                     # a tool the format needs (.pgf: LaTeX) is missing
@@ -83,6 +92,8 @@ def plot_runs(run_dirs, out_path):
                             ".png, .pdf or .svg file instead") from None
     finally:
         plt.close(fig)
+        if target != out:
+            target.unlink(missing_ok=True)
     return out_path
 
 

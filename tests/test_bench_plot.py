@@ -201,3 +201,32 @@ def test_a_metrics_file_that_is_a_pipe_is_one_clear_line(run_dir, tmp_path, kind
         assert result.exit_code == 1 and result.output.splitlines()[-1].startswith(
             f"Error: '{run_dir / 'metrics.jsonl'}' is not a regular file ({kind}); a run "
             "folder's metrics.jsonl"), result.output
+
+
+def test_a_plot_stopped_half_way_keeps_the_last_image_whole(run_dir, monkeypatch):
+    """Ctrl-C or SIGTERM while the image was written left half of it, in place of the last."""
+    pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+    assert invoke("plot", run_dir).exit_code == 0
+    png = run_dir / "loss.png"
+    whole = png.read_bytes()
+
+    def stopped(self, target, **kw):
+        with open(target, "wb") as f:
+            f.write(whole[:100])
+        raise KeyboardInterrupt
+    monkeypatch.setattr(Figure, "savefig", stopped)
+    result = invoke("plot", run_dir)
+    assert result.exit_code == 130
+    assert result.output == "interrupted: exiting now; the last complete checkpoint is intact\n"
+    assert png.read_bytes() == whole
+    assert sorted(p.name for p in run_dir.iterdir() if "loss" in p.name) == ["loss.png"]
+
+
+def test_a_plot_to_a_link_writes_through_it(run_dir, tmp_path):
+    """The temporary file and its rename must not replace a link (-o /dev/stdout) by a file."""
+    pytest.importorskip("matplotlib")
+    (tmp_path / "link.png").symlink_to(tmp_path / "real.png")
+    assert invoke("plot", run_dir, "-o", tmp_path / "link.png").exit_code == 0
+    assert (tmp_path / "link.png").is_symlink()
+    assert (tmp_path / "real.png").read_bytes()[:4] == b"\x89PNG"

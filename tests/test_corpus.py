@@ -3,6 +3,7 @@
 import hashlib
 import http.server
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -426,3 +427,76 @@ def test_a_download_stopped_by_sigterm_leaves_nothing_behind(tmp_path):
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+# Runs `charlstm prepare`; its second pass (the tokens) says so through a marker file and hangs.
+HANGS_WRITING_TOKENS = r"""
+import sys, time
+from pathlib import Path
+from charlstm import data
+marker = Path(sys.argv[1])
+def encode(self, text):
+    marker.touch()
+    time.sleep(30)
+data.Vocab.encode = encode
+from charlstm.cli import main
+sys.argv = ["charlstm"] + sys.argv[2:]
+main()
+"""
+
+
+def test_sigterm_while_the_token_cache_is_built_leaves_nothing_and_says_so(tmp_path):
+    """SIGTERM ended `prepare` (and train's first step) where it stood: no line, exit -15, and
+    the half-written token file stayed in the cache folder, never to be used or removed."""
+    import signal
+    import time
+
+    text, cache, marker = tmp_path / "text.txt", tmp_path / "cache", tmp_path / "marker"
+    text.write_text(synthetic_text(5000))
+    child = subprocess.Popen(
+        [sys.executable, "-c", HANGS_WRITING_TOKENS, str(marker), "prepare", "--data", str(text),
+         "--set", f"data.cache_dir={cache}", "--no-progress"],
+        stderr=subprocess.PIPE, text=True, env=_env_of_the_charlstm_under_test())
+    try:
+        for _ in range(200):                                # at most 10 s
+            if marker.exists():
+                break
+            time.sleep(0.05)
+        assert [p.name for p in cache.iterdir()][0].endswith(f".tokens.tmp-{child.pid}")
+        child.send_signal(signal.SIGTERM)
+        assert child.wait(timeout=10) == 128 + signal.SIGTERM
+        assert child.stderr.read() == ("SIGTERM received: exiting now; the last complete "
+                                       "checkpoint is intact\n")
+        assert list(cache.iterdir()) == []
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_the_temporaries_of_a_killed_build_are_removed_by_the_next(tmp_path):
+    """SIGKILL (or the OOM killer) mid-build left a temporary as large as the tokens written so
+    far, under a name no later build reuses: each killed build added one, for good."""
+    import fcntl
+
+    text, cache = tmp_path / "text.txt", tmp_path / "cache"
+    text.write_text(synthetic_text(5000))
+    cfg = load_config(None, [f"data.path={text}", f"data.cache_dir={cache}"])
+    fresh = np.array(prepare(cfg.data).tokens)
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, timeout=10)
+    dead = int(gone.stdout)                                 # the pid of a process now ended
+    key = next(cache.glob("*.tokens")).stem
+    (cache / f"{key}.json").unlink()                        # killed before its sidecar was saved
+    stale = [cache / f"{key}.tokens.tmp-{dead}", cache / f"other.json.tmp-{dead}"]
+    live = [cache / f"{key}.tokens.tmp-{os.getppid()}", cache / f"held.tokens.tmp-{dead}"]
+    for p in stale + live:
+        p.write_bytes(b"\x01" * 100)
+    with open(live[1], "rb") as held:                       # a build on another machine
+        fcntl.flock(held, fcntl.LOCK_EX)
+        again = prepare(cfg.data)
+    assert np.array_equal(np.array(again.tokens), fresh)
+    assert not any(p.exists() for p in stale) and all(p.exists() for p in live)
+
+
+def _env_of_the_charlstm_under_test():
+    return dict(os.environ, PYTHONPATH=str(Path(charlstm.__file__).parents[1]))
