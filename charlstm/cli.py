@@ -37,7 +37,8 @@ class _Group(click.Group):
         except KeyboardInterrupt as e:       # Ctrl-C (a second one in training), or SIGTERM
             signum = getattr(e, "signum", signal.SIGINT)
             _say(("interrupted" if signum == signal.SIGINT else f"{signal.Signals(signum).name} "
-                  "received") + ": exiting now; the last complete checkpoint is intact")
+                  "received") + ": exiting now" + ("; the last complete checkpoint is intact"
+                                                  if ctx.invoked_subcommand == "train" else ""))
             ctx.exit(128 + signum)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
