@@ -346,7 +346,11 @@ def info(checkpoint):
     click.echo(f"model: {m.num_layers} x {m.hidden_size} {Cell.of_config(m).describe()}, "
                f"embedding {m.embedding_size}, {n_params:,} parameters")
     if "step" in meta:                            # a run checkpoint, not weights alone
-        click.echo(f"progress: step {meta['step']}, epoch {meta.get('epoch', '?')}, "
+        done = runstate.epochs(cfg, meta)
+        # without a record of its text (older files) the epochs are told as they are stored
+        where = (f"epoch {done:.2f}" if done is not None else
+                 f"epoch {meta.get('epoch', '?')} + {meta.get('window', '?')} windows")
+        click.echo(f"progress: step {meta['step']}, {where}, "
                    f"{meta.get('train_time', 0) / 60:.1f} training minutes")
     click.echo("best val loss: " + ("none yet" if best is None else
                                      f"{best:.4f} nats/char ({bpc(best):.4f} bits/char)"))

@@ -86,11 +86,15 @@ def token_dtype(V):
     return np.uint8 if V <= 256 else np.uint16 if V <= 65536 else np.uint32
 
 
+def split_sizes(n, val_fraction, test_fraction=0.0):
+    """(n_val, n_test): how many of a text's n tokens `split` holds out."""
+    return int(round(n * val_fraction)), int(round(n * test_fraction))
+
+
 def split(tokens, val_fraction, test_fraction=0.0):
     """Contiguous split [train | val | test]: validation is the last `val_fraction` of the text
     (as nanoGPT), or the part before the last `test_fraction` when a test split is held out."""
-    n_val = int(round(len(tokens) * val_fraction))
-    n_test = int(round(len(tokens) * test_fraction))
+    n_val, n_test = split_sizes(len(tokens), val_fraction, test_fraction)
     if n_val < 2:
         raise DataError(f"the validation split would have {n_val} characters (text has "
                         f"{len(tokens)}); raise data.val_fraction or use more text")
@@ -122,7 +126,7 @@ class Batches:
         self.y = tokens[1:B * L + 1].reshape(B, L)
         self.seq_len = T
         self.shifted = shifted
-        self.num_batches = max(1, (L - T + 1) // T) if shifted else L // T
+        self.num_batches = windows_per_epoch(N, B, T, shifted)
         self.spare = L - self.num_batches * T  # the largest start column a shifted epoch can use
 
     def offsets(self, epoch, seed):
@@ -144,6 +148,12 @@ class Batches:
         cols = offsets[:, None] + np.arange(i * T, (i + 1) * T)            # (B, T)
         rows = np.arange(len(offsets))[:, None]
         return self.x[rows, cols].astype(np.int64), self.y[rows, cols].astype(np.int64)
+
+
+def windows_per_epoch(N, B, T, shifted=False):
+    """The windows of one epoch of Batches over N training tokens (at least 1)."""
+    L = (N - 1) // B
+    return max(1, (L - T + 1) // T) if shifted else max(1, L // T)
 
 
 def eval_streams(tokens, min_len=10_000, max_streams=256):

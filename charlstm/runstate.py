@@ -35,7 +35,7 @@ import numpy as np
 from . import __version__, checkpoint, model
 from .cells import Cell
 from .config import ARCHITECTURE, KEYS, Config, config_from_dict, config_to_dict, get
-from .data import Vocab
+from .data import Vocab, split_sizes, windows_per_epoch
 from .errors import CharlstmError, CheckpointError
 from .runfolder import LAST
 
@@ -141,6 +141,21 @@ def inspect(path):
     meta = checkpoint.read_meta(path)
     cfg, vocab = _validated(path, meta)
     return cfg, vocab, meta
+
+
+def epochs(cfg, meta):
+    """How many epochs a run checkpoint's position stands at, as training reports it (Run's
+    epoch_progress: epoch + window / windows per epoch, from the token count its `stream`
+    records); None for a checkpoint without one. Its `epoch` alone is the index of the epoch its
+    position is in, one less than the count when the epoch's last window was the last trained."""
+    stream = meta.get("stream")
+    if stream is None or "epoch" not in meta or "window" not in meta:
+        return None
+    d, t = cfg.data, cfg.train
+    n_val, n_test = split_sizes(stream["tokens"], d.val_fraction, d.test_fraction)
+    per = windows_per_epoch(stream["tokens"] - n_val - n_test, t.batch_size, t.seq_len,
+                            t.windows == "shifted")
+    return meta["epoch"] + meta["window"] / per
 
 
 def require_meta(meta, keys, path):

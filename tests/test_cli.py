@@ -276,6 +276,21 @@ def test_info_describes_the_checkpoint(run_dir):
         assert words in result.output
 
 
+def test_info_counts_epochs_as_training_logs_them(tmp_path):
+    """At the end of an epoch the stored epoch index is one less than the epochs trained."""
+    text = tmp_path / "short.txt"
+    text.write_text(synthetic_text(1500))       # 1,350 train chars: 10 windows of 8 x 16
+    out = tmp_path / "run"
+    result = invoke("train", "configs/tiny.yaml", "--data", text, "--out", out, "--no-progress",
+                    "--set", "train.max_steps=20", "--set", "train.eval_every=10")
+    assert result.exit_code == 0, result.output
+    logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert logged[-1]["step"] == 20 and logged[-1]["epoch"] == 2.0
+    info = invoke("info", out / "last.npz")
+    assert info.exit_code == 0, info.output
+    assert "progress: step 20, epoch 2.00," in info.output
+
+
 def test_info_and_eval_take_a_run_folder_as_sample_does(run_dir, tmp_path):
     best = run_dir / "best.npz"
     for command, extra in (("info", []), ("eval", ["--split", "val", "--json"])):

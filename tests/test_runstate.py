@@ -70,7 +70,7 @@ def test_old_checkpoint_samples_evaluates_and_describes(old_run):
     ckpt = old_run / "last.npz"
     info = invoke("info", ckpt)
     assert info.exit_code == 0, info.output
-    assert "step 6" in info.output and "vocabulary (11)" in info.output
+    assert "step 6, epoch 0 + 6 windows," in info.output and "vocabulary (11)" in info.output
     sample = invoke("sample", ckpt, "--length", 30, "--seed", 1, "--prime", "bad ")
     assert sample.exit_code == 0, sample.output
     assert set(sample.output) <= set((FIXTURES / "v1-corpus.txt").read_text())
