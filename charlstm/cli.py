@@ -19,6 +19,7 @@ from . import __version__, api, backend, model, runfolder, runstate
 from .cells import Cell
 from .config import CELLS, load_config
 from .corpus import prepare as prepare_corpus, read_text
+from .data import readable
 from .distributed import launcher_rank
 from .errors import OUT_OF_MEMORY, CharlstmError, Interrupted
 from .evaluate import bpc, evaluate, split_tokens
@@ -354,7 +355,7 @@ def info(checkpoint):
                    f"{meta.get('train_time', 0) / 60:.1f} training minutes")
     click.echo("best val loss: " + ("none yet" if best is None else
                                      f"{best:.4f} nats/char ({bpc(best):.4f} bits/char)"))
-    click.echo(f"vocabulary ({len(vocab)}): {vocab.chars!r}")
+    click.echo(f"vocabulary ({len(vocab)}): {readable(vocab.chars)}")
     click.echo("config:")
     click.echo(api.config_text(cfg))
 

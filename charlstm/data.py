@@ -14,6 +14,7 @@ can be carried from one window to the next (truncated backpropagation through ti
 """
 
 import sysconfig
+import unicodedata
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +45,13 @@ def builtin_corpus(max_chars=2_000_000):
         raise DataError(f"no Python source found under {root} for the built-in corpus; "
                         "set data.path to a text file")
     return "".join(parts)[:max_chars]
+
+
+def readable(chars):
+    """repr(chars), with combining marks escaped too (repr leaves them raw, as printable): printed,
+    a mark joins the character before it, and two characters look like one (c + U+0301: ć)."""
+    return "".join(f"\\u{ord(c):04x}" if unicodedata.category(c).startswith("M") else c
+                   for c in repr(chars))
 
 
 class Vocab:

@@ -291,6 +291,20 @@ def test_info_counts_epochs_as_training_logs_them(tmp_path):
     assert "progress: step 20, epoch 2.00," in info.output
 
 
+def test_info_escapes_a_combining_mark_in_the_vocabulary(tmp_path):
+    """Printed raw, U+0301 joins the character before it ('y'): two would read as one (ý)."""
+    text = tmp_path / "accents.txt"
+    text.write_text(synthetic_text(5000).replace("cat", "cafe\u0301"), encoding="utf-8")
+    out = tmp_path / "run"
+    result = invoke("train", "configs/tiny.yaml", "--data", text, "--out", out, "--no-progress",
+                    "--set", "train.max_steps=2", "--set", "train.eval_every=2")
+    assert result.exit_code == 0, result.output
+    info = invoke("info", out)
+    assert info.exit_code == 0, info.output
+    line = next(ln for ln in info.output.splitlines() if ln.startswith("vocabulary"))
+    assert line.endswith("y\\u0301'") and "\u0301" not in line
+
+
 def test_info_and_eval_take_a_run_folder_as_sample_does(run_dir, tmp_path):
     best = run_dir / "best.npz"
     for command, extra in (("info", []), ("eval", ["--split", "val", "--json"])):
