@@ -181,6 +181,13 @@ def run_bench(cfg=None, vocab=65, steps=10, warmup=2, sample_chars=500, seed=0):
     }
 
 
+def _fig(x, places=1):
+    """x to `places` decimals, or to 2 significant digits where those would show a positive
+    figure as 0 (a tiny net's 0.03 GFLOP/s is not 0.0)."""
+    fixed = f"{x:.{places}f}"
+    return f"{x:.2g}" if x > 0 and float(fixed) == 0 else fixed
+
+
 def format_report(r):
     c = r["config"]
     gpu = c.get("device") == "cuda"
@@ -193,14 +200,15 @@ def format_report(r):
         f"{c['layers']} x {c['hidden']} {cell.describe()}, batch {c['batch']}, seq {c['seq']}, "
         f"vocab {c['vocab']}, {r['parameters']:,} parameters, median of {c['steps']} steps"
         + (" on the GPU" if gpu else ""),
-        f"train:   {r['train_chars_per_sec']:,.0f} chars/s  ({r['step_ms']:.1f} ms/step: forward "
-        f"{r['forward_ms']:.1f}, backward {r['backward_ms']:.1f}, optimizer "
-        f"{r['optimizer_ms']:.1f})",
-        f"matmul:  {r['achieved_gflops']:.1f} GFLOP/s achieved, machine {r['machine_gflops']:.1f}"
-        f" GFLOP/s on a {size}^2 product ({100 * r['fraction_of_machine']:.0f}%)",
+        f"train:   {r['train_chars_per_sec']:,.0f} chars/s  ({_fig(r['step_ms'])} ms/step: forward "
+        f"{_fig(r['forward_ms'])}, backward {_fig(r['backward_ms'])}, optimizer "
+        f"{_fig(r['optimizer_ms'])})",
+        f"matmul:  {_fig(r['achieved_gflops'])} GFLOP/s achieved, machine "
+        f"{_fig(r['machine_gflops'])} GFLOP/s on a {size}^2 product "
+        f"({_fig(100 * r['fraction_of_machine'], 0)}%)",
         f"eval:    {r['eval_chars_per_sec']:,.0f} chars/s forward only "
         f"({r['eval_chars_per_sec'] / r['train_chars_per_sec']:.1f}x a training step)",
         f"sample:  {r['sample_chars_per_sec']:,.0f} chars/s at batch 1",
-        memory + f"{r['step_memory_mb']:.0f} MB"
-        + (f" (torch-rnn's bound: {bound:.0f} MB)" if bound is not None else ""),
+        memory + f"{_fig(r['step_memory_mb'], 0)} MB"
+        + (f" (torch-rnn's bound: {_fig(bound, 0)} MB)" if bound is not None else ""),
     ])

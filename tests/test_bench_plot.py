@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from charlstm.bench import activation_floats, matmul_flops_per_char
+from charlstm.bench import activation_floats, format_report, matmul_flops_per_char
 from charlstm.cli import cli
 from charlstm.plot import _smooth, read_metrics
 
@@ -42,6 +42,23 @@ def test_bench_json_reports_every_figure():
         assert r[key] > 0 or key == "step_memory_mb", key
     human = invoke("bench", "--layers", 1, "--hidden", 16, "--batch", 4, "--seq", 8, "--steps", 1)
     assert "chars/s" in human.output and "GFLOP/s" in human.output and "RSS" in human.output
+
+
+def test_bench_report_shows_a_tiny_nets_small_figures_as_they_are_not_as_zero():
+    c = {"layers": 1, "hidden": 16, "batch": 1, "seq": 1, "vocab": 2, "embedding": 0,
+         "steps": 1, "device": "cpu", "cell": "lstm"}
+    r = {"config": c, "parameters": 1314, "train_chars_per_sec": 5051.0, "step_ms": 0.198,
+         "forward_ms": 0.074, "backward_ms": 0.096, "optimizer_ms": 0.029,
+         "achieved_gflops": 0.032, "machine_gflops": 170.8, "fraction_of_machine": 0.000187,
+         "eval_chars_per_sec": 14496.0, "sample_chars_per_sec": 21504.0, "peak_rss_mb": 81.9,
+         "step_memory_mb": 0.38, "activation_bound_mb": 0.0092, "gpu_memory_mb": None}
+    report = format_report(r)
+    assert "(0.2 ms/step: forward 0.1, backward 0.1, optimizer 0.029)" in report
+    assert "matmul:  0.032 GFLOP/s achieved, machine 170.8 GFLOP/s" in report
+    assert "(0.019%)" in report
+    assert "a step's activations 0.38 MB (torch-rnn's bound: 0.0092 MB)" in report
+    r.update(step_memory_mb=0.0, fraction_of_machine=0.25)         # a measured 0 stays 0
+    assert "activations 0 MB" in format_report(r) and "(25%)" in format_report(r)
 
 
 def test_bench_rejects_bad_sizes():
