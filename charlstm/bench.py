@@ -198,7 +198,8 @@ def format_report(r):
     cell = Cell(c.get("cell", "lstm"), c.get("peepholes", False), c.get("coupled_gates", False))
     return "\n".join([
         f"{c['layers']} x {c['hidden']} {cell.describe()}, batch {c['batch']}, seq {c['seq']}, "
-        f"vocab {c['vocab']}, {r['parameters']:,} parameters, median of {c['steps']} step{'' if c['steps'] == 1 else 's'}"
+        f"vocab {c['vocab']}, {r['parameters']:,} parameters, median of {c['steps']} "
+        f"step{'' if c['steps'] == 1 else 's'}"
         + (" on the GPU" if gpu else ""),
         f"train:   {r['train_chars_per_sec']:,.0f} chars/s  ({_fig(r['step_ms'])} ms/step: forward "
         f"{_fig(r['forward_ms'])}, backward {_fig(r['backward_ms'])}, optimizer "
