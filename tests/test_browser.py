@@ -120,6 +120,9 @@ def test_page_generates_scores_writes_and_charts_a_run(tmp_path, browser):
 
         # Score: one shaded span per character, each with its probability and guesses
         tab(driver, "score")
+        # the hint is one line (.detail keeps whitespace: a break in the HTML showed mid-sentence)
+        assert by_id(driver, "score-detail").text == \
+            "Hover a character to see its probability and the model's guesses."
         type_into(driver, "score-text", SCORED)
         by_id(driver, "score-go").click()
         spans = until(driver, lambda d: d.find_elements("css selector", "#score-output .ch"),
