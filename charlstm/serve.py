@@ -337,8 +337,13 @@ class _Guard:
 
     def check(self, path, headers):
         open_path = path in ("/", "/healthz") or path.startswith("/static/")
-        if self.token and not open_path and headers.get("authorization") != f"Bearer {self.token}":
-            return _error(401, "this server needs a token: send 'Authorization: Bearer TOKEN'")
+        sent = headers.get("authorization")
+        if self.token and not open_path and sent != f"Bearer {self.token}":
+            if sent is None:
+                return _error(401, "this server needs a token: send 'Authorization: Bearer TOKEN'")
+            # one given but wrong: "needs a token" alone reads as if none had reached it
+            return _error(401, "the token sent is not this server's: send the one given to "
+                               "charlstm serve --token, as 'Authorization: Bearer TOKEN'")
         size = headers.get("content-length")
         if size is not None and (not size.isdigit() or int(size) > self.service.limits.max_body):
             e = self.service.too_big()

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import served
+from helpers import served, start_server, tiny_run
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -120,6 +120,9 @@ def test_page_generates_scores_writes_and_charts_a_run(tmp_path, browser):
 
         # Score: one shaded span per character, each with its probability and guesses
         tab(driver, "score")
+        # the hint is one line (.detail keeps whitespace: a break in the HTML showed mid-sentence)
+        assert by_id(driver, "score-detail").text == \
+            "Hover a character to see its probability and the model's guesses."
         type_into(driver, "score-text", SCORED)
         by_id(driver, "score-go").click()
         spans = until(driver, lambda d: d.find_elements("css selector", "#score-output .ch"),
@@ -159,3 +162,36 @@ def test_page_generates_scores_writes_and_charts_a_run(tmp_path, browser):
         assert not by_id(driver, "error").is_displayed(), by_id(driver, "error").text
     errors = [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
     assert not errors, errors
+
+
+def test_a_server_gone_mid_stream_is_said_so_not_blamed_on_the_page(tmp_path, browser):
+    """A server killed while it streams cut the fetch's body: the page said "error in the page:
+    network error". It says the connection was lost and what to do, and so does the next
+    Generate, which cannot reach the server at all."""
+    driver = browser
+    proc, base_url = start_server([tiny_run(tmp_path / "served"), "--max-length", "100000"])
+    try:
+        driver.get(base_url + "/")
+        until(driver, lambda d: by_id(d, "model").get_attribute("value"), "the model picker")
+        type_into(driver, "gen-length", "100000")
+        by_id(driver, "gen-go").click()
+        until(driver, lambda d: re.search(r"generating… [1-9]", by_id(d, "gen-status").text),
+              "the first streamed characters")
+    finally:
+        proc.kill()                      # as a crash would: no error event, the body cut short
+        proc.communicate(timeout=30)
+    until(driver, lambda d: by_id(d, "error").is_displayed(), "the error line")
+    line = by_id(driver, "error").text
+    assert re.match(r"the connection to the server was lost after \d+ chars", line), line
+    assert "is charlstm serve still running?" in line and "error in the page" not in line, line
+    assert not by_id(driver, "gen-go").get_attribute("disabled")
+
+    by_id(driver, "gen-go").click()
+    until(driver, lambda d: by_id(d, "error").text.startswith("cannot reach the server"),
+          "the next Generate's error line")
+    assert "is charlstm serve still running?" in by_id(driver, "error").text
+    assert not by_id(driver, "gen-go").get_attribute("disabled")
+    # the page's own mistakes go to the console; a lost server is not one of them
+    page_errors = [e["message"] for e in driver.get_log("browser")
+                   if e["level"] == "SEVERE" and "app.js" in e.get("message", "")]
+    assert not page_errors, page_errors

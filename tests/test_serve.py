@@ -385,7 +385,9 @@ def test_a_token_guards_the_api_not_the_page(run_dir):
     from charlstm.serve import make_app
     with TestClient(make_app({"tiny": run_dir}, token="s3cret")) as c:
         error(c.get("/v1/models"), 401, "Bearer")
-        error(c.post("/v1/generate", json={}, headers={"Authorization": "Bearer nope"}), 401)
+        # a wrong token is named as wrong, not as missing (the page's token box sent one)
+        error(c.post("/v1/generate", json={}, headers={"Authorization": "Bearer nope"}), 401,
+              "the token sent is not this server's")
         assert c.get("/v1/models", headers={"Authorization": "Bearer s3cret"}).status_code == 200
         assert c.get("/").status_code == 200 and c.get("/healthz").status_code == 200
 

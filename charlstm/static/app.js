@@ -44,7 +44,8 @@ async function request(path, {body, signal} = {}) {
     });
   } catch (e) {
     if (e.name === "AbortError") throw e;
-    throw new ApiError("cannot reach the server (" + e.message + ")");
+    throw new ApiError("cannot reach the server (" + e.message + "); is charlstm serve still " +
+                       "running? Start it again, then retry");
   }
   if (res.ok) return res;
   if (res.status === 401) showTokenBox();
@@ -255,7 +256,7 @@ async function generate() {
     const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
     let buffer = "";
     for (;;) {
-      const {value, done} = await reader.read();
+      const {value, done} = await readOrLost(reader, chars);
       if (done) break;
       let events;
       [events, buffer] = parseEvents(buffer + value);
@@ -287,6 +288,19 @@ async function generate() {
     generation = null;
     $("gen-go").disabled = false;
     $("gen-stop").disabled = true;
+  }
+}
+
+// reader.read(), where a connection cut mid-stream (the server killed, the network gone) is the
+// server's trouble, not "error in the page: network error".
+async function readOrLost(reader, chars) {
+  try {
+    return await reader.read();
+  } catch (e) {
+    if (e.name === "AbortError") throw e;
+    throw new ApiError("the connection to the server was lost after " + chars + " chars (" +
+                       e.message + "); is charlstm serve still running? Start it again, then " +
+                       "retry");
   }
 }
 
