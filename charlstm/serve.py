@@ -12,6 +12,7 @@ make is a 4xx with {"error": one line}.
 """
 
 import asyncio
+import hmac
 import json
 import math
 import sys
@@ -338,7 +339,8 @@ class _Guard:
     def check(self, path, headers):
         open_path = path in ("/", "/healthz") or path.startswith("/static/")
         sent = headers.get("authorization")
-        if self.token and not open_path and sent != f"Bearer {self.token}":
+        if self.token and not open_path and not hmac.compare_digest(    # in constant time
+                (sent or "").encode(), f"Bearer {self.token}".encode()):
             if sent is None:
                 return _error(401, "this server needs a token: send 'Authorization: Bearer TOKEN'")
             # one given but wrong: "needs a token" alone reads as if none had reached it

@@ -365,7 +365,7 @@ async function score() {
     outEl.replaceChildren(...spans.flat());
     $("score-summary").textContent = data.loss == null ? "nothing to score" :
       "loss " + data.loss.toFixed(4) + " nats/char · " + data.bpc.toFixed(3) + " bits/char · " +
-      data.chars + " chars scored";
+      data.chars + (data.chars === 1 ? " char scored" : " chars scored");
   } catch (e) {
     report(e);
   } finally {
