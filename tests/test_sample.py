@@ -41,8 +41,6 @@ def test_a_tiny_temperature_is_greedy_without_overflow(temperature):
     """A temperature a request may send (> 0, but so small that logit / temperature overflowed):
     the draw is the argmax, as the limit is, on the one-stream and the batched path, and NumPy
     has nothing to warn about (the softmax was NaN: token 0 every time, warnings in the log)."""
-    import warnings
-
     from charlstm.sample import draw, draw_rows
     logits = np.array([[-3.0, 2.5, 7.0, 6.9, -40.0], [9.0, -2.0, 0.5, 8.99, 3.0]], np.float32)
 
