@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import yaml
+from tqdm import tqdm
 
 from . import backend, model as net, recipe, runfolder, runstate
 from .cells import Cell
@@ -70,7 +71,7 @@ def train(config=None, *, data=None, minutes=None, out=None, overrides=None, res
     resolve the config, train nothing; echo: where lines of progress go (print, click.echo;
     None: nowhere).
     """
-    echo = echo or _quiet
+    echo = _above_bars(echo) if echo else _quiet
     for name, value in (("data", data), ("out", out), ("resume", resume), ("init_from", init_from)):
         if isinstance(value, str) and not value.strip():    # "" is the current folder to Path
             raise CharlstmError(f"{name} is an empty path; give one (or None)")
@@ -87,7 +88,7 @@ def train(config=None, *, data=None, minutes=None, out=None, overrides=None, res
             raise CharlstmError("--resume takes the run's own config and folder; drop CONFIG, "
                                 "--out, --init-from, --minutes and --dry-run (use --set to "
                                 "change settings such as train.max_steps)")
-        run = Run.resume(resume, sets, progress)
+        run = Run.resume(resume, sets, progress, echo)
         if run.is_main:
             echo(f"resuming '{resume}' at step {run.step}")
     else:
@@ -103,11 +104,11 @@ def train(config=None, *, data=None, minutes=None, out=None, overrides=None, res
                 out = runfolder.free_folder(Path("runs") / name)
         if dry_run:
             return Result(cfg, main=comm is None or comm.rank == 0)
-        run = Run.start(cfg, out, init_from, progress)
+        run = Run.start(cfg, out, init_from, progress, echo)
         if run.is_main:
             echo(f"run folder: {out}" + (f" (fine-tuning from '{init_from}')" if init_from
                                          else ""))
-    run.train(progress=progress)
+    run.train(progress=progress, echo=echo)
     return Result(run.cfg, Path(run.out), run.step, run.best_val, run.is_main)
 
 
@@ -207,6 +208,15 @@ def _explicit_of(cfg):
 
 def _quiet(*_):
     pass
+
+
+def _above_bars(echo):
+    """`echo` with the progress bars cleared while it writes and drawn again after (as
+    tqdm.write does), so that a caller's print or click.echo does not tear them."""
+    def say(*args, **kwargs):
+        with tqdm.external_write_mode():
+            echo(*args, **kwargs)
+    return say
 
 
 @dataclass

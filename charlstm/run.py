@@ -79,6 +79,7 @@ class Run:
         self.clock_schedule = False       # a run begun before plans: its rate follows the clock
         self.stop_signal = None           # set by SIGINT / SIGTERM: stop after this step
         self.evaluated_at = None          # the step of the latest evaluation
+        self.echo = tqdm.write            # where train() sends its lines (a skipped step's too)
 
     @property
     def params(self):
@@ -96,7 +97,7 @@ class Run:
         SIGINT / SIGTERM stop it after the current step with a checkpoint (raising Interrupted);
         a divergent step raises Diverged or is skipped, as train.on_divergence says.
         """
-        echo = _begin(self, echo)
+        echo = self.echo = _begin(self, echo)
         t, total, first = self.cfg.train, self.total_steps(), self.step
         timed = total is None
         bar = _Bar(self, total, disable=not (progress and self.is_main))
@@ -276,8 +277,8 @@ class Run:
             self.ts.lr_scale *= 0.5               # every rank: they must stay in step
             if self.is_main:                      # rank 0 alone logs and reports
                 self.log(step=self.step, skipped=problem, lr_scale=self.ts.lr_scale)
-                tqdm.write(f"step {self.step}: {problem}; step skipped, learning rate halved "
-                           f"to {lr / 2:.3g}")
+                self.echo(f"step {self.step}: {problem}; step skipped, learning rate halved "
+                          f"to {lr / 2:.3g}")
             return
         kept = (f"{self.out / LAST} and {BEST} are untouched" if runfolder.holds_run(self.out)
                 else "no checkpoint had been written yet")

@@ -114,6 +114,23 @@ def test_a_gpu_run_resumed_without_a_gpu_is_told_of_the_cpu(tmp_path, corpus):
     assert checkpoint.read_meta(out / "last.npz")["step"] == 20
 
 
+def test_echo_gets_every_line_of_the_run_and_none_prints_nothing(tmp_path, corpus, capsys):
+    """echo=None is silence and a callable gets the run's lines (they went to stdout instead),
+    the skipped steps of train.on_divergence=skip included."""
+    charlstm.train("configs/tiny.yaml", data=str(corpus), out=tmp_path / "quiet", overrides=STEPS)
+    assert capsys.readouterr().out == ""
+    lines = []
+    charlstm.train("configs/tiny.yaml", data=str(corpus), out=tmp_path / "told", echo=lines.append,
+                   overrides={**STEPS, "optim.lr": 1e9, "optim.grad_clip": 0,
+                              "train.on_divergence": "skip"})
+    assert capsys.readouterr().out == ""
+    assert lines[0] == f"run folder: {tmp_path / 'told'}"
+    assert lines[1].startswith(f"training on '{corpus}'")
+    assert any(line.startswith("step 2: ") and "step skipped, learning rate halved" in line
+               for line in lines)
+    assert lines[-1].startswith("step 10 (epoch ")
+
+
 def test_a_callers_config_is_never_changed(tmp_path, corpus):
     cfg = tiny_config(corpus, train__max_minutes=1, train__recipe="auto", train__max_steps="null")
     before = copy.deepcopy(cfg)
