@@ -271,7 +271,7 @@ def eval_(checkpoint, text_file, split, as_json, progress, device):
 
     \b
       charlstm eval runs/shakespeare/best.npz --text data/tinyshakespeare/input.txt --json
-      charlstm eval runs/shakespeare --split test --device cuda
+      charlstm eval runs/shakespeare-gpu --split val --device cuda
       charlstm eval runs/shakespeare/best.npz --text notes.txt --json > notes.json
     """
     if (text_file is None) == (split is None):

@@ -482,3 +482,17 @@ def test_a_run_folder_is_named_after_the_data_even_a_glob(path, name):
     from charlstm.runfolder import run_name
     assert run_name(None, SimpleNamespace(data=SimpleNamespace(path=path))) == name
     assert run_name("configs/shakespeare.yaml", None) == "shakespeare"
+
+
+def test_help_examples_ask_only_for_splits_their_runs_have():
+    """eval --help showed `eval runs/shakespeare --split test`, and configs/shakespeare.yaml (as
+    every shipped config) holds out no test split: the example ended in an error."""
+    import re
+
+    from charlstm.config import load_config
+    for line in invoke("eval", "--help").output.splitlines():
+        split = re.search(r"--split (\w+)", line)
+        run = re.search(r"charlstm eval runs/([\w-]+)", line)
+        if split and run and split[1] == "test":
+            cfg = load_config(f"configs/{run[1]}.yaml")
+            assert cfg.data.test_fraction > 0, line
