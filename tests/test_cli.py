@@ -496,3 +496,20 @@ def test_help_examples_ask_only_for_splits_their_runs_have():
         if split and run and split[1] == "test":
             cfg = load_config(f"configs/{run[1]}.yaml")
             assert cfg.data.test_fraction > 0, line
+
+
+def test_bench_help_shows_its_own_defaults_and_that_a_config_replaces_them():
+    """bench --help said "--layers [default: 2]" and `bench configs/shakespeare.yaml` took the
+    config's 1 layer: a default shown must say which one holds when."""
+    import re
+
+    from charlstm.bench import bench_config
+    from charlstm.cli import _BENCH_KEYS
+    cfg = bench_config()
+    text = " ".join(invoke("bench", "--help").output.split("Options:")[1].split())
+    for option, key in _BENCH_KEYS.items():
+        flag = "--" + option.replace("_", "-")
+        shown = re.search(rf"{flag} \S+(?: RANGE)? [^[]*\[default: ([^]]+)\]", text)
+        if shown:
+            section, name = key.split(".")
+            assert shown[1] == f"{getattr(getattr(cfg, section), name)}, or the CONFIG's", option
