@@ -271,7 +271,7 @@ def eval_(checkpoint, text_file, split, as_json, progress, device):
 
     \b
       charlstm eval runs/shakespeare/best.npz --text data/tinyshakespeare/input.txt --json
-      charlstm eval runs/shakespeare --split test --device cuda
+      charlstm eval runs/shakespeare-gpu --split val --device cuda
       charlstm eval runs/shakespeare/best.npz --text notes.txt --json > notes.json
     """
     if (text_file is None) == (split is None):
@@ -387,21 +387,23 @@ _BENCH_KEYS = {"layers": "model.num_layers", "hidden": "model.hidden_size",
                "threads": "train.threads"}
 
 
-def _shortcut(name, what, **kw):
+def _shortcut(name, what, shown=None, **kw):
+    """`shown`: the value without a CONFIG (bench's own shape); with one, the CONFIG's holds."""
     key = _BENCH_KEYS[name.lstrip("-").replace("-", "_")]
-    return click.option(name, help=f"{what} (short for --set {key}=...).", **kw)
+    default = f" [default: {shown}, or the CONFIG's]" if shown else ""
+    return click.option(name, help=f"{what}{default} (short for --set {key}=...).", **kw)
 
 
 @cli.command()
 @click.argument("config", required=False, type=click.Path(dir_okay=False))
 @_SET
-@_shortcut("--layers", "Recurrent layers [default: 2]", type=click.IntRange(min=1))
-@_shortcut("--hidden", "Hidden size [default: 512]", type=click.IntRange(min=1))
-@_shortcut("--batch", "Batch size, parallel streams [default: 64]", type=click.IntRange(min=1))
-@_shortcut("--seq", "Characters per window [default: 100]", type=click.IntRange(min=1))
-@_shortcut("--embedding", "Embedding size, 0 = one-hot [default: 64]",
+@_shortcut("--layers", "Recurrent layers", 2, type=click.IntRange(min=1))
+@_shortcut("--hidden", "Hidden size", 512, type=click.IntRange(min=1))
+@_shortcut("--batch", "Batch size, parallel streams", 64, type=click.IntRange(min=1))
+@_shortcut("--seq", "Characters per window", 100, type=click.IntRange(min=1))
+@_shortcut("--embedding", "Embedding size, 0 = one-hot", 64,
            type=click.IntRange(min=0))
-@_shortcut("--cell", "The recurrent cell [default: lstm]", type=click.Choice(CELLS))
+@_shortcut("--cell", "The recurrent cell", "lstm", type=click.Choice(CELLS))
 @_shortcut("--peepholes", "LSTM with peephole connections", is_flag=True, default=None)
 @_shortcut("--coupled-gates", "LSTM with coupled input and forget gates", is_flag=True,
            default=None)

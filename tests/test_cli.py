@@ -482,3 +482,34 @@ def test_a_run_folder_is_named_after_the_data_even_a_glob(path, name):
     from charlstm.runfolder import run_name
     assert run_name(None, SimpleNamespace(data=SimpleNamespace(path=path))) == name
     assert run_name("configs/shakespeare.yaml", None) == "shakespeare"
+
+
+def test_help_examples_ask_only_for_splits_their_runs_have():
+    """eval --help showed `eval runs/shakespeare --split test`, and configs/shakespeare.yaml (as
+    every shipped config) holds out no test split: the example ended in an error."""
+    import re
+
+    from charlstm.config import load_config
+    for line in invoke("eval", "--help").output.splitlines():
+        split = re.search(r"--split (\w+)", line)
+        run = re.search(r"charlstm eval runs/([\w-]+)", line)
+        if split and run and split[1] == "test":
+            cfg = load_config(f"configs/{run[1]}.yaml")
+            assert cfg.data.test_fraction > 0, line
+
+
+def test_bench_help_shows_its_own_defaults_and_that_a_config_replaces_them():
+    """bench --help said "--layers [default: 2]" and `bench configs/shakespeare.yaml` took the
+    config's 1 layer: a default shown must say which one holds when."""
+    import re
+
+    from charlstm.bench import bench_config
+    from charlstm.cli import _BENCH_KEYS
+    cfg = bench_config()
+    text = " ".join(invoke("bench", "--help").output.split("Options:")[1].split())
+    for option, key in _BENCH_KEYS.items():
+        flag = "--" + option.replace("_", "-")
+        shown = re.search(rf"{flag} \S+(?: RANGE)? [^[]*\[default: ([^]]+)\]", text)
+        if shown:
+            section, name = key.split(".")
+            assert shown[1] == f"{getattr(getattr(cfg, section), name)}, or the CONFIG's", option
