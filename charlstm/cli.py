@@ -130,8 +130,9 @@ def _progress(default, when):
 @cli.command()
 @click.argument("config", required=False, type=click.Path(dir_okay=False))
 @_SET
-@click.option("--data", type=click.Path(), callback=_named, help="Text file to train on (short for "
-              "--set data.path=PATH; drops the config's data.url and data.sha256).")
+@click.option("--data", type=click.Path(), callback=_named, help="Text file, folder or quoted glob "
+              "to train on (short for --set data.path=PATH; drops the config's data.url and "
+              "data.sha256).")
 @click.option("--minutes", type=float, help="Train for N minutes with every setting you did not "
               "set chosen for your text and this machine (short for --set train.max_minutes=N "
               "--set train.recipe=auto; add --set train.recipe=off to choose nothing).")
