@@ -17,9 +17,7 @@ import hashlib
 import json
 import os
 import re
-import signal
 import tempfile
-import threading
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -29,7 +27,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .data import BUILTIN, Vocab, builtin_corpus
-from .errors import DataError, Interrupted
+from .errors import DataError
 
 try:
     import fcntl
@@ -189,33 +187,11 @@ def _looks_like_text(path):
     return bool(head) and b"\x00" not in head
 
 
-@contextlib.contextmanager
-def _sigterm_unwinds():
-    """SIGTERM raises Interrupted here (in the main thread), so that `finally` blocks run: by
-    default it ends the process where it stands, and a download left its partial file behind."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def stop(signum, frame):
-        raise Interrupted(signum, "SIGTERM received: the download stopped; nothing was saved")
-    previous = signal.signal(signal.SIGTERM, stop)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def download(url, dest, sha256=None, progress=False):
     """Fetch url to dest through a temporary file; verify sha256; leave nothing behind on failure
-    (nor on Ctrl-C or SIGTERM)."""
+    (nor on Ctrl-C, or SIGTERM to the command line: cli.main makes it unwind as Ctrl-C does)."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    with _sigterm_unwinds():
-        _download(url, dest, sha256, progress)
-
-
-def _download(url, dest, sha256, progress):
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.download-")
     digest = hashlib.sha256()
     try:

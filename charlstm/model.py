@@ -46,13 +46,15 @@ def param_shapes(V, E, H, L, cell="lstm", peepholes=False, coupled_gates=False):
     return shapes
 
 
-def param_count(V, E, H, L, cell="lstm", peepholes=False, coupled_gates=False):
+def param_count(V, E, H, L, cell="lstm", peepholes=False, coupled_gates=False, core=False):
     """The number of parameters param_shapes would list, without listing them: a typo such as
-    num_layers 1000000000 must not build a billion-entry dict before it is refused."""
+    num_layers 1000000000 must not build a billion-entry dict before it is refused. `core`: the
+    recurrent layers' alone (no embedding, no head)."""
     spec = Cell(cell, peepholes, coupled_gates)
     layer = [sum(math.prod(s) for s in spec.layer_shapes(k, (E if E > 0 else V) if k == 0 else H,
                                                          H).values()) for k in range(min(L, 2))]
-    return (V * E if E > 0 else 0) + sum(layer[:1]) + (L - 1) * sum(layer[1:]) + V * H + V
+    layers = sum(layer[:1]) + (L - 1) * sum(layer[1:])
+    return layers if core else (V * E if E > 0 else 0) + layers + V * H + V
 
 
 def config_shapes(V, model_cfg):

@@ -160,8 +160,7 @@ def check_minutes(minutes):
 def params_of(V, E, H, L, cell, core=False):
     """The net's parameters; with `core`, the recurrent layers' alone (no embedding, no head:
     the loss law's N)."""
-    total = model.param_count(V, E, H, L, cell.name, cell.peepholes, cell.coupled_gates)
-    return total - ((V * E if E > 0 else 0) + V * H + V if core else 0)
+    return model.param_count(V, E, H, L, cell.name, cell.peepholes, cell.coupled_gates, core)
 
 
 def timing_config(V, E, H, L, B, T, cell, dropout, device="cpu"):

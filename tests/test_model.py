@@ -256,3 +256,15 @@ def test_the_transposed_recurrent_products_compute_the_same(monkeypatch, E):
     assert l1 == pytest.approx(l2, rel=1e-13)
     for a, b in [(h1, h2), (c1, c2), (dh1, dh2), (dc1, dc2)] + [(g1[k], g2[k]) for k in g1]:
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.parametrize("cell,peepholes,coupled", [("lstm", False, False), ("lstm", True, True),
+                                                    ("gru", False, False), ("rnn", False, False)])
+@pytest.mark.parametrize("V,E,H,L", [(65, 64, 32, 1), (11, 0, 16, 3), (7, 5, 9, 2)])
+def test_param_count_is_the_sum_of_param_shapes(cell, peepholes, coupled, V, E, H, L):
+    """Counted without listing (a billion layers are refused at once), held equal to the list."""
+    shapes = model.param_shapes(V, E, H, L, cell, peepholes, coupled)
+    assert model.param_count(V, E, H, L, cell, peepholes, coupled) == sum(
+        math.prod(s) for s in shapes.values())
+    assert model.param_count(V, E, H, L, cell, peepholes, coupled, core=True) == sum(
+        math.prod(s) for name, s in shapes.items() if not name.startswith(("embedding.", "head.")))
